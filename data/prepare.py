@@ -1,0 +1,152 @@
+"""
+Prepared token streams, nanoGPT style: each split is a flat uint16 memmap of token ids
+(documents joined by <|endoftext|>), with an optional uint8 loss mask beside it (SFT: 1 on
+assistant tokens) and a sidecar meta.json saying tokenizer, source and sizes. A stream is
+rebuilt when its sidecar no longer matches (new world version, tokenizer or source file).
+
+  python -m data.prepare                       # the assistant world, both corpora
+  python -m data.prepare --source PATH         # a text file, or HH-RLHF jsonl(.gz) file/dir
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+
+from data import hh, world
+from data.tokenizer import eot_id, get_tokenizer
+
+OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "data")
+N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3 CPU minutes
+N_SFT_DOCS = 20000
+
+
+def assistant_spans(text):
+    """Character spans of assistant replies in an HH transcript: from after each
+    'Assistant:' to the next '\\n\\nHuman:' (or the end)."""
+    spans = []
+    for m in re.finditer(r"\n\nAssistant:", text):
+        end = text.find("\n\nHuman:", m.end())
+        spans.append((m.end(), len(text) if end < 0 else end))
+    return spans
+
+
+def tokenize_docs(enc, docs, sft=False):
+    """-> (ids uint16, mask uint8 or None). With sft, mask=1 on tokens that start inside an
+    assistant reply and on the end-of-text token after a document (learning to stop)."""
+    eot = eot_id(enc)
+    ids_all = enc.encode_ordinary_batch(docs)
+    ids, mask = [], []
+    for doc, toks in zip(docs, ids_all):
+        ids += toks + [eot]
+        if sft:
+            _, offsets = enc.decode_with_offsets(toks)
+            spans = assistant_spans(doc)
+            mask += [int(any(a <= o < b for a, b in spans)) for o in offsets] + [1]
+    dtype = np.uint16 if enc.n_vocab <= 65535 else np.uint32
+    return np.array(ids, dtype=dtype), (np.array(mask, dtype=np.uint8) if sft else None)
+
+
+def _write(path, arr):
+    tmp = path + ".tmp"
+    arr.tofile(tmp)
+    os.replace(tmp, path)
+
+
+def write_stream(name, enc, splits, meta, sft=False):
+    """splits: {"train": docs, "val": docs} -> out/data/<name>/<split>.bin (+ .mask.bin)."""
+    d = os.path.join(OUT_DIR, name)
+    os.makedirs(d, exist_ok=True)
+    for split, docs in splits.items():
+        ids, mask = tokenize_docs(enc, docs, sft)
+        _write(os.path.join(d, f"{split}.bin"), ids)
+        if mask is not None:
+            _write(os.path.join(d, f"{split}.mask.bin"), mask)
+        meta[f"{split}_tokens"], meta[f"{split}_docs"] = int(len(ids)), len(docs)
+        meta["dtype"] = str(ids.dtype)
+    meta["sft_mask"] = sft
+    with open(os.path.join(d, "meta.json.tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(d, "meta.json.tmp"), os.path.join(d, "meta.json"))
+    return d
+
+
+def _fresh(name, key):
+    p = os.path.join(OUT_DIR, name, "meta.json")
+    if not os.path.exists(p):
+        return False
+    with open(p) as f:
+        return json.load(f).get("key") == key
+
+
+def _source_key(path):
+    files = hh.find_files(path) if not os.path.isfile(path) or path.endswith((".jsonl", ".jsonl.gz")) else [path]
+    return [(os.path.abspath(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
+
+
+def prepare(source="world", tokenizer="world", sft=False, verbose=True):
+    """Build (or reuse) the token stream for a source -> (directory, meta dict).
+
+    source: "world" (the assistant world: pretraining mixture, or helpful-only SFT data
+    with sft=True), a plain text file, or an HH-RLHF jsonl(.gz) file or directory (deduped
+    dialogues; with sft=True the loss mask covers the assistant replies)."""
+    if source == "world":
+        name = f"world-{'sft' if sft else 'pretrain'}-{tokenizer}"
+        key = {"world_version": world.WORLD_VERSION, "tokenizer": tokenizer, "sft": sft,
+               "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS}
+        if not _fresh(name, key):
+            if verbose:
+                print(f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...", flush=True)
+            enc = get_tokenizer(tokenizer)
+            gen = world.sft_dialogues if sft else world.pretrain_documents
+            n = key["docs"]
+            splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
+            write_stream(name, enc, splits, {"key": key, "source": "assistant world", "tokenizer": tokenizer,
+                                             "vocab": enc.n_vocab}, sft)
+    else:
+        src_key = _source_key(source)
+        tag = hashlib.md5(json.dumps(src_key).encode()).hexdigest()[:8]
+        base = os.path.basename(os.path.normpath(source)).split(".")[0]
+        name = f"{base}-{tag}-{'sft' if sft else 'lm'}-{tokenizer.replace(':', '_')}"
+        key = {"source": src_key, "tokenizer": tokenizer, "sft": sft}
+        if not _fresh(name, key):
+            if os.path.isfile(source) and not source.endswith((".jsonl", ".jsonl.gz")):
+                with open(source, encoding="utf-8") as f:
+                    text = f.read()
+                # plain text: paragraphs are documents (keeps the val split from cutting mid-paragraph)
+                docs = [p for p in text.split("\n\n") if p.strip()]
+                kind = "text"
+            else:
+                pairs, _ = hh.load_comparisons(source, verbose)
+                docs = hh.dialogue_corpus(pairs)
+                kind = "hh"
+            enc = get_tokenizer(tokenizer, text_fn=lambda: "\n".join(docs))
+            n_val = max(len(docs) // 20, 1)
+            # every 20th document to val: a deterministic split that spans all files
+            splits = {"train": [d for i, d in enumerate(docs) if i % 20 != 0], "val": docs[::20][:n_val]}
+            write_stream(name, enc, splits, {"key": key, "source": os.path.abspath(source), "kind": kind,
+                                             "tokenizer": tokenizer, "vocab": enc.n_vocab}, sft)
+    d = os.path.join(OUT_DIR, name)
+    with open(os.path.join(d, "meta.json")) as f:
+        meta = json.load(f)
+    if verbose:
+        print(f"data {d}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, tokenizer {tokenizer}")
+    return d, meta
+
+
+def load_split(d, split, meta):
+    ids = np.memmap(os.path.join(d, f"{split}.bin"), dtype=meta["dtype"], mode="r")
+    mask = np.memmap(os.path.join(d, f"{split}.mask.bin"), dtype=np.uint8, mode="r") if meta["sft_mask"] else None
+    return ids, mask
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default="world")
+    ap.add_argument("--tokenizer", default="world")
+    args = ap.parse_args()
+    for sft in (False, True):
+        prepare(args.source, args.tokenizer, sft)

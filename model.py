@@ -1,0 +1,461 @@
+"""
+model.py -- the one small GPT that every nanoalign script shares.
+
+A decoder-only transformer written from scratch in plain PyTorch:
+  * pre-norm blocks (RMSNorm -> attention -> residual, RMSNorm -> MLP -> residual);
+  * rotary position embeddings (see `rope` below for why rotary);
+  * an option for attention-only models (no MLP) and for "smeared keys", both used by
+    induction.py (Olsson et al. 2022, "In-context Learning and Induction Heads");
+  * two attention paths: the fast path through F.scaled_dot_product_attention (fused
+    kernels on CPU and GPU) and an explicit path that also returns every head's
+    attention pattern, for interpretability; tests check they agree to 1e-5;
+  * an optional scalar head (one number per position) for preference models, PPO value
+    functions and P(IK) heads;
+  * batched KV-cached sampling with left-padded prompts (`generate`);
+  * checkpoints written atomically and read with torch.load(weights_only=True);
+  * AdamW set-up and an MFU estimate.
+
+Read top to bottom: config, layers, the model, sampling, checkpoints, training helpers.
+"""
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 4096
+    block_size: int = 256     # longest context the model is trained on
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    attn_only: bool = False   # no MLPs: the induction-heads models (Olsson et al. 2022, Sec. 2)
+    smeared_key: bool = False  # keys mix in the previous token's key (Olsson et al. 2022, Argument 2)
+    scalar_head: bool = False  # one number per position: PM reward, PPO value, P(IK)
+    rope_base: float = 10000.0
+
+
+def config_from_dict(d):
+    known = {f.name for f in fields(GPTConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}")
+    return GPTConfig(**d)
+
+
+# -----------------------------------------------------------------------------
+# Positions. We use rotary embeddings (Su et al. 2021) rather than a learned absolute
+# table because (1) attention scores then depend only on the distance between tokens,
+# so a previous-token head -- half of an induction circuit -- works identically at every
+# offset, which the random-offset repeats in induction.py require; (2) nothing positional
+# is added to the residual stream, so the OV-circuit copying analysis (W_U W_O W_V W_E)
+# sees only token content; (3) left padding cannot change the result, since shifting all
+# positions by the same amount leaves every score unchanged; (4) no parameters spent on
+# a position table in tiny models. We still pass correct position ids for clarity.
+
+def rope(pos, head_dim, base):
+    """cos/sin tables for integer positions pos (B, T) -> each (B, 1, T, head_dim/2)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim))
+    ang = pos.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
+    return ang.cos()[:, None], ang.sin()[:, None]
+
+
+def apply_rope(x, cos, sin):
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+def norm(x, weight):
+    return F.rms_norm(x, (x.size(-1),), weight)
+
+
+# -----------------------------------------------------------------------------
+# Layers
+
+class KVCache:
+    """Pre-allocated keys and values for all layers: (n_layer, B, H, T_max, hd).
+    Decoding writes one slot per step and attends over the whole buffer with a mask, so
+    every step has the same tensor shapes (no new kernel plans on GPU)."""
+
+    def __init__(self, cfg, batch, t_max, device, dtype):
+        hd = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch, cfg.n_head, t_max, hd)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # smeared keys need the previous position's un-smeared key
+        self.prev_k = torch.zeros((cfg.n_layer, batch, cfg.n_head, 1, hd), device=device, dtype=dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg, layer):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.n_head, self.hd = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        if cfg.smeared_key:
+            # per-head mixing logit; weight on the previous key is sigmoid(smear). Starts at
+            # about 0.05 so the model begins close to a plain transformer.
+            self.smear = nn.Parameter(torch.full((cfg.n_head,), -3.0))
+
+    def forward(self, x, cos, sin, mask, prev_valid, cache=None, start=0, explicit=False):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, self.hd).transpose(1, 2) for t in (q, k, v))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.cfg.smeared_key:
+            # key_j <- (1 - w) key_j + w key_{j-1}, w = sigmoid(smear) per head. The previous
+            # key is zero before the first real token (a pad or the start of the sequence).
+            prev = torch.cat([cache.prev_k[self.layer] if cache is not None and start > 0
+                              else torch.zeros_like(k[:, :, :1]), k[:, :, :-1]], dim=2)
+            prev = prev * prev_valid[:, None, :, None]
+            if cache is not None:
+                cache.prev_k[self.layer] = k[:, :, -1:]
+            w = torch.sigmoid(self.smear).view(1, -1, 1, 1).to(k.dtype)
+            k = (1 - w) * k + w * prev
+        if cache is not None:
+            cache.k[self.layer, :, :, start:start + T] = k
+            cache.v[self.layer, :, :, start:start + T] = v
+            k, v = cache.k[self.layer], cache.v[self.layer]
+        att = None
+        if explicit:
+            # the slow, obvious computation; also returns the attention pattern
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
+            if mask is None:
+                Tk = k.size(2)
+                mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(Tk - T)
+            scores = scores.masked_fill(~mask, float("-inf"))
+            att = scores.softmax(dim=-1)
+            y = att @ v
+        else:
+            drop = self.cfg.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.proj(y), self.cfg.dropout, self.training), att
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, layer):
+        super().__init__()
+        self.cfg = cfg
+        self.ln1 = nn.Parameter(torch.ones(cfg.n_embd))
+        self.attn = Attention(cfg, layer)
+        if not cfg.attn_only:
+            self.ln2 = nn.Parameter(torch.ones(cfg.n_embd))
+            self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+            self.fc_out = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, mask, prev_valid, cache, start, explicit):
+        a, att = self.attn(norm(x, self.ln1), cos, sin, mask, prev_valid, cache, start, explicit)
+        x = x + a
+        if not self.cfg.attn_only:
+            h = self.fc_out(F.gelu(self.fc(norm(x, self.ln2))))
+            x = x + F.dropout(h, self.cfg.dropout, self.training)
+        return x, att
+
+
+# -----------------------------------------------------------------------------
+# The model
+
+def padding_mask_to_attn(pad_mask):
+    """(B, T) bool, True = real token -> (B, 1, T, T) bool attention mask, True = attend.
+    Causal, never attends to pads. A pad query may attend to itself so that its softmax
+    row is not empty (its output is never used, but NaNs would poison the batch)."""
+    T = pad_mask.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=pad_mask.device).tril()
+    m = causal[None] & pad_mask[:, None, :]
+    m = m | torch.eye(T, dtype=torch.bool, device=pad_mask.device)[None]
+    return m[:, None]
+
+
+def positions_from_mask(pad_mask):
+    """Left padding: the first real token gets position 0."""
+    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0 and (cfg.n_embd // cfg.n_head) % 2 == 0
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
+        self.ln_f = nn.Parameter(torch.ones(cfg.n_embd))
+        # lm head tied to the embedding (Press & Wolf 2017): fewer parameters in tiny models
+        self.scalar = nn.Linear(cfg.n_embd, 1) if cfg.scalar_head else None
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("attn.proj.weight") or name.endswith("fc_out.weight"):
+                # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wte.weight.numel() if non_embedding else n
+
+    def hidden(self, idx, pad_mask=None, explicit=False, cache=None, start=0, pos=None, mask=None):
+        """Final normed hidden states (B, T, C), and the list of per-layer attention
+        patterns (B, H, T, T_keys) when explicit=True.
+
+        idx: (B, T) token ids. pad_mask: (B, T) bool, True for real tokens (left padding).
+        With no pad_mask the fused causal kernel is used. cache/start/pos/mask are for
+        `generate`, which supplies its own positions and a mask over the whole cache."""
+        B, T = idx.shape
+        if pos is None:
+            pos = positions_from_mask(pad_mask) if pad_mask is not None else \
+                torch.arange(T, device=idx.device).expand(B, T)
+        if mask is None and pad_mask is not None:
+            mask = padding_mask_to_attn(pad_mask)
+        prev_valid = None
+        if self.cfg.smeared_key:  # is the previous position a real token?
+            pm = pad_mask if pad_mask is not None else torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            first = torch.full((B, 1), start > 0, dtype=torch.bool, device=idx.device)
+            prev_valid = torch.cat([first, pm[:, :-1]], dim=1).to(self.wte.weight.dtype)
+        cos, sin = rope(pos, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_base)
+        x = F.dropout(self.wte(idx), self.cfg.dropout, self.training)
+        atts = []
+        for blk in self.blocks:
+            x, att = blk(x, cos, sin, mask, prev_valid, cache, start, explicit)
+            atts.append(att)
+        return norm(x, self.ln_f), (atts if explicit else None)
+
+    def lm_logits(self, h):
+        return F.linear(h, self.wte.weight)
+
+    def forward(self, idx, targets=None, pad_mask=None, explicit=False):
+        """Language-model logits (B, T, V) and, with targets, mean cross-entropy over the
+        positions where targets != -1 (SFT masks non-assistant tokens with -1)."""
+        h, _ = self.hidden(idx, pad_mask, explicit)
+        logits = self.lm_logits(h)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def score(self, idx, pad_mask=None):
+        """Scalar head at every position (B, T), in fp32."""
+        assert self.scalar is not None, "model was built without scalar_head=True"
+        h, _ = self.hidden(idx, pad_mask)
+        return self.scalar(h).squeeze(-1).float()
+
+    def attention_patterns(self, idx):
+        """Per-layer (B, H, T, T) attention patterns from the explicit path."""
+        return self.hidden(idx, explicit=True)[1]
+
+
+def token_logprobs(logits, tokens, temperature=1.0):
+    """log p(tokens[t] | ...) from logits (B, T, V) aligned with tokens (B, T), in fp32.
+    PPO recomputes these at the sampling temperature so that the first epoch's ratio is 1."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+# -----------------------------------------------------------------------------
+# Sampling
+
+def left_pad(prompts, pad_id, device):
+    """list of token lists -> (idx (B, T), pad_mask (B, T)), left padded."""
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, T - len(p):] = True
+    return idx.to(device), mask.to(device)
+
+
+def filter_logits(logits, temperature, top_k=None, top_p=None):
+    """Temperature, then top-k, then nucleus (top-p) filtering. Returns fp32 logits whose
+    softmax is the distribution we sample from."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set with mass >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+             eot_id=None, pad_id=0, generator=None, use_cache=True):
+    """Sample continuations of a batch of prompts of different lengths.
+
+    prompts: list of token-id lists. temperature 0 means greedy.
+    Returns a dict of (B, T_prompt + n) tensors:
+      tokens   -- left-padded prompt followed by the sample (eot_id after a sequence ends),
+      logprobs -- log-prob of each sampled token under the sampling distribution (0 elsewhere),
+      gen_mask -- True on generated tokens, up to and including the end token,
+      pad_mask -- True on real tokens (prompt and generated part).
+    use_cache=False recomputes the whole context every step: the slow reference."""
+    model.eval()
+    device = model.wte.weight.device
+    idx, pmask = left_pad(prompts, pad_id, device)
+    B, Tp = idx.shape
+    T_max = Tp + max_new_tokens
+    if T_max > model.cfg.block_size:
+        raise ValueError(f"prompt ({Tp}) + max_new_tokens ({max_new_tokens}) exceeds block_size {model.cfg.block_size}")
+    tokens = torch.cat([idx, torch.full((B, max_new_tokens), pad_id if eot_id is None else eot_id,
+                                         dtype=torch.long, device=device)], 1)
+    valid = torch.cat([pmask, torch.zeros((B, max_new_tokens), dtype=torch.bool, device=device)], 1)
+    logprobs = torch.zeros((B, T_max), device=device)
+    gen_mask = torch.zeros((B, T_max), dtype=torch.bool, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    pos_all = positions_from_mask(valid | (torch.arange(T_max, device=device) >= Tp))
+    causal = torch.ones(T_max, T_max, dtype=torch.bool, device=device).tril()
+    cache = None
+    if use_cache:
+        cache = KVCache(model.cfg, B, T_max, device, model.wte.weight.dtype)
+        # prefill: prompt queries against the whole (still empty beyond Tp) cache
+        mask = (causal[:Tp][None] & valid[:, None, :]) | torch.eye(Tp, T_max, dtype=torch.bool, device=device)
+        h, _ = model.hidden(idx, pmask, cache=cache, start=0, pos=pos_all[:, :Tp], mask=mask[:, None])
+        last = h[:, -1]
+    n = 0
+    for t in range(Tp, T_max):
+        if not use_cache:
+            h, _ = model.hidden(tokens[:, :t], valid[:, :t])
+            last = h[:, -1]
+        logits = model.lm_logits(last)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+            lp = torch.zeros(B, device=device)
+        else:
+            flt = filter_logits(logits, temperature, top_k, top_p)
+            probs = flt.softmax(-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            lp = F.log_softmax(flt, -1).gather(-1, nxt[:, None]).squeeze(-1)
+        live = ~done
+        nxt = torch.where(live, nxt, tokens[:, t])
+        tokens[:, t] = nxt
+        logprobs[:, t] = torch.where(live, lp, torch.zeros_like(lp))
+        gen_mask[:, t] = live
+        valid[:, t] = True  # finished rows keep attending to their (masked-out) end tokens
+        n += 1
+        if eot_id is not None:
+            done = done | (nxt == eot_id)
+            if bool(done.all()):
+                break
+        if use_cache and t + 1 < T_max:
+            mask = (causal[t][None] & valid)[:, None, None, :]  # (B, 1, 1, T_max): same shape every step
+            h, _ = model.hidden(nxt[:, None], None, cache=cache, start=t, pos=pos_all[:, t:t + 1], mask=mask)
+            last = h[:, -1]
+    end = Tp + n
+    return {"tokens": tokens[:, :end], "logprobs": logprobs[:, :end], "gen_mask": gen_mask[:, :end],
+            "pad_mask": valid[:, :end]}
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: weights + config + tokenizer name, written atomically.
+
+def save_checkpoint(path, model, tokenizer_name, **extra):
+    """Write to a temp file in the same directory, then rename: a crash mid-write never
+    leaves a truncated checkpoint behind. extra: optimizer state, step, RNG state..."""
+    raw = model.module if hasattr(model, "module") else model
+    raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
+    obj = {"model": raw.state_dict(), "config": asdict(raw.cfg), "tokenizer": tokenizer_name, **extra}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **overrides):
+    """Load a checkpoint written by save_checkpoint -> (model, ckpt dict).
+
+    expect: dict of GPTConfig fields the caller requires (e.g. from its command line);
+    any disagreement is an error naming the file and the fields. overrides: fields that
+    may legitimately change on load (dropout, scalar_head: an LM initialising a PM)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    ck = torch.load(path, map_location=device, weights_only=True)
+    for key in ("model", "config", "tokenizer"):
+        if key not in ck:
+            raise ValueError(f"{path}: not a nanoalign checkpoint (missing '{key}')")
+    cfg = dict(ck["config"])
+    bad = [f"{k}: checkpoint has {cfg.get(k)!r}, requested {v!r}" for k, v in (expect or {}).items() if cfg.get(k) != v]
+    if tokenizer_name is not None and ck["tokenizer"] != tokenizer_name:
+        bad.append(f"tokenizer: checkpoint has {ck['tokenizer']!r}, requested {tokenizer_name!r}")
+    if bad:
+        raise ValueError(f"{path}: checkpoint and requested config disagree:\n  " + "\n  ".join(bad))
+    cfg.update(overrides)
+    model = GPT(config_from_dict(cfg)).to(device)
+    state = ck["model"]
+    if model.scalar is not None and "scalar.weight" not in state:
+        # a fresh scalar head on top of a language model (PM / value / P(IK) initialisation)
+        state = {**state, "scalar.weight": model.scalar.weight.data, "scalar.bias": model.scalar.bias.data}
+    if model.scalar is None:
+        state = {k: v for k, v in state.items() if not k.startswith("scalar.")}
+    model.load_state_dict(state)
+    return model, ck
+
+
+# -----------------------------------------------------------------------------
+# Training helpers
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
+    """AdamW; weight decay only on matrices of linear layers, not on norms, biases or the
+    (tied) embedding, following nanoGPT / GPT-3 practice."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "wte" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def autocast(device_type):
+    """bf16 autocast on CUDA, nothing on CPU (fp32 keeps CPU results exact and tests tight)."""
+    if device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+# Dense bf16 tensor-core peak FLOP/s from vendor spec sheets (no sparsity). MFU is
+# reported against these; "n/a" where the device is unknown or a CPU.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
+              "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def device_peak_flops(device):
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, v in PEAK_FLOPS.items():
+        if key in name:
+            return v
+    return None
+
+
+def flops_per_token(cfg, n_params_non_embedding):
+    """Training FLOPs per token: 6N for the weights plus 12 * L * T * d for attention
+    (PaLM appendix B; as in nanoGPT). The tied output layer counts as a matmul."""
+    n = n_params_non_embedding + cfg.vocab_size * cfg.n_embd
+    return 6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
+
+
+def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
+    """Model FLOPs utilisation as a fraction, or None (CPU / unknown GPU)."""
+    peak = device_peak_flops(device)
+    if peak is None:
+        return None
+    return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak

@@ -1,0 +1,198 @@
+"""model.py against slow, obvious references. Each test is a small exercise: read the
+reference, then the fast code it checks."""
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import (GPT, GPTConfig, configure_optimizer, filter_logits, flops_per_token, generate, left_pad,
+                   load_checkpoint, mfu, save_checkpoint, token_logprobs)
+
+VARIANTS = {"plain": {}, "attn_only": {"attn_only": True}, "smeared": {"smeared_key": True}}
+
+
+def tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=32, **kw)
+    return GPT(cfg).eval()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_attention_matches_explicit(variant):
+    m = tiny(**VARIANTS[variant])
+    x = torch.randint(0, 97, (3, 40))
+    fused, _ = m(x)
+    slow, _ = m(x, explicit=True)
+    assert (fused - slow).abs().max().item() <= 1e-5
+
+
+def test_attention_patterns_are_causal_distributions():
+    m = tiny()
+    atts = m.attention_patterns(torch.randint(0, 97, (2, 16)))
+    assert len(atts) == 2 and atts[0].shape == (2, 4, 16, 16)
+    for a in atts:
+        assert torch.allclose(a.sum(-1), torch.ones(2, 4, 16), atol=1e-6)
+        assert a.triu(1).abs().max().item() == 0.0  # no attention to the future
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_left_padding_does_not_change_logits(variant):
+    m = tiny(**VARIANTS[variant])
+    a, b = torch.randint(0, 97, (9,)).tolist(), torch.randint(0, 97, (21,)).tolist()
+    idx, pad = left_pad([a, b], pad_id=0, device="cpu")
+    batched, _ = m(idx, pad_mask=pad)
+    alone_a, _ = m(torch.tensor([a]))
+    alone_b, _ = m(torch.tensor([b]))
+    assert (batched[0, -len(a):] - alone_a[0]).abs().max().item() <= 1e-5
+    assert (batched[1] - alone_b[0]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_greedy_cached_sampling_equals_full_recomputation(variant):
+    m = tiny(seed=1, **VARIANTS[variant])
+    prompts = [torch.randint(1, 97, (n,)).tolist() for n in (3, 11, 7, 1)]
+    fast = generate(m, prompts, 25, temperature=0)
+    slow = generate(m, prompts, 25, temperature=0, use_cache=False)
+    assert torch.equal(fast["tokens"], slow["tokens"])
+    # and the reference really is a full recomputation: greedy argmax of the plain forward
+    row = torch.tensor([prompts[1]])
+    for _ in range(25):
+        row = torch.cat([row, m(row)[0][:, -1].argmax(-1, keepdim=True)], 1)
+    assert fast["tokens"][1].tolist() == row[0].tolist()
+
+
+def test_generate_stops_at_end_token_and_masks():
+    m = tiny(seed=2)
+    prompts = [[5, 6, 7], [8]]
+    greedy = generate(m, prompts, 10, temperature=0)
+    eot = greedy["tokens"][0, 3 + 2].item()  # make the 3rd generated token of row 0 the end token
+    out = generate(m, prompts, 10, temperature=0, eot_id=eot)
+    t, g = out["tokens"], out["gen_mask"]
+    assert g[:, :3].sum() == 0  # prompt positions are not generated
+    first_end = [(row == eot).nonzero()[0].item() if (row == eot).any() else None for row in t[:, 3:]]
+    for i, fe in enumerate(first_end):
+        if fe is not None:  # generated up to and including the end token, masked after it
+            assert g[i, 3:3 + fe + 1].all() and not g[i, 3 + fe + 1:].any()
+            assert (t[i, 3 + fe:] == eot).all()
+
+
+def test_sampling_logprobs_match_recomputed_logprobs():
+    """The log-probs returned by the sampler are those of a fresh forward pass on the whole
+    sequence at the same temperature: what makes PPO's first ratio exactly 1."""
+    m = tiny(seed=3)
+    prompts = [[1, 2, 3, 4, 5], [9, 8], [7, 7, 7, 7, 7, 7, 7, 7]]
+    g = torch.Generator().manual_seed(0)
+    out = generate(m, prompts, 12, temperature=0.7, generator=g)
+    logits, _ = m(out["tokens"], pad_mask=out["pad_mask"])
+    lp = token_logprobs(logits[:, :-1], out["tokens"][:, 1:], temperature=0.7)
+    gm = out["gen_mask"][:, 1:]
+    assert gm.sum() == 36
+    assert (lp[gm] - out["logprobs"][:, 1:][gm]).abs().max().item() < 1e-5
+
+
+def test_decode_steps_keep_one_shape():
+    """The pre-allocated KV cache means every decoding step sees the same tensor shapes."""
+    m = tiny()
+    shapes = []
+    h = m.blocks[0].attn.register_forward_pre_hook(lambda mod, args: shapes.append((tuple(args[0].shape), tuple(args[3].shape))))
+    generate(m, [[1, 2, 3], [4, 5, 6, 7, 8]], 8, temperature=1.0)
+    h.remove()
+    decode = shapes[1:]
+    assert len(decode) == 7 and len(set(decode)) == 1 and decode[0] == ((2, 1, 32), (2, 1, 1, 13))
+
+
+def test_filter_logits_against_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 30)
+    out = filter_logits(logits, 0.5, top_k=7, top_p=0.8)
+    for row, filt in zip(logits, out):
+        order = sorted(range(30), key=lambda i: -row[i].item())[:7]  # top-k by hand
+        probs = torch.softmax(row[order] / 0.5, 0).tolist()
+        keep, mass = [], 0.0
+        for i, p in zip(order, probs):  # nucleus by hand: smallest prefix with mass >= 0.8
+            keep.append(i)
+            mass += p
+            if mass >= 0.8:
+                break
+        kept = set(torch.isfinite(filt).nonzero().flatten().tolist())
+        assert kept == set(keep)
+        assert torch.allclose(filt[keep], row[keep] / 0.5)
+
+
+def test_scalar_head_is_padding_invariant():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=32, scalar_head=True)).eval()
+    a, b = [3, 4, 5, 6], list(range(10, 30))
+    idx, pad = left_pad([a, b], 0, "cpu")
+    s = m.score(idx, pad)
+    assert s.shape == (2, 20)
+    assert abs(s[0, -1].item() - m.score(torch.tensor([a]))[0, -1].item()) < 1e-5
+
+
+def test_token_logprobs_reference():
+    logits = torch.randn(2, 5, 11)
+    toks = torch.randint(0, 11, (2, 5))
+    ref = [[math.log(torch.softmax(logits[b, t], 0)[toks[b, t]].item()) for t in range(5)] for b in range(2)]
+    assert torch.allclose(token_logprobs(logits, toks), torch.tensor(ref), atol=1e-5)
+
+
+def test_smeared_key_with_zero_weight_equals_plain_model():
+    plain = tiny(seed=4)
+    smeared = GPT(GPTConfig(**{**plain.cfg.__dict__, "smeared_key": True})).eval()
+    state = {**plain.state_dict(), **{f"blocks.{i}.attn.smear": torch.full((4,), -float("inf")) for i in range(2)}}
+    smeared.load_state_dict(state)
+    x = torch.randint(0, 97, (2, 30))
+    assert torch.equal(plain(x)[0], smeared(x)[0])
+    smeared.blocks[0].attn.smear.data.fill_(0.0)  # and with weight 1/2 it differs
+    assert not torch.allclose(plain(x)[0], smeared(x)[0])
+
+
+def test_checkpoint_roundtrip_and_mismatch(tmp_path):
+    m = tiny()
+    path = str(tmp_path / "ck.pt")
+    save_checkpoint(path, m, "world", step=7)
+    assert os.listdir(tmp_path) == ["ck.pt"]  # the temp file was renamed away
+    m2, ck = load_checkpoint(path)
+    x = torch.randint(0, 97, (1, 10))
+    assert torch.equal(m(x)[0], m2.eval()(x)[0]) and ck["step"] == 7 and ck["tokenizer"] == "world"
+    with pytest.raises(ValueError, match=r"(?s)ck\.pt.*n_embd: checkpoint has 32, requested 64"):
+        load_checkpoint(path, expect={"n_embd": 64})
+    with pytest.raises(ValueError, match="tokenizer"):
+        load_checkpoint(path, tokenizer_name="gpt2")
+    pm, _ = load_checkpoint(path, scalar_head=True)  # an LM initialises a PM with a fresh head
+    assert pm.score(x).shape == (1, 10)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        load_checkpoint(str(tmp_path / "bad.pt"))
+
+
+def test_optimizer_groups():
+    m = tiny()
+    opt = configure_optimizer(m, 1e-3)
+    decay = {id(p) for p in opt.param_groups[0]["params"]}
+    for name, p in m.named_parameters():
+        assert (id(p) in decay) == (p.dim() == 2 and "wte" not in name), name
+
+
+def test_mfu_and_flops():
+    cfg = GPTConfig(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    n = GPT(cfg).num_params()
+    assert abs(n - 85e6) < 1e6  # GPT-2 small without embeddings
+    assert abs(flops_per_token(cfg, n) - (6 * (n + 50304 * 768) + 12 * 12 * 1024 * 768)) < 1
+    assert mfu(cfg, n, 1000.0, "cpu") is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_fused_matches_explicit():
+    m = tiny().cuda()
+    x = torch.randint(0, 97, (2, 40), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, _ = m(x)
+        b, _ = m(x, explicit=True)
+    assert (a.float() - b.float()).abs().max().item() < 5e-2
+    fast = generate(m, [[1, 2, 3], [4, 5]], 10, temperature=0)
+    slow = generate(m, [[1, 2, 3], [4, 5]], 10, temperature=0, use_cache=False)
+    assert torch.equal(fast["tokens"], slow["tokens"])
