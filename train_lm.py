@@ -18,10 +18,13 @@ Several devices (DDP; gloo on CPU, nccl on GPU):
 Resume after an interruption (continues exactly, same losses):
     python train_lm.py --resume
 
-Expect (assistant world, CPU preset): val loss falls from ~8.1 (uniform over the vocabulary)
-to ~0.9 -- most of what is left is the world's genuine randomness (which style the
-assistant answers in, which facts, which digits) -- and the sample dialogues at the end
-read as well-formed HH transcripts. Writes out/train_lm/metrics.jsonl, results.json
+Expect (assistant world, CPU preset, 2 cores): val loss falls from ~8.1 (uniform over the
+vocabulary) to ~0.6 in ~160 s (1.8M tokens, ~12k tokens/s); SFT reaches ~0.44 on assistant
+tokens in ~1 minute. Most of what is left is the world's genuine randomness (which style
+the assistant answers in, which facts, which digits). The sample dialogues at the end are
+well-formed HH transcripts in the right styles; copying numbers and names out of the
+request needs longer training (induction heads form later).
+Writes out/train_lm/metrics.jsonl, results.json
 (val_loss, train_tokens, tokens_per_sec, seconds, ...) and loss.png when matplotlib exists.
 """
 
@@ -60,19 +63,19 @@ class Config:
     block_size: int = 256
     dropout: float = 0.0
     # optimisation
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1
-    max_iters: int = 1200
+    max_iters: int = 450
     lr: float = 3e-3
     min_lr: float = 3e-4
-    warmup_iters: int = 50
+    warmup_iters: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     # bookkeeping
-    eval_interval: int = 200
+    eval_interval: int = 100
     eval_iters: int = 10
     log_interval: int = 10
-    ckpt_interval: int = 400
+    ckpt_interval: int = 150
     resume: bool = False
     stop_after: int = 0          # stop after this many iterations (simulates an interruption; tests)
     seed: int = 1337
@@ -85,7 +88,7 @@ class Config:
 PRESETS = {
     "cpu": {},
     # SFT: short, gentler; the model already knows the format
-    "sft": {"max_iters": 400, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 20, "eval_interval": 100, "ckpt_interval": 200},
+    "sft": {"max_iters": 150, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "eval_interval": 50, "ckpt_interval": 150},
     # one GPU: ~20M parameters, longer context
     "gpu": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512, "batch_size": 64, "max_iters": 3000,
             "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 200, "eval_interval": 250, "ckpt_interval": 1000, "compile": True},

@@ -1,0 +1,171 @@
+"""
+bench.py -- throughput of model.py: training tokens/s (and MFU on GPU) against a minimal
+plain-PyTorch GPT of the same shape, and sampling tokens/s with the KV cache against
+recomputing the whole context every step.
+
+    python bench.py                          # our default CPU shape (4 layers, width 128, context 256)
+    python bench.py --shape gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
+    python bench.py --shape gpt2 --device cpu --batch_size 2 --steps 3   # same shape, CPU (slow)
+
+Writes out/bench/results.json. Timings exclude warm-up steps (compilation, allocator,
+kernel-plan caches), so "no slow first pass" is checked separately: the first timed
+sampling call is reported next to the mean.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, mfu
+
+SHAPES = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=3136),  # train_lm.py's CPU default
+    "small": dict(n_layer=8, n_head=8, n_embd=512, block_size=512, vocab_size=3136),  # train_lm.py --preset gpu
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),
+}
+
+
+# -----------------------------------------------------------------------------
+# The baseline: the minimal GPT most tutorials write (minGPT style) -- learned positions,
+# LayerNorm, attention computed explicitly with a masked softmax, GELU MLP, tied head.
+
+class MinimalBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
+        self.qkv, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd), nn.Linear(c.n_embd, c.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(), nn.Linear(4 * c.n_embd, c.n_embd))
+        self.n_head = c.n_head
+        self.register_buffer("mask", torch.ones(c.block_size, c.block_size).tril().bool())
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, 2)
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+        att = att.masked_fill(~self.mask[:T, :T], float("-inf")).softmax(-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp(self.ln2(x))
+
+
+class MinimalGPT(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.cfg = c
+        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
+        self.blocks = nn.Sequential(*[MinimalBlock(c) for _ in range(c.n_layer)])
+        self.ln_f = nn.LayerNorm(c.n_embd)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        logits = self.ln_f(self.blocks(x)) @ self.wte.weight.T
+        return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters()) - self.wte.weight.numel()
+
+
+def bench_train(model, cfg, batch_size, steps, warmup, device):
+    opt = configure_optimizer(model, 1e-4, device_type=device.type) if isinstance(model, GPT) or hasattr(model, "_orig_mod") \
+        else torch.optim.AdamW(model.parameters(), 1e-4, fused=device.type == "cuda")
+    x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
+    y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.time()
+        with autocast(device.type):
+            _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.time() - t0)
+    return batch_size * cfg.block_size * steps / sum(times)
+
+
+def bench_sample(model, cfg, batch, prompt_len, new_tokens, use_cache, reps, device):
+    prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
+    times = []
+    for i in range(reps + 1):  # the first call is a warm-up, but we report it too
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.time()
+        with autocast(device.type):
+            out = generate(model, prompts, new_tokens, temperature=1.0, use_cache=use_cache)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.time() - t0)
+    n = batch * (out["tokens"].size(1) - prompt_len)
+    return n / (sum(times[1:]) / reps), n / times[0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch_size", type=int, default=None, help="training batch (default: 16 on GPU, 16 tiny / 2 gpt2 on CPU)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--sample_batch", type=int, default=64)
+    ap.add_argument("--prompt_len", type=int, default=32)
+    ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--skip_baseline", action="store_true")
+    ap.add_argument("--out", default="out/bench/results.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    cfg = GPTConfig(**SHAPES[args.shape])
+    bs = args.batch_size or (16 if device.type == "cuda" or args.shape != "gpt2" else 2)
+    res = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "batch_size": bs, "compile": args.compile,
+           "peak_flops": device_peak_flops(device)}
+
+    model = GPT(cfg).to(device)
+    res["params_non_embedding"] = model.num_params()
+    train_model = torch.compile(model) if args.compile else model
+    tps = bench_train(train_model, cfg, bs, args.steps, args.warmup, device)
+    res["train_tokens_per_sec"] = tps
+    res["train_mfu"] = mfu(cfg, model.num_params(), tps, device)
+    mfu_s = f", MFU {100 * res['train_mfu']:.1f}%" if res["train_mfu"] is not None else ", MFU n/a on CPU"
+    print(f"[{args.shape} on {res['device']}] train nanoalign GPT : {tps:,.0f} tokens/s{mfu_s}")
+    if not args.skip_baseline:
+        base = MinimalGPT(cfg).to(device)
+        base_model = torch.compile(base) if args.compile else base
+        btps = bench_train(base_model, cfg, bs, args.steps, args.warmup, device)
+        res["baseline_train_tokens_per_sec"] = btps
+        res["baseline_train_mfu"] = mfu(cfg, base.num_params(), btps, device)
+        print(f"[{args.shape} on {res['device']}] train minimal GPT   : {btps:,.0f} tokens/s "
+              f"(nanoalign is {tps / btps:.2f}x)")
+        del base, base_model
+
+    model.eval()
+    nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
+    reps = 3
+    cached, cached_first = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, True, reps, device)
+    full, _ = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, False, 1, device)
+    res.update({"sample_batch": args.sample_batch, "sample_new_tokens": nt, "sample_tokens_per_sec_cached": cached,
+                "sample_tokens_per_sec_cached_first_call": cached_first, "sample_tokens_per_sec_recompute": full,
+                "sample_speedup": cached / full})
+    print(f"[{args.shape} on {res['device']}] sample batch {args.sample_batch}, {nt} new tokens: KV cache "
+          f"{cached:,.0f} tokens/s (first call {cached_first:,.0f}), full recompute {full:,.0f} tokens/s "
+          f"-> {cached / full:.1f}x")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
