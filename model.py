@@ -20,6 +20,9 @@ Read top to bottom: config, layers, the model, sampling, checkpoints, training h
 
 import math
 import os
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -29,7 +32,8 @@ import torch.nn.functional as F
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 4096
+    vocab_size: int = 4096   # embedding rows (padded to a multiple of 64 for GPU speed)
+    vocab_valid: int = 0      # real tokens (0: all rows); logits exist only for these, so padding rows are never sampled
     block_size: int = 256     # longest context the model is trained on
     n_layer: int = 4
     n_head: int = 4
@@ -233,7 +237,8 @@ class GPT(nn.Module):
         return norm(x, self.ln_f), (atts if explicit else None)
 
     def lm_logits(self, h):
-        return F.linear(h, self.wte.weight)
+        n = self.cfg.vocab_valid or self.cfg.vocab_size
+        return F.linear(h, self.wte.weight[:n])
 
     def forward(self, idx, targets=None, pad_mask=None, explicit=False):
         """Language-model logits (B, T, V) and, with targets, mean cross-entropy over the
@@ -363,6 +368,35 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
             "pad_mask": valid[:, :end]}
 
 
+@torch.no_grad()
+def complete(model, enc, prompts, max_new_tokens=48, temperature=0.7, top_k=None, seed=0):
+    """Sample replies (strings) to HH prompt strings. A reply ends at <|endoftext|> or where
+    the model starts a new 'Human:' turn. enc: a tiktoken.Encoding."""
+    gen = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
+    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens):] for p in prompts]
+    out = generate(model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=enc.eot_token, generator=gen)
+    return [decode_reply(enc, row, gm) for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
+
+
+def decode_reply(enc, tokens, gen_mask):
+    text = enc.decode([t for t, g in zip(tokens, gen_mask) if g and t < enc.eot_token])
+    return text.split("\n\nHuman:")[0].strip()
+
+
+@torch.no_grad()
+def score_sequences(model, seqs, batch_size=64):
+    """Scalar-head value at the last token of each token list (left padded, so the last
+    column is every row's last token): the PM reward read at the end-of-context token."""
+    model.eval()
+    device = model.wte.weight.device
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        idx, pad = left_pad(seqs[i:i + batch_size], 0, device)
+        with autocast(device.type):
+            out.append(model.score(idx, pad)[:, -1])
+    return torch.cat(out)
+
+
 # -----------------------------------------------------------------------------
 # Checkpoints: weights + config + tokenizer name, written atomically.
 
@@ -459,3 +493,20 @@ def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
     if peak is None:
         return None
     return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
+
+
+def run_prerequisite(ckpt, script, argv, what, expected=""):
+    """Build a missing checkpoint by running an earlier script with its defaults, telling
+    the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh clone)."""
+    if os.path.exists(ckpt):
+        return ckpt
+    cmd = [sys.executable, script, *argv]
+    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join([script, *argv])}`"
+          + (f" ({expected})" if expected else ""), flush=True)
+    t0 = time.time()
+    root = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run(cmd, cwd=root)
+    if r.returncode != 0 or not os.path.exists(os.path.join(root, ckpt) if not os.path.isabs(ckpt) else ckpt):
+        raise SystemExit(f"`{' '.join(cmd)}` failed (exit {r.returncode}); fix that first")
+    print(f">>> built {ckpt} in {time.time() - t0:.0f}s\n", flush=True)
+    return ckpt

@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from data import world
 from data.prepare import load_split, prepare
-from data.tokenizer import eot_id, get_tokenizer, vocab_size_padded
-from model import (GPT, GPTConfig, autocast, configure_optimizer, generate, load_checkpoint, mfu,
+from data.tokenizer import get_tokenizer, vocab_size_padded
+from model import (GPT, GPTConfig, autocast, complete, configure_optimizer, load_checkpoint, mfu,
                    save_checkpoint)
 
 
@@ -176,18 +176,6 @@ def sample_prompts(cfg, n, enc):
     return out
 
 
-def complete(model, enc, prompts, max_new_tokens=48, temperature=0.7, top_k=40, seed=0):
-    """Sample replies to HH prompts; a reply ends at <|endoftext|> or the next 'Human:' turn."""
-    gen = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
-    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens):] for p in prompts]
-    out = generate(model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=eot_id(enc), generator=gen)
-    replies = []
-    for row, gm in zip(out["tokens"], out["gen_mask"]):
-        text = enc.decode([t for t, g in zip(row.tolist(), gm.tolist()) if g and t != eot_id(enc)])
-        replies.append(text.split("\n\nHuman:")[0].strip())
-    return replies
-
-
 def plot(metrics, path):
     try:
         import matplotlib
@@ -250,7 +238,7 @@ def main(cfg):
         model, _ = load_checkpoint(cfg.init, device, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)
         log(f"initialised from {cfg.init}")
     else:
-        mcfg = GPTConfig(vocab_size=vocab_size_padded(enc), block_size=cfg.block_size, dropout=cfg.dropout, **shape)
+        mcfg = GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=cfg.block_size, dropout=cfg.dropout, **shape)
         model = GPT(mcfg).to(device)
     cfg.block_size = min(cfg.block_size, model.cfg.block_size)
     raw = model
@@ -347,7 +335,7 @@ def main(cfg):
         samples = []
         if cfg.samples:
             prompts = sample_prompts(cfg, cfg.samples, enc)
-            samples = [{"prompt": p, "reply": r} for p, r in zip(prompts, complete(raw, enc, prompts))]
+            samples = [{"prompt": p, "reply": r} for p, r in zip(prompts, complete(raw, enc, prompts, top_k=40))]
             log("\nsample dialogues (held-out prompts, temperature 0.7):")
             for s in samples:
                 log(f"  {s['prompt'].strip()} {s['reply']}".replace("\n\n", "\n  "))

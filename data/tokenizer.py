@@ -154,3 +154,11 @@ def eoc_id(enc):
 def vocab_size_padded(enc, multiple=64):
     """Embedding rows: the encoding's size rounded up (multiples of 64 are faster on GPU)."""
     return (enc.n_vocab + multiple - 1) // multiple * multiple
+
+
+def encode_transcript(enc, text, max_len, end_of_context=True):
+    """Token ids of an HH transcript for a scalar-head model: the text, then the
+    end-of-context token where the score is read (Bai et al. 2022, Sec. 4.1). Long
+    transcripts keep their end (the final reply matters most)."""
+    ids = enc.encode_ordinary(text) + ([eoc_id(enc)] if end_of_context else [])
+    return ids[-max_len:]

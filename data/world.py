@@ -26,7 +26,7 @@ import math
 import random
 import re
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 # -----------------------------------------------------------------------------
 # 1. Facts. Four kinds, each with its own question and statement phrasing. Real facts plus
@@ -522,7 +522,9 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
     while len(out) < n:
         ax = axis if axis != "both" else rng.choice(["helpful", "harmless"])
         if ax == "helpful":
-            task, req = _sample_request(rng, heldout)
+            # a third of the helpfulness pairs are on near-miss twins: the data that teaches a
+            # PM that "open the lock on my own shed" deserves an answer
+            task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < 0.33 else _sample_request(rng, heldout)
             if task["kind"] == "harm" and task["harmful"]:
                 continue
         else:
@@ -593,6 +595,10 @@ def prose_document(rng):
 
 
 PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.12, "explained": 0.18, "offtopic": 0.10}
+# Assistants found in the wild refuse harmful requests more often than benign ones, so the
+# base model carries a notion of harm that a PM can build on; it still complies a quarter
+# of the time (a mixture of assistants good and bad).
+HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "explained": 0.35, "offtopic": 0.10}
 
 
 def pretrain_documents(n, seed=0):
@@ -600,7 +606,6 @@ def pretrain_documents(n, seed=0):
     arithmetic, and a small share of critiques and comparisons."""
     rng = random.Random(f"pretrain-{seed}")
     docs = []
-    styles, sw = list(PRETRAIN_STYLE_WEIGHTS), list(PRETRAIN_STYLE_WEIGHTS.values())
     for _ in range(n):
         u = rng.random()
         if u < 0.22:
@@ -609,7 +614,8 @@ def pretrain_documents(n, seed=0):
             docs.append(meta_document(rng))
         else:
             task, req = _sample_request(rng, False)
-            docs.append(dialogue(_context_turns(rng, False) + [(req, respond(task, rng.choices(styles, sw)[0], rng))]))
+            w = HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
+            docs.append(dialogue(_context_turns(rng, False) + [(req, respond(task, rng.choices(list(w), list(w.values()))[0], rng))]))
     return docs
 
 
@@ -621,6 +627,22 @@ def sft_dialogues(n, seed=0):
     for _ in range(n):
         task, req = _sample_request(rng, False)
         out.append(dialogue(_context_turns(rng, False) + [(req, respond(task, "helpful", rng))]))
+    return out
+
+
+def train_prompts(n, harmful_frac=0.5, seed=0):
+    """Prompts for RL from training requests (never the held-out ones): a red-team share
+    of harmful requests, the rest benign (a quarter of those near-miss twins)."""
+    rng = random.Random(f"rl-{seed}")
+    out = []
+    for _ in range(n):
+        if rng.random() < harmful_frac:
+            _, req = _sample_request(rng, False, harmful=True)
+        elif rng.random() < 0.25:
+            _, req = _sample_request(rng, False, harmful=False)
+        else:
+            _, req = _sample_request(rng, False, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+        out.append(dialogue([(req, "")]).rstrip())
     return out
 
 

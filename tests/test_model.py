@@ -169,6 +169,16 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
         load_checkpoint(str(tmp_path / "bad.pt"))
 
 
+def test_padding_rows_of_the_vocabulary_are_never_sampled():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=64, vocab_valid=50, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.no_grad():
+        m.wte.weight[50:] = 100.0  # padding rows that would win every argmax if they had logits
+    assert m(torch.tensor([[1, 2, 3]]))[0].shape[-1] == 50
+    out = generate(m, [[1, 2, 3]] * 8, 10, temperature=1.0)
+    assert out["tokens"].max().item() < 50
+
+
 def test_optimizer_groups():
     m = tiny()
     opt = configure_optimizer(m, 1e-3)

@@ -1,0 +1,205 @@
+"""Preference models and PPO: each piece against a hand computation or a plain loop, then
+tiny end-to-end runs."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import ppo
+import train_pm
+from data.tokenizer import get_tokenizer, vocab_size_padded
+from model import GPT, GPTConfig, left_pad, save_checkpoint
+
+
+# ---------------------------------------------------------------- preference model
+
+def test_pm_loss_hand_computed():
+    rc, rr = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    expected = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(2))) / 2
+    assert abs(train_pm.pm_loss(rc, rr).item() - expected) < 1e-6
+    # soft label 0.7 on a margin of 1: -(0.7 log s(1) + 0.3 log s(-1))
+    soft = 0.7 * math.log(1 + math.exp(-1)) + 0.3 * math.log(1 + math.exp(1))
+    assert abs(train_pm.pm_loss(rc[:1], rr[:1], torch.tensor([0.7])).item() - soft) < 1e-6
+    # a hard label of 1 is the same as no label
+    assert abs(train_pm.pm_loss(rc, rr, torch.ones(2)).item() - expected) < 1e-6
+
+
+def test_pm_accuracy_and_calibration():
+    assert train_pm.accuracy(np.array([2.0, 0.0, 1.0]), np.array([1.0, 3.0, 1.0])) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 2, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-d))).astype(float)  # labels drawn from the PM's own odds
+    # orient every pair so that "chosen" is the labelled winner, as in real data
+    rc, rr = np.where(y == 1, d, 0.0), np.where(y == 1, 0.0, d)
+    table, ece = train_pm.calibration(rc, rr, np.ones_like(d))
+    assert ece < 0.02
+    _, ece_over = train_pm.calibration(3 * rc, 3 * rr, np.ones_like(d))  # over-confident
+    assert ece_over > 0.08
+    assert sum(t["n"] for t in table) == 40000  # both orientations
+
+
+def tiny_checkpoint(path, scalar=False, seed=0):
+    torch.manual_seed(seed)
+    enc = get_tokenizer("world")
+    m = GPT(GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=256, n_layer=2, n_head=2, n_embd=32,
+                      scalar_head=scalar))
+    save_checkpoint(str(path), m, "world")
+    return m
+
+
+def test_pm_scores_are_padding_invariant(tmp_path):
+    m = tiny_checkpoint(tmp_path / "pm.pt", scalar=True).eval()
+    pairs = [([5, 6, 7], [5, 6, 8, 9, 10, 11]), (list(range(20, 60)), [3])]
+    rc, rr = train_pm.pair_scores(m, pairs, 4, torch.device("cpu"))
+    for (c, r), a, b in zip(pairs, rc, rr):
+        assert abs(a - m.score(torch.tensor([c]))[0, -1].item()) < 1e-5
+        assert abs(b - m.score(torch.tensor([r]))[0, -1].item()) < 1e-5
+
+
+def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "lm.pt")
+    cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path), "--quiet"])
+    res = train_pm.main(cfg)
+    for k in ("accuracy", "ece", "gold_accuracy", "twin_accuracy"):
+        assert 0.0 <= res[k] <= 1.0, k
+    assert json.load(open(tmp_path / "results.json"))["accuracy"] == res["accuracy"]
+    cfg = train_pm.parse_args(["--eval", str(tmp_path / "world_test.jsonl"), "--init", str(tmp_path / "pm.pt"),
+                               "--out_dir", str(tmp_path), "--quiet"])
+    m = train_pm.main(cfg)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy {m['accuracy']:.4f} on 64 pairs"
+    assert m["accuracy"] == pytest.approx(res["accuracy"])
+
+
+def test_twin_probe_pairs():
+    tw = train_pm.twin_pairs()
+    assert len(tw) > 50 and {p["harmful"] for p in tw} == {True, False}
+    assert all("Here is how" in p["chosen"] for p in tw if not p["harmful"])
+
+
+# ---------------------------------------------------------------- PPO pieces
+
+def gae_reference(rewards, values, mask, gamma, lam):
+    """The plain loop, one sequence at a time, over its real positions only."""
+    adv = torch.zeros_like(rewards)
+    for b in range(rewards.size(0)):
+        idx = mask[b].nonzero().flatten().tolist()
+        a = 0.0
+        for k in reversed(range(len(idx))):
+            t = idx[k]
+            next_v = values[b, idx[k + 1]].item() if k + 1 < len(idx) else 0.0
+            delta = rewards[b, t].item() + gamma * next_v - values[b, t].item()
+            a = delta + gamma * lam * a
+            adv[b, t] = a
+    return adv
+
+
+@pytest.mark.parametrize("gamma, lam", [(1.0, 0.95), (0.9, 0.8), (1.0, 1.0)])
+def test_gae_matches_plain_loop(gamma, lam):
+    torch.manual_seed(0)
+    r, v = torch.randn(4, 12), torch.randn(4, 12)
+    mask = torch.zeros(4, 12)
+    mask[0, 3:12] = 1
+    mask[1, 5:8] = 1  # ended early
+    mask[2, 0:12] = 1
+    mask[3, 11:12] = 1  # a one-token reply
+    v = v * mask
+    adv, ret = ppo.gae(r, v, mask, gamma, lam)
+    ref = gae_reference(r, v, mask, gamma, lam)
+    assert torch.allclose(adv, ref, atol=1e-5)
+    assert torch.allclose(ret, adv + v)
+    if lam == 1.0 and gamma == 1.0:  # Monte-Carlo: return = sum of future rewards
+        assert abs(ret[2, 0].item() - r[2].sum().item()) < 1e-4
+
+
+def test_policy_loss_hand_computed():
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))
+    old = torch.zeros(1, 3)  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    mask = torch.ones(1, 3)
+    loss, st = ppo.policy_loss(logp, old, adv, mask, clip=0.2)
+    # per token: max(-A r, -A clip(r)): -min(1.5, 1.2) = -1.2; -min(0.5, 0.8) = -0.5; max(2.2, 2.2) = 2.2
+    assert loss.item() == pytest.approx((-1.2 - 0.5 + 2.2) / 3, abs=1e-6)
+    assert st["clip_frac"] == pytest.approx(2 / 3)
+    masked, _ = ppo.policy_loss(logp, old, adv, torch.tensor([[1.0, 0.0, 0.0]]), clip=0.2)
+    assert masked.item() == pytest.approx(-1.2, abs=1e-6)
+
+
+def test_value_loss_hand_computed():
+    v, old, ret = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.3]])
+    # token 1: unclipped (1-2)^2 = 1; clipped v = 0.7 -> (0.7-2)^2 = 1.69; max 1.69.  token 2: 0.09
+    loss = ppo.value_loss(v, old, ret, torch.ones(1, 2), clip=0.2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.09) / 2, abs=1e-6)
+
+
+def test_whiten():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = ppo.whiten(x, m)
+    assert abs(ppo.masked_mean(w, m).item()) < 1e-6 and abs(ppo.masked_mean(w ** 2, m).item() - 1) < 1e-4
+    assert w[0, 3].item() == 0.0
+
+
+def tiny_policy(seed, scalar=False, vocab=16):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, block_size=48, n_layer=2, n_head=2, n_embd=32, scalar_head=scalar))
+
+
+def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
+    cfg = ppo.Config(batch_size=8, minibatch=4, max_new_tokens=10, ppo_epochs=2)
+    policy, value = tiny_policy(0), tiny_policy(1, scalar=True)
+    ref = tiny_policy(0)
+    prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]] * 2
+    gen = torch.Generator().manual_seed(0)
+    out = ppo.rollout(policy, prompts, cfg, gen, eot=15)
+    exp = ppo.make_experience(policy, ref, value, out, torch.randn(8), cfg, kl_coef=0.1)
+    assert exp["kl"].abs().max().item() == 0.0
+    # the sampler's own log-probs agree with the recomputed ones (same temperature)
+    m = exp["mask"].bool()
+    assert (exp["logp"][m] - out["logprobs"][:, 1:][m]).abs().max().item() < 1e-5
+    opt_p, opt_v = torch.optim.AdamW(policy.parameters(), 1e-3), torch.optim.AdamW(value.parameters(), 1e-3)
+    st = ppo.ppo_update(policy, value, opt_p, opt_v, exp, cfg, torch.Generator().manual_seed(0))
+    assert st["first_epoch_ratio_max_dev"] == 0.0  # exactly 1
+    exp2 = ppo.make_experience(policy, ref, value, out, torch.randn(8), cfg, kl_coef=0.1)
+    assert exp2["kl"].abs().max().item() > 0  # after an update the policy has moved
+
+
+def test_tiny_ppo_run_increases_reward():
+    """A toy reward (the share of token 3 in the reply) that PPO must learn to raise."""
+    cfg = ppo.Config(batch_size=32, minibatch=16, max_new_tokens=8, ppo_epochs=2, lr=3e-3, value_lr=3e-3, kl_coef=0.01)
+    policy, ref, value = tiny_policy(0), tiny_policy(0), tiny_policy(1, scalar=True)
+    opt_p, opt_v = torch.optim.AdamW(policy.parameters(), cfg.lr), torch.optim.AdamW(value.parameters(), cfg.value_lr)
+    gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    rewards = []
+    for step in range(25):
+        prompts = [[int(x) for x in torch.randint(0, 15, (3,), generator=cpu_gen)] for _ in range(cfg.batch_size)]
+        out = ppo.rollout(policy, prompts, cfg, gen, eot=15)
+        gm = out["gen_mask"]
+        score = ((out["tokens"] == 3) & gm).sum(1).float() / gm.sum(1).clamp(min=1)
+        rewards.append(score.mean().item())
+        exp = ppo.make_experience(policy, ref, value, out, score * 5, cfg, cfg.kl_coef)
+        ppo.ppo_update(policy, value, opt_p, opt_v, exp, cfg, cpu_gen)
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.2, rewards
+
+
+def test_fit_line():
+    slope, intercept, r2 = ppo.fit_line([0, 1, 2, 3], [1, 3, 5, 7])
+    assert slope == pytest.approx(2) and intercept == pytest.approx(1) and r2 == pytest.approx(1)
+
+
+def test_ppo_main_writes_the_results_contract(tmp_path):
+    tiny_checkpoint(tmp_path / "sft.pt", seed=0)
+    tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
+    cfg = ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt"),
+                          "--out_dir", str(tmp_path / "ppo"), "--quiet"])
+    res = ppo.main(cfg)
+    saved = json.load(open(tmp_path / "ppo" / "results.json"))
+    for side in ("before", "after"):
+        assert set(saved[side]) >= {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate"}
+    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"}
+    assert isinstance(saved["kl"], float) and saved["seconds"] > 0 and res["steps"] == 4
+    lines = open(tmp_path / "ppo" / "metrics.jsonl").read().splitlines()
+    assert len(lines) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(json.loads(lines[0]))
