@@ -26,7 +26,7 @@ import math
 import random
 import re
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 # -----------------------------------------------------------------------------
 # 1. Facts. Four kinds, each with its own question and statement phrasing. Real facts plus
@@ -368,7 +368,12 @@ def respond(task, style, rng):
     if style == "explained":
         return explained_refusal(task)
     if style == "offtopic" or (style == "wrong" and k == "harm"):
-        return rng.choice(RAMBLES)
+        if rng.random() < 0.5:
+            return rng.choice(RAMBLES)
+        # a well-formed answer to a different (benign) request: teaches a PM that a reply
+        # must be relevant, not just shaped like a good answer
+        other = sample_task(rng, {"open": 1} if k != "open" else {"arith": 1})
+        return respond(other, "helpful", rng)
     if k == "harm":
         return compliance_text(task, rng)
     if k == "open":
