@@ -1,0 +1,93 @@
+"""Induction-head measurements on hand-built cases where the answer is known, then a short
+training run in which a 2-layer model forms induction heads and a 1-layer model does not."""
+
+import json
+
+import pytest
+import torch
+
+import induction
+from model import GPT, GPTConfig
+
+
+def pattern(T, targets):
+    """(1, 1, T, T) attention that puts all weight of query i on key targets(i)."""
+    a = torch.zeros(1, 1, T, T)
+    for i in range(T):
+        a[0, 0, i, max(0, min(i, targets(i)))] = 1.0
+    return a
+
+
+def test_prefix_matching_on_hand_built_patterns():
+    n = 10
+    perfect = pattern(2 * n, lambda i: i - n + 1 if i >= n else 0)
+    prev = pattern(2 * n, lambda i: i - 1)
+    uniform = torch.ones(1, 1, 2 * n, 2 * n).tril()
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    pm = induction.prefix_matching([perfect, prev, uniform], n)
+    assert pm[0, 0].item() == 1.0
+    assert pm[1, 0].item() == 0.0  # a previous-token head is not an induction head
+    assert 0.0 < pm[2, 0].item() < 0.15
+
+
+def test_copying_score_on_hand_built_weights():
+    torch.manual_seed(0)
+    d, H, V = 16, 2, 40
+    m = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=1, n_head=H, n_embd=d, attn_only=True))
+    with torch.no_grad():
+        m.ln_f.fill_(1.0), m.blocks[0].ln1.fill_(1.0)
+        q = torch.linalg.qr(torch.randn(d, d))[0]
+        m.wte.weight.copy_(torch.randn(V, d) @ q)
+        hd = d // H
+        # head 0 copies: V projects onto its subspace and O maps it straight back (W_V W_O = P)
+        # head 1 suppresses: the same with a minus sign
+        Wv = torch.eye(d)
+        m.blocks[0].attn.qkv.weight[2 * d:] = Wv.T
+        Wo = torch.eye(d)
+        Wo[hd:, :] *= -1
+        m.blocks[0].attn.proj.weight.copy_(Wo.T)
+    eig, logit = induction.copying_scores(m)
+    assert eig[0, 0].item() == pytest.approx(1.0, abs=1e-4)
+    assert eig[0, 1].item() == pytest.approx(-1.0, abs=1e-4)
+    assert logit[0, 0].item() > logit[0, 1].item()
+
+
+def test_icl_score_on_synthetic_loss_curve():
+    T = 512
+    flat = torch.full((T,), 3.0)
+    assert induction.icl_score(flat) == 0.0
+    curve = 3.0 - torch.arange(T) / T  # loss falls linearly with position
+    assert induction.icl_score(curve) == pytest.approx(-(500 - 50) / T, abs=1e-5)
+    short = 3.0 - torch.arange(64) / 64  # short contexts use the scaled positions 50/512 T and 500/512 T
+    assert induction.icl_score(short) == pytest.approx(-(62 - 6) / 64, abs=1e-5)
+
+
+def test_phase_change_detection():
+    snaps = [{"step": s, "max_prefix_matching": p, "icl_score": i} for s, p, i in
+             [(0, 0.02, 0.0), (20, 0.03, 0.0), (40, 0.05, -0.01), (60, 0.4, -0.5), (80, 0.7, -0.6)]]
+    cross, icl_step, window = induction.phase_change(snaps, 0.3)
+    assert cross == 60 and icl_step == 60 and window == [40, 60]
+    assert induction.phase_change(snaps[:3], 0.3)[0] is None
+
+
+def test_synthetic_batches_repeat_a_segment():
+    x, y = induction.synthetic_batch(8, 64, 50, torch.Generator().manual_seed(0))
+    assert x.shape == (8, 64) and torch.equal(x[:, 1:], y[:, :-1])
+    for row in x.tolist():  # some 8-gram appears twice
+        grams = [tuple(row[i:i + 8]) for i in range(57)]
+        assert len(set(grams)) < len(grams)
+
+
+def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
+    cfg = induction.parse_args(["--preset", "tiny", "--models", "attn1,attn2", "--out_dir", str(tmp_path), "--quiet"])
+    res = induction.main(cfg)
+    m = res["models"]
+    print({k: (v["max_prefix_matching"], v["phase_change_step"]) for k, v in m.items()})
+    assert m["attn2"]["max_prefix_matching"] > 0.3 and m["attn2"]["phase_change_step"] is not None
+    assert m["attn1"]["max_prefix_matching"] < 0.15 and m["attn1"]["phase_change_step"] is None
+    assert m["attn2"]["final_icl_score"] < m["attn1"]["final_icl_score"] - 0.1
+    saved = json.load(open(tmp_path / "results.json"))
+    assert set(saved["models"]["attn2"]) >= {"layers", "smeared_key", "phase_change_step", "final_icl_score",
+                                             "max_prefix_matching"}
+    rows = induction.analyze(str(tmp_path / "attn2.pt"), torch.device("cpu"))
+    assert rows[0]["prefix_matching"] > 0.3
