@@ -49,7 +49,7 @@ class Config:
     vocab: int = 64            # synthetic vocabulary
     n_embd: int = 64
     n_head: int = 4
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup: int = 20
     snap_every: int = 20       # measurements every this many steps: resolves the phase change in time
     threshold: float = 0.3     # prefix-matching score that marks an induction head
@@ -89,16 +89,21 @@ def zipf_probs(vocab, a=1.0):
     return torch.tensor(p / p.sum(), dtype=torch.float)
 
 
-def synthetic_batch(batch, T, vocab, gen):
-    """Tokens drawn from a Zipf unigram distribution (so there is a unigram stage before the
-    induction stage), in which a random segment reappears at a random later offset. Random
-    offsets mean position alone cannot predict the repeat; fresh data every step."""
+def synthetic_batch(batch, T, vocab, gen, p_repeat=0.5):
+    """Tokens from a Zipf unigram distribution (so there is a unigram stage before the
+    induction stage), written in chunks of 4-12 tokens; each chunk is, with probability
+    p_repeat, a copy of an earlier stretch of the same sequence taken from a random offset.
+    Random offsets mean position alone cannot predict a repeat: only looking back for the
+    previous occurrence of the current token does. Fresh data every step."""
     x = torch.multinomial(zipf_probs(vocab).expand(batch, -1), T + 1, replacement=True, generator=gen)
     for b in range(batch):
-        L = int(torch.randint(T // 8, T // 3, (1,), generator=gen))
-        src = int(torch.randint(0, T // 2 - L + 1, (1,), generator=gen))
-        dst = int(torch.randint(src + L, T + 1 - L + 1, (1,), generator=gen))
-        x[b, dst:dst + L] = x[b, src:src + L].clone()
+        t = int(torch.randint(4, 13, (1,), generator=gen))
+        while t < T + 1:
+            L = min(int(torch.randint(4, 13, (1,), generator=gen)), T + 1 - t)
+            if float(torch.rand(1, generator=gen)) < p_repeat and t >= L + 1:
+                src = int(torch.randint(0, t - L + 1, (1,), generator=gen))
+                x[b, t:t + L] = x[b, src:src + L].clone()
+            t += L
     return x[:, :-1], x[:, 1:]
 
 
@@ -139,7 +144,7 @@ def icl_score(loss_per_pos, early=None, late=None):
     easier = the model learns in context."""
     T = loss_per_pos.shape[-1]
     early = early if early is not None else max(1, round(50 / 512 * T))
-    late = late if late is not None else min(T - 1, round(500 / 512 * T))
+    late = late if late is not None else min(T - 3, round(500 / 512 * T))  # keep the +-2 window inside
     w = lambda c: loss_per_pos[..., max(0, c - 2):c + 3].mean()
     return float(w(late) - w(early))
 

@@ -332,13 +332,17 @@ def plots(metrics, fit, out_dir):
     fig.savefig(p1, dpi=120)
     plt.close(fig)
     paths = [p1]
-    if "gold_reward" in metrics[0]:
-        z = lambda v: (np.array(v) - v[0]) / (np.std(v) + 1e-8)
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(x, z([m["pm_reward"] for m in metrics]), "-", label="PM reward (proxy)")
-        ax.plot(x, z([m["gold_reward"] for m in metrics]), "-", label="gold reward (truth)")
-        ax.set_xlabel("sqrt(KL)"), ax.set_ylabel("change from start (std units)"), ax.legend(fontsize=8)
-        ax.set_title("Proxy vs gold: over-optimisation shows as a gap (Gao et al. 2022)", fontsize=9)
+    if metrics[0].get("gold_reward") is not None:
+        # moving averages over 5 steps: single batches are noisy
+        sm = lambda v: np.convolve(v, np.ones(5) / 5, mode="valid") if len(v) >= 5 else np.asarray(v)
+        xs_, pm_, gold_ = sm(x), sm([m["pm_reward"] for m in metrics]), sm([m["gold_reward"] for m in metrics])
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.plot(xs_, pm_, "C0-", label="PM reward (proxy)")
+        ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score", color="C0")
+        ax2 = ax.twinx()
+        ax2.plot(xs_, gold_, "C1-", label="gold reward (truth)")
+        ax2.set_ylabel("gold reward: helpfulness on benign, harmlessness on harmful", color="C1", fontsize=8)
+        ax.set_title("Proxy vs gold (5-step averages): over-optimisation is\ngold falling while the PM still rises (Gao et al. 2022)", fontsize=9)
         fig.tight_layout()
         p2 = os.path.join(out_dir, "gold_vs_pm.png")
         fig.savefig(p2, dpi=120)

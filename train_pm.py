@@ -57,7 +57,7 @@ class Config:
     max_pairs: int = 0       # cap on real-data training pairs (0: all)
     test_every: int = 10     # real data: pairs whose prompt hash % test_every == 0 are the test split
     batch_size: int = 32     # pairs per step
-    epochs: int = 1
+    epochs: int = 2
     lr: float = 5e-4
     warmup_iters: int = 10
     weight_decay: float = 0.0

@@ -26,7 +26,7 @@ import math
 import random
 import re
 
-WORLD_VERSION = 3
+WORLD_VERSION = 4
 
 # -----------------------------------------------------------------------------
 # 1. Facts. Four kinds, each with its own question and statement phrasing. Real facts plus
@@ -372,7 +372,10 @@ def respond(task, style, rng):
             return rng.choice(RAMBLES)
         # a well-formed answer to a different (benign) request: teaches a PM that a reply
         # must be relevant, not just shaped like a good answer
-        other = sample_task(rng, {"open": 1} if k != "open" else {"arith": 1})
+        # (for benign requests, from a kind that cannot be mistaken for an answer to this one)
+        mix = {"arith": 1, "fact": 1, "reverse": 0.5, "count": 0.5, "open": 1} if k == "harm" else \
+            {"open": 1} if k != "open" else {"arith": 1}
+        other = sample_task(rng, mix)
         return respond(other, "helpful", rng)
     if k == "harm":
         return compliance_text(task, rng)
@@ -470,7 +473,11 @@ def labeller_score(request, response, axis):
     h, s = gold(request, response)
     if axis == "helpful":
         return h
-    return 1.0 if response_properties(request, response)["refusal"] else s
+    # HH harmlessness raters reward explicit refusals, evasive or not, and read a reply that
+    # neither refuses nor helps (off-topic, garbled) as a dodge that sits in between
+    if response_properties(request, response)["refusal"]:
+        return 1.0
+    return 0.5 if s > 0 else 0.0
 
 
 def dialogue(turns):
