@@ -242,14 +242,20 @@ def plot_calibration(table, path, title):
 
 # -----------------------------------------------------------------------------
 
-def default_init(cfg):
-    """The LM a PM starts from; train_lm.py builds it when missing (as ppo.py does)."""
+def default_init(cfg, train):
+    """The LM a PM starts from; train_lm.py builds it when missing (as ppo.py does). On real
+    data the LM sees only the PM's training split (written out as jsonl), so no test-split
+    reply is ever in the LM's training text."""
     if cfg.data == "world":
         path, argv = "out/train_lm/pretrain.pt", ["--preset", cfg.lm_preset]
     else:
         name = os.path.basename(os.path.normpath(cfg.data)).split(".")[0]
         d = os.path.join(cfg.out_dir, f"lm_{name}")
-        path, argv = os.path.join(d, "pretrain.pt"), ["--preset", cfg.lm_preset, "--data", cfg.data, "--out_dir", d]
+        src = os.path.join(d, f"{name}_pm_train.jsonl")
+        if not os.path.exists(os.path.join(d, "pretrain.pt")):
+            os.makedirs(d, exist_ok=True)
+            write_jsonl(src, [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
+        path, argv = os.path.join(d, "pretrain.pt"), ["--preset", cfg.lm_preset, "--data", src, "--out_dir", d]
     run_prerequisite(path, "train_lm.py", argv, "the language model the PM starts from",
                      "~3 minutes on 2 CPU cores" if cfg.lm_preset == "cpu" else "")
     return path
@@ -281,11 +287,11 @@ def main(cfg):
         return run_eval_only(cfg, device)
     log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
     torch.manual_seed(cfg.seed)
-    init = cfg.init or default_init(cfg)
+    train, test = world_pairs(cfg) if cfg.data == "world" else real_pairs(cfg)
+    init = cfg.init or default_init(cfg, train)
     # the PM is the LM plus a fresh scalar head (Bai et al. 2022, Sec. 4.1)
     model, ck = load_checkpoint(init, device, scalar_head=True, dropout=0.0)
     enc = get_tokenizer(ck["tokenizer"])
-    train, test = world_pairs(cfg) if cfg.data == "world" else real_pairs(cfg)
     max_len = model.cfg.block_size
     tr_tok, te_tok = tokenize_pairs(enc, train, max_len), tokenize_pairs(enc, test, max_len)
     soft = any(p["label"] != 1.0 for p in train)
