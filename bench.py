@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, mfu
+from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, mfu, score_sequences,
+                   token_logprobs)
 
 SHAPES = {
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=3136),  # train_lm.py's CPU default
@@ -109,6 +110,47 @@ def bench_sample(model, cfg, batch, prompt_len, new_tokens, use_cache, reps, dev
     return n / (sum(times[1:]) / reps), n / times[0]
 
 
+def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2, minibatch=16, reps=3):
+    """The cost profile of one ppo.py step (its defaults), built from model.py alone:
+    rollout (KV-cached sampling), scoring (PM at the end-of-context token, plus reference
+    log-probs), update (epochs x minibatches of policy and value forward/backward)."""
+    policy, pm = GPT(cfg).to(device), GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device)
+    value = GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device)
+    opt_p, opt_v = configure_optimizer(policy, 1e-5, device_type=device.type), configure_optimizer(value, 1e-5, device_type=device.type)
+    prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
+    times = {"rollout": [], "scoring": [], "update": []}
+    def now():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.time()
+    for r in range(reps + 1):
+        t0 = now()
+        out = generate(policy, prompts, new_tokens, temperature=1.0)
+        t1 = now()
+        seqs = out["tokens"].tolist()
+        score_sequences(pm, seqs)
+        with torch.no_grad(), autocast(device.type):
+            policy(out["tokens"], pad_mask=out["pad_mask"])
+        t2 = now()
+        for _ in range(epochs):
+            for i in range(0, batch, minibatch):
+                t, p = out["tokens"][i:i + minibatch], out["pad_mask"][i:i + minibatch]
+                with autocast(device.type):
+                    lp = token_logprobs(policy(t, pad_mask=p)[0][:, :-1], t[:, 1:])
+                    v = value.score(t, p)
+                (-lp.mean()).backward()
+                opt_p.step()
+                opt_p.zero_grad(set_to_none=True)
+                v.pow(2).mean().backward()
+                opt_v.step()
+                opt_v.zero_grad(set_to_none=True)
+        t3 = now()
+        if r > 0:  # the first step is a warm-up
+            for k, v_ in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                times[k].append(v_)
+    return {k: sum(v) / len(v) for k, v in times.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
@@ -161,6 +203,11 @@ def main():
     print(f"[{args.shape} on {res['device']}] sample batch {args.sample_batch}, {nt} new tokens: KV cache "
           f"{cached:,.0f} tokens/s (first call {cached_first:,.0f}), full recompute {full:,.0f} tokens/s "
           f"-> {cached / full:.1f}x")
+    if args.shape != "gpt2":
+        step = bench_ppo_step(cfg, device)
+        res["ppo_step_seconds"] = step
+        print(f"[{args.shape} on {res['device']}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
+              + ", ".join(f"{k} {v:.2f}s" for k, v in step.items()))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)

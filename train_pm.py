@@ -13,7 +13,8 @@ against the gold labels (per helpfulness / harmlessness axis) and on near-miss t
 
 Run (CPU, 2 cores; builds out/train_lm/pretrain.pt first if missing, ~3 min):
     python train_pm.py                                   # assistant world, ~1.5 min -> out/train_pm/pm.pt
-    python train_pm.py --data ../shared/data/hh-rlhf     # real HH-RLHF: builds an LM on the same text first
+    python train_pm.py --data ../shared/data/hh-rlhf     # real HH-RLHF: builds an LM on its training split first
+                                                         # -> out/train_pm/pm_hh-rlhf.pt
     python train_pm.py --eval FILE --init out/train_pm/pm.pt   # any HH-format jsonl(.gz)
 One GPU:
     python train_pm.py --preset gpu --init out/train_lm/pretrain.pt   # after train_lm.py --preset gpu
@@ -334,7 +335,9 @@ def main(cfg):
             bar.update(1)
     bar.close()
     mf.close()
-    ckpt = os.path.join(cfg.out_dir, "pm.pt")
+    # pm.pt is the assistant-world PM that ppo.py uses; a PM on other data gets its own name
+    name = "pm" if cfg.data == "world" else "pm_" + os.path.basename(os.path.normpath(cfg.data)).split(".")[0]
+    ckpt = os.path.join(cfg.out_dir, f"{name}.pt")
     save_checkpoint(ckpt, model, ck["tokenizer"], init=init, data=cfg.data)
 
     # ---- held-out evaluation
