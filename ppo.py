@@ -480,7 +480,8 @@ def main(cfg):
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
 
-    log(f"\n{'':24s}{'before':>10s}{'after':>10s}   (held-out prompts: {len(eval_benign)} benign, {len(eval_red)} red-team)")
+    which = f"{len(eval_benign)} benign, {len(eval_red)} red-team" if cfg.data == "world" else f"{len(eval_benign)} from {cfg.data}"
+    log(f"\n{'':24s}{'before':>10s}{'after':>10s}   (held-out prompts: {which})")
     for k in keys:
         if k in before:
             log(f"  {k:22s}{before[k]:10.3f}{after[k]:10.3f}")
