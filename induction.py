@@ -28,18 +28,17 @@ final_icl_score, max_prefix_matching; seconds), metrics.jsonl, and phase_change.
 prefix_matching.png, attention.png.
 """
 
-import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import GPT, GPTConfig, configure_optimizer, load_checkpoint, norm, save_checkpoint
+from model import (GPT, GPTConfig, configure_optimizer, load_checkpoint, parse_config, pyplot, save_checkpoint)
 
 
 @dataclass
@@ -71,17 +70,7 @@ PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800,
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="Induction heads (see the top of induction.py)")
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    for f in fields(Config):
-        kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        ap.add_argument(f"--{f.name}", default=None, **kw)
-    args = ap.parse_args(argv)
-    cfg = Config(**PRESETS[args.preset])
-    for f in fields(Config):
-        if getattr(args, f.name) is not None:
-            setattr(cfg, f.name, getattr(args, f.name))
-    return cfg
+    return parse_config(Config, PRESETS, "Induction heads (see the top of induction.py)", argv)[0]
 
 
 # -----------------------------------------------------------------------------
@@ -255,7 +244,7 @@ def train_one(name, cfg, device, text, vocab):
                           else synthetic_batch(n, cfg.block_size, vocab, g))
     ex, ey = batch(eval_gen, 128)
     eval_batch = (ex.to(device), ey.to(device))
-    snaps, losses, metrics = [], [], []
+    snaps, losses = [], []
     bar = tqdm(range(cfg.steps + 1), disable=cfg.quiet, desc=name, leave=False)
     for step in bar:
         if step % cfg.snap_every == 0:
@@ -303,11 +292,8 @@ def analyze(path, device):
 
 
 def figures(all_snaps, summary, models, cfg, vocab):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     paths = []
     names = list(all_snaps)

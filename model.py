@@ -18,6 +18,7 @@ A decoder-only transformer written from scratch in plain PyTorch:
 Read top to bottom: config, layers, the model, sampling, checkpoints, training helpers.
 """
 
+import argparse
 import math
 import os
 import subprocess
@@ -510,3 +511,37 @@ def run_prerequisite(ckpt, script, argv, what, expected=""):
         raise SystemExit(f"`{' '.join(cmd)}` failed (exit {r.returncode}); fix that first")
     print(f">>> built {ckpt} in {time.time() - t0:.0f}s\n", flush=True)
     return ckpt
+
+
+def parse_config(config_cls, presets, description, argv=None):
+    """A script's dataclass config from the command line: --preset NAME applies a dict of
+    overrides, then every field is a flag of its own (--steps 100, --compile/--no-compile).
+    Returns (config, argparse namespace)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--preset", default="cpu", help="one of " + ", ".join(sorted(presets)))
+    for f in fields(config_cls):
+        kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
+        ap.add_argument(f"--{f.name}", default=None, **kw)
+    args = ap.parse_args(argv)
+    cfg = config_cls()
+    for name in args.preset.split("+"):  # presets combine: --preset gpu+sft
+        if name not in presets:
+            ap.error(f"unknown preset {name!r}: choose from {sorted(presets)}")
+        for k, v in presets[name].items():
+            setattr(cfg, k, v)
+    for f in fields(config_cls):
+        if getattr(args, f.name) is not None:
+            setattr(cfg, f.name, getattr(args, f.name))
+    return cfg, args
+
+
+def pyplot():
+    """matplotlib.pyplot with a file-only backend, or None when matplotlib (optional) is
+    not installed: scripts then skip their figures."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None

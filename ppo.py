@@ -23,13 +23,12 @@ fit printed at the end has a positive slope with a high R^2. Writes out/ppo/metr
 reward_vs_sqrt_kl.png, gold_vs_pm.png.
 """
 
-import argparse
 import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,8 +38,8 @@ from tqdm import tqdm
 from data import world
 from data.hh import load_comparisons
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (autocast, configure_optimizer, decode_reply, generate, load_checkpoint, run_prerequisite,
-                   save_checkpoint, score_sequences, token_logprobs)
+from model import (autocast, configure_optimizer, decode_reply, generate, load_checkpoint, parse_config, pyplot,
+                   run_prerequisite, save_checkpoint, score_sequences, token_logprobs)
 
 
 @dataclass
@@ -82,17 +81,7 @@ PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, 
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="RLHF with PPO (see the top of ppo.py)")
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    for f in fields(Config):
-        kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        ap.add_argument(f"--{f.name}", default=None, **kw)
-    args = ap.parse_args(argv)
-    cfg = Config(**PRESETS[args.preset])
-    for f in fields(Config):
-        if getattr(args, f.name) is not None:
-            setattr(cfg, f.name, getattr(args, f.name))
-    return cfg
+    return parse_config(Config, PRESETS, "RLHF with PPO (see the top of ppo.py)", argv)[0]
 
 
 # -----------------------------------------------------------------------------
@@ -314,11 +303,8 @@ def fit_line(x, y):
 
 
 def plots(metrics, fit, out_dir):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     x = [math.sqrt(max(m["kl"], 0)) for m in metrics]
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -486,7 +472,7 @@ def main(cfg):
         if k in before:
             log(f"  {k:22s}{before[k]:10.3f}{after[k]:10.3f}")
     log(f"\nreward vs sqrt(KL) over training: slope {slope:.3f}, R^2 {r2:.3f}  (Bai et al. 2022: roughly linear)")
-    log(f"time per step: " + ", ".join(f"{k} {v:.2f}s" for k, v in res["time_per_step"].items()))
+    log("time per step: " + ", ".join(f"{k} {v:.2f}s" for k, v in res["time_per_step"].items()))
     log("\nsample replies after PPO:")
     for s in res["samples_after"]:
         log(f"  {world.last_human(s['prompt'])!r}\n    -> {s['reply']!r}")

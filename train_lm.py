@@ -28,13 +28,13 @@ Writes out/train_lm/metrics.jsonl, results.json
 (val_loss, train_tokens, tokens_per_sec, seconds, ...) and loss.png when matplotlib exists.
 """
 
-import argparse
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ from tqdm import tqdm
 from data import world
 from data.prepare import load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import (GPT, GPTConfig, autocast, complete, configure_optimizer, load_checkpoint, mfu,
-                   save_checkpoint)
+from model import (GPT, GPTConfig, autocast, complete, configure_optimizer, load_checkpoint, mfu, parse_config,
+                   pyplot, save_checkpoint)
 
 
 @dataclass
@@ -89,7 +89,7 @@ PRESETS = {
     "cpu": {},
     # SFT: short, gentler; the model already knows the format
     "sft": {"max_iters": 150, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "eval_interval": 50, "ckpt_interval": 150},
-    # one GPU: ~20M parameters, longer context
+    # one GPU: ~25M parameters, longer context
     "gpu": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512, "batch_size": 64, "max_iters": 3000,
             "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 200, "eval_interval": 250, "ckpt_interval": 1000, "compile": True},
     # seconds-long runs for the tests
@@ -99,26 +99,12 @@ PRESETS = {
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="Pretraining and SFT (see the top of train_lm.py)")
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS) + ["gpu-sft"])
-    for f in fields(Config):
-        if f.type == "bool" or isinstance(f.default, bool):
-            ap.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=None)
-        else:
-            ap.add_argument(f"--{f.name}", type=type(f.default), default=None)
-    args = ap.parse_args(argv)
-    cfg = Config()
-    presets = args.preset.split("-")  # "gpu-sft": gpu shape with SFT schedule
-    if args.mode == "sft" and "sft" not in presets:
-        presets.append("sft")
-    for p in presets:
-        for k, v in PRESETS[p].items():
-            setattr(cfg, k, v)
-    for f in fields(Config):
-        if getattr(args, f.name) is not None:
-            setattr(cfg, f.name, getattr(args, f.name))
+    cfg, args = parse_config(Config, PRESETS, "Pretraining and SFT (see the top of train_lm.py)", argv)
+    if cfg.mode == "sft" and "sft" not in args.preset.split("+"):
+        # SFT gets the SFT schedule on top of the chosen preset (e.g. --preset gpu -> gpu+sft)
+        return parse_args([*(sys.argv[1:] if argv is None else argv), "--preset", args.preset + "+sft"])
     if cfg.mode not in ("pretrain", "sft"):
-        ap.error("--mode must be pretrain or sft")
+        raise SystemExit("--mode must be pretrain or sft")
     if cfg.tokenizer == "auto":
         cfg.tokenizer = "world" if cfg.data == "world" else "bpe:" + os.path.basename(os.path.normpath(cfg.data)).split(".")[0]
     cfg.ckpt = cfg.ckpt or f"{cfg.mode}.pt"
@@ -177,11 +163,8 @@ def sample_prompts(cfg, n, enc):
 
 
 def plot(metrics, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     tr = [m for m in metrics if "loss" in m]

@@ -27,14 +27,13 @@ Writes out/train_pm/results.json (accuracy, ece, gold_accuracy, twin_accuracy, .
 metrics.jsonl and calibration.png.
 """
 
-import argparse
 import hashlib
 import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,7 +43,8 @@ from tqdm import tqdm
 from data import world
 from data.hh import load_comparisons
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import autocast, configure_optimizer, left_pad, load_checkpoint, run_prerequisite, save_checkpoint
+from model import (autocast, configure_optimizer, left_pad, load_checkpoint, parse_config, pyplot, run_prerequisite,
+                   save_checkpoint)
 
 
 @dataclass
@@ -75,17 +75,7 @@ PRESETS = {"cpu": {}, "gpu": {"n_train": 40000, "n_test": 4000, "batch_size": 64
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description="Preference models (see the top of train_pm.py)")
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    for f in fields(Config):
-        kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        ap.add_argument(f"--{f.name}", default=None, **kw)
-    args = ap.parse_args(argv)
-    cfg = Config(**PRESETS[args.preset])
-    for f in fields(Config):
-        if getattr(args, f.name) is not None:
-            setattr(cfg, f.name, getattr(args, f.name))
-    return cfg
+    return parse_config(Config, PRESETS, "Preference models (see the top of train_pm.py)", argv)[0]
 
 
 # -----------------------------------------------------------------------------
@@ -224,11 +214,8 @@ def gold_metrics(pairs, r_c, r_r):
 
 
 def plot_calibration(table, path, title):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")

@@ -49,7 +49,7 @@ def test_malformed_lines_name_file_line_and_field(tmp_path, bad, message):
 
 def test_dialogue_corpus_dedupes_shared_prompts(tmp_path):
     other = {"chosen": "\n\nHuman: hi\n\nAssistant: hey", "rejected": "\n\nHuman: hi\n\nAssistant: no"}
-    p = write_jsonl(tmp_path / "c.jsonl", [GOOD, other, {"chosen": "\n\nHuman: yo\n\nAssistant: a",
+    write_jsonl(tmp_path / "c.jsonl", [GOOD, other, {"chosen": "\n\nHuman: yo\n\nAssistant: a",
                                                          "rejected": "\n\nHuman: yo\n\nAssistant: b"}])
     pairs, stats = hh.load_comparisons(str(tmp_path), verbose=False)
     assert stats["pairs"] == 3 and stats["unique_prompts"] == 2

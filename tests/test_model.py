@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model import (GPT, GPTConfig, configure_optimizer, filter_logits, flops_per_token, generate, left_pad,
                    load_checkpoint, mfu, save_checkpoint, token_logprobs)

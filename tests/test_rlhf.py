@@ -3,7 +3,6 @@ tiny end-to-end runs."""
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 import ppo
 import train_pm
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import GPT, GPTConfig, left_pad, save_checkpoint
+from model import GPT, GPTConfig, save_checkpoint
 
 
 # ---------------------------------------------------------------- preference model
