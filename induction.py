@@ -2,7 +2,7 @@
 induction.py -- induction heads and the in-context-learning phase change (Olsson et al.
 2022, "In-context Learning and Induction Heads").
 
-Claims reproduced at small scale:
+Claims this script is built to reproduce at small scale (not yet reproduced: see Status):
   * induction heads form in a sudden phase change early in training (Argument 1);
   * at the same moment the in-context-learning (ICL) score drops -- late tokens become
     much easier than early ones -- and the training loss shows a bump/drop (Sec. 3);
