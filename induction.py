@@ -141,16 +141,20 @@ def icl_score(loss_per_pos, early=None, late=None):
     return float(w(late) - w(early))
 
 
-def prefix_matching(atts, n):
-    """Per-head prefix-matching score: on a sequence of n random tokens repeated twice, the
-    mean attention from each token of the second repeat to the token right after its
-    earlier occurrence (position i - n + 1). A perfect induction head scores 1; a
-    previous-token head (attending i - 1) scores ~0. atts: list over layers of (B, H, T, T)."""
+def prefix_matching(atts, tokens, n):
+    """Per-head prefix-matching score: on sequences of n random tokens repeated twice, the
+    attention from each token of the second repeat to the tokens that *followed earlier
+    occurrences of the current token* (Olsson et al. 2022, Sec. 2) -- above all position
+    i - n + 1, but also after chance duplicates in the random part. A perfect induction head
+    scores 1; a previous-token head scores ~0. atts: list over layers of (B, H, T, T);
+    tokens: (B, T)."""
+    T = tokens.size(1)
+    prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
+    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril()  # (B, Tq, Tk)
     out = []
     for a in atts:
-        T = a.size(-1)
-        i = torch.arange(n, T, device=a.device)
-        out.append(a[:, :, i, i - n + 1].mean(dim=(0, 2)))
+        s = (a * target[:, None].to(a.dtype)).sum(-1)  # (B, H, Tq)
+        out.append(s[:, :, n:].mean(dim=(0, 2)))
     return torch.stack(out)  # (layers, heads)
 
 
@@ -201,7 +205,7 @@ def measure(model, cfg, eval_batch, vocab):
         lpp = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(0)
         n = min(cfg.block_size // 2, 32)
         probe = repeated_random(16, n, vocab, torch.Generator().manual_seed(1)).to(x.device)
-        pm = prefix_matching(model.attention_patterns(probe), n)
+        pm = prefix_matching(model.attention_patterns(probe), probe, n)
     model.train()
     return {"icl_score": icl_score(lpp.cpu()), "eval_loss": float(lpp.mean()), "prefix_matching": pm.cpu()}
 
@@ -272,7 +276,8 @@ def head_table(model, vocab, n=32):
     """Per-head (layer.head, prefix matching, copying eigen-score, copying logit check)."""
     probe = repeated_random(16, min(n, model.cfg.block_size // 2), vocab, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        pm = prefix_matching(model.attention_patterns(probe.to(model.wte.weight.device)), probe.size(1) // 2).cpu()
+        probe = probe.to(model.wte.weight.device)
+        pm = prefix_matching(model.attention_patterns(probe), probe, probe.size(1) // 2).cpu()
     eig, logit = copying_scores(model)
     rows = [{"head": f"{l}.{h}", "prefix_matching": float(pm[l, h]), "copying": float(eig[l, h]),
              "copying_logit": float(logit[l, h])} for l in range(pm.size(0)) for h in range(pm.size(1))]

@@ -24,10 +24,15 @@ def test_prefix_matching_on_hand_built_patterns():
     prev = pattern(2 * n, lambda i: i - 1)
     uniform = torch.ones(1, 1, 2 * n, 2 * n).tril()
     uniform = uniform / uniform.sum(-1, keepdim=True)
-    pm = induction.prefix_matching([perfect, prev, uniform], n)
+    tokens = torch.arange(n).repeat(2)[None]  # no chance duplicates: only i - n + 1 follows an earlier copy
+    pm = induction.prefix_matching([perfect, prev, uniform], tokens, n)
     assert pm[0, 0].item() == 1.0
     assert pm[1, 0].item() == 0.0  # a previous-token head is not an induction head
     assert 0.0 < pm[2, 0].item() < 0.15
+    # with a chance duplicate, attention after *any* earlier occurrence of the token counts
+    dup = torch.tensor([[5, 1, 5, 2, 5, 1, 5, 2]])  # n = 4
+    after_first = pattern(8, lambda i: 1 if i >= 4 and i % 2 == 0 else i)  # the 5s attend to position 1
+    assert induction.prefix_matching([after_first], dup, 4)[0, 0].item() == pytest.approx(0.5)
 
 
 def test_copying_score_on_hand_built_weights():
