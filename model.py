@@ -43,6 +43,7 @@ class GPTConfig:
     attn_only: bool = False   # no MLPs: the induction-heads models (Olsson et al. 2022, Sec. 2)
     smeared_key: bool = False  # keys mix in the previous token's key (Olsson et al. 2022, Argument 2)
     scalar_head: bool = False  # one number per position: PM reward, PPO value, P(IK)
+    tie_embeddings: bool = True  # unembedding = embedding^T; the attention-only induction models untie it
     rope_base: float = 10000.0
 
 
@@ -106,8 +107,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         if cfg.smeared_key:
             # per-head mixing logit; weight on the previous key is sigmoid(smear). Starts at
-            # about 0.05 so the model begins close to a plain transformer.
-            self.smear = nn.Parameter(torch.full((cfg.n_head,), -3.0))
+            # 1/2: an even mix, from which each head learns how much to smear (from ~0.05 the
+            # sigmoid's small slope left the weights stuck and no induction head formed).
+            self.smear = nn.Parameter(torch.zeros(cfg.n_head))
 
     def forward(self, x, cos, sin, mask, prev_valid, cache=None, start=0, explicit=False):
         B, T, C = x.shape
@@ -192,7 +194,12 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
         self.ln_f = nn.Parameter(torch.ones(cfg.n_embd))
-        # lm head tied to the embedding (Press & Wolf 2017): fewer parameters in tiny models
+        # lm head tied to the embedding by default (Press & Wolf 2017): fewer parameters in
+        # tiny models. Attention-only models need it untied: with W_U = W_E^T the direct path
+        # always votes for the current token (logit |e_t|^2), which an attention-only model
+        # cannot cancel, and induction heads never form (we measured this; Elhage et al. 2021
+        # and Olsson et al. 2022 use separate W_E and W_U).
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.scalar = nn.Linear(cfg.n_embd, 1) if cfg.scalar_head else None
         self.apply(self._init)
         for name, p in self.named_parameters():
@@ -237,9 +244,13 @@ class GPT(nn.Module):
             atts.append(att)
         return norm(x, self.ln_f), (atts if explicit else None)
 
+    def unembedding(self):
+        """W_U^T as a (vocab, n_embd) matrix: the embedding when tied."""
+        return self.wte.weight if self.lm_head is None else self.lm_head.weight
+
     def lm_logits(self, h):
         n = self.cfg.vocab_valid or self.cfg.vocab_size
-        return F.linear(h, self.wte.weight[:n])
+        return F.linear(h, self.unembedding()[:n])
 
     def forward(self, idx, targets=None, pad_mask=None, explicit=False):
         """Language-model logits (B, T, V) and, with targets, mean cross-entropy over the

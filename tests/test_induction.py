@@ -97,3 +97,15 @@ def test_training_run_writes_results_and_analyze_reads_the_checkpoint(tmp_path):
     rows = induction.analyze(str(tmp_path / "attn1.pt"), torch.device("cpu"))
     assert len(rows) == 4 and all(-1.0 <= r["copying"] <= 1.0 for r in rows)
     assert res["seconds"] > 0
+
+
+def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
+    """The phase change itself, short: under a minute on 2 CPU cores."""
+    cfg = induction.parse_args(["--models", "attn1,attn2", "--steps", "800", "--snap_every", "50",
+                                "--out_dir", str(tmp_path), "--quiet"])
+    m = induction.main(cfg)["models"]
+    print({k: (v["max_prefix_matching"], v["phase_change_step"]) for k, v in m.items()})
+    assert m["attn2"]["max_prefix_matching"] > 0.4 and m["attn2"]["phase_change_step"] is not None
+    assert m["attn1"]["max_prefix_matching"] < 0.15 and m["attn1"]["phase_change_step"] is None
+    assert m["attn2"]["final_icl_score"] < m["attn1"]["final_icl_score"] - 0.3
+    assert m["attn2"]["top_heads"][0]["head"].startswith("1.")  # the induction head sits in layer 1
