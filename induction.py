@@ -68,8 +68,7 @@ class Config:
 
 PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800, "vocab": 0},
            "gpu": {"block_size": 512, "steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "vocab": 0,
-                   "snap_every": 50},
-           "tiny": {"steps": 260, "snap_every": 20, "block_size": 64, "batch_size": 32}}
+                   "snap_every": 50}}
 
 
 def parse_args(argv=None):
