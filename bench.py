@@ -3,33 +3,53 @@ bench.py -- throughput of model.py: training tokens/s (and MFU on GPU) against a
 plain-PyTorch GPT of the same shape, and sampling tokens/s with the KV cache against
 recomputing the whole context every step.
 
-    python bench.py                          # our default CPU shape (4 layers, width 128, context 256)
-    python bench.py --shape gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
-    python bench.py --shape gpt2 --device cpu --batch_size 2 --steps 3   # same shape, CPU (slow)
+    python bench.py                           # train_lm.py's CPU shape (4 layers, width 128, context 256)
+    python bench.py --preset gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
+    python bench.py --preset gpt2 --device cpu --batch_size 2 --steps 3   # same shape, CPU (slow)
 
-Writes out/bench/results.json. Timings exclude warm-up steps (compilation, allocator,
+Writes out/bench/<shape>/results.json, e.g. out/bench/4x128-ctx256/. Timings exclude warm-up steps (compilation, allocator,
 kernel-plan caches), so "no slow first pass" is checked separately: the first timed
 sampling call is reported next to the mean.
 """
 
-import argparse
-import json
 import math
 import os
 import time
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, mfu, score_sequences,
-                   token_logprobs)
+from data.tokenizer import get_tokenizer, vocab_size_padded
+from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, get_device, mfu,
+                   parse_config, run_dir, score_sequences, token_logprobs, write_json)
 
-SHAPES = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=3136),  # train_lm.py's CPU default
-    "small": dict(n_layer=8, n_head=8, n_embd=512, block_size=512, vocab_size=3136),  # train_lm.py --preset gpu
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304),
-}
+
+@dataclass
+class Config:
+    n_layer: int = 4             # transformer blocks (train_lm.py's CPU default shape)
+    n_head: int = 4              # attention heads per block
+    n_embd: int = 128            # residual stream width
+    block_size: int = 256        # context length in tokens
+    vocab_size: int = 0          # embedding rows (0: the world tokenizer's, padded to a multiple of 64)
+    batch_size: int = 16         # training sequences per step
+    steps: int = 10              # timed training steps
+    warmup: int = 3              # untimed warm-up steps (compilation, allocator)
+    compile: bool = False        # torch.compile both models
+    sample_batch: int = 64       # prompts per sampling call
+    prompt_len: int = 32         # prompt length for sampling
+    new_tokens: int = 128        # tokens sampled per prompt
+    ppo_step: bool = True        # also time one ppo.py-shaped step
+    skip_baseline: bool = False  # do not time the minimal baseline GPT
+    device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
+    out_dir: str = "out/bench"   # root folder: other presets go to <out_dir>/<preset>
+
+
+PRESETS = {"cpu": {},
+           "small": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512},  # train_lm.py --preset gpu
+           "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50304,
+                    "ppo_step": False}}
 
 
 # -----------------------------------------------------------------------------
@@ -151,27 +171,15 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
     return {k: sum(v) / len(v) for k, v in times.items()}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch_size", type=int, default=None, help="training batch (default: 16 on GPU, 16 tiny / 2 gpt2 on CPU)")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--sample_batch", type=int, default=64)
-    ap.add_argument("--prompt_len", type=int, default=32)
-    ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--skip_baseline", action="store_true")
-    ap.add_argument("--out", default="out/bench/results.json")
-    args = ap.parse_args()
-    device = torch.device(args.device)
+def main(args):
+    device = get_device(args.device)
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = GPTConfig(**SHAPES[args.shape])
-    bs = args.batch_size or (16 if device.type == "cuda" or args.shape != "gpt2" else 2)
-    res = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "batch_size": bs, "compile": args.compile,
+    cfg = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
+                    vocab_size=args.vocab_size or vocab_size_padded(get_tokenizer("world")))
+    shape, bs = f"{cfg.n_layer}x{cfg.n_embd}-ctx{cfg.block_size}", args.batch_size
+    res = {**asdict(args), "vocab_size": cfg.vocab_size, "device": torch.cuda.get_device_name(device)
+           if device.type == "cuda" else "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
            "peak_flops": device_peak_flops(device)}
 
     model = GPT(cfg).to(device)
@@ -181,14 +189,14 @@ def main():
     res["train_tokens_per_sec"] = tps
     res["train_mfu"] = mfu(cfg, model.num_params(), tps, device)
     mfu_s = f", MFU {100 * res['train_mfu']:.1f}%" if res["train_mfu"] is not None else ", MFU n/a on CPU"
-    print(f"[{args.shape} on {res['device']}] train nanoalign GPT : {tps:,.0f} tokens/s{mfu_s}")
+    print(f"[{shape} on {res['device']}] train nanoalign GPT : {tps:,.0f} tokens/s{mfu_s}")
     if not args.skip_baseline:
         base = MinimalGPT(cfg).to(device)
         base_model = torch.compile(base) if args.compile else base
         btps = bench_train(base_model, cfg, bs, args.steps, args.warmup, device)
         res["baseline_train_tokens_per_sec"] = btps
         res["baseline_train_mfu"] = mfu(cfg, base.num_params(), btps, device)
-        print(f"[{args.shape} on {res['device']}] train minimal GPT   : {btps:,.0f} tokens/s "
+        print(f"[{shape} on {res['device']}] train minimal GPT   : {btps:,.0f} tokens/s "
               f"(nanoalign is {tps / btps:.2f}x)")
         del base, base_model
 
@@ -200,19 +208,19 @@ def main():
     res.update({"sample_batch": args.sample_batch, "sample_new_tokens": nt, "sample_tokens_per_sec_cached": cached,
                 "sample_tokens_per_sec_cached_first_call": cached_first, "sample_tokens_per_sec_recompute": full,
                 "sample_speedup": cached / full})
-    print(f"[{args.shape} on {res['device']}] sample batch {args.sample_batch}, {nt} new tokens: KV cache "
+    print(f"[{shape} on {res['device']}] sample batch {args.sample_batch}, {nt} new tokens: KV cache "
           f"{cached:,.0f} tokens/s (first call {cached_first:,.0f}), full recompute {full:,.0f} tokens/s "
           f"-> {cached / full:.1f}x")
-    if args.shape != "gpt2":
+    if args.ppo_step:
         step = bench_ppo_step(cfg, device)
         res["ppo_step_seconds"] = step
-        print(f"[{args.shape} on {res['device']}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
+        print(f"[{shape} on {res['device']}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
               + ", ".join(f"{k} {v:.2f}s" for k, v in step.items()))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(f"wrote {args.out}")
+    out = os.path.join(run_dir(args.out_dir, shape), "results.json")
+    write_json(out, res)
+    print(f"wrote {out}")
+    return res
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(Config, PRESETS, __doc__))

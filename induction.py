@@ -13,23 +13,20 @@ Claims reproduced at small scale:
 The attention-only models have an untied unembedding: with W_U = W_E^T the direct path
 always votes for the current token and no induction head formed in 2,500 steps.
 
-Run (CPU, 2 cores, ~40 s: 1- and 2-layer attention-only models and a 1-layer smeared-key model):
+Run (CPU, 2 cores, under a minute: 1- and 2-layer attention-only models and a 1-layer smeared-key model):
     python induction.py
     python induction.py --models attn1,attn2,attn3,smear1,smear2,mlp2      # the full set
-    python induction.py --data world --preset text     # natural text: the assistant-world corpus
+    python induction.py --preset text     # natural text: the assistant-world corpus -> out/induction/world/
     python induction.py --data ../shared/data/text/tinyshakespeare.txt --preset gpu   # context 512, ICL as defined
     python induction.py --analyze out/train_lm/pretrain.pt    # per-head scores of any checkpoint
-Expect (synthetic default, 2 CPU cores, ~40 s): the 2-layer model's best prefix-matching
-score jumps from ~0.05 to ~0.75 around step 350-600 while its ICL score falls from -0.4 to
--1.5; the 1-layer control stays at ~0.04; the 1-layer smeared-key model changes phase at
-~step 225. The natural-text setting (--data) runs the same measurements; at CPU scale it is
-a few hundred steps and may show no phase change (say so when it does not).
-Writes out/induction/results.json (models: layers, smeared_key, phase_change_step,
-final_icl_score, max_prefix_matching; seconds), metrics.jsonl, and phase_change.png,
-prefix_matching.png, attention.png.
+What to look at: the table printed at the end (phase-change step, ICL score, the top
+heads' prefix-matching and copying scores), phase_change.png (loss and ICL score with the
+phase-change window shaded, the paper's Fig. 1/5), prefix_matching.png (every head over
+training) and attention.png (the induction stripe). Writes results.json (models: layers,
+smeared_key, phase_change_step, final_icl_score, max_prefix_matching; seconds),
+metrics.jsonl, the figures and each model's checkpoint; measured numbers are in the README.
 """
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -39,57 +36,52 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import (GPT, GPTConfig, configure_optimizer, load_checkpoint, parse_config, pyplot, save_checkpoint)
+from data.prepare import load_split, prepare
+from model import (GPT, GPTConfig, configure_optimizer, data_name, get_device, load_checkpoint, log_metrics, lr_at,
+                   optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
 
 
 @dataclass
 class Config:
-    models: str = "attn1,attn2,smear1"  # attnN: N-layer attention-only; smearN: smeared keys; mlpN: with MLPs
+    models: str = "attn1,attn2,smear1"  # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
     data: str = "synthetic"   # "synthetic" (repeated random segments), "world", or a text / HH file
-    steps: int = 1000
-    batch_size: int = 32
-    block_size: int = 64
-    vocab: int = 64            # synthetic vocabulary
-    zipf: float = 0.0          # synthetic unigram exponent (0: uniform tokens)
-    p_repeat: float = 0.7      # synthetic: share of chunks that copy an earlier stretch
-    n_embd: int = 64
-    n_head: int = 4
-    lr: float = 1e-3
-    warmup: int = 20
-    snap_every: int = 25       # measurements every this many steps: resolves the phase change in time
-    threshold: float = 0.3     # prefix-matching score that marks an induction head
-    repeat_frac: float = 0.0   # natural text: share of documents replaced by a repeated random span
-    analyze: str = ""
-    out_dir: str = "out/induction"
-    seed: int = 0
-    device: str = "auto"
-    quiet: bool = False
+    steps: int = 1000         # training steps per model
+    batch_size: int = 32      # sequences per step
+    block_size: int = 64      # context length in tokens
+    vocab: int = 64           # synthetic vocabulary size (other data: the tokenizer's)
+    p_repeat: float = 0.7     # synthetic: share of chunks that copy an earlier stretch
+    n_embd: int = 64          # residual stream width
+    n_head: int = 4           # attention heads per layer
+    lr: float = 1e-3          # learning rate (constant after warm-up)
+    warmup: int = 20          # steps of linear warm-up
+    grad_clip: float = 0.0    # clip the gradient norm to this (0: no clipping)
+    snap_every: int = 25      # measurements every this many steps: resolves the phase change in time
+    threshold: float = 0.3    # prefix-matching score that marks an induction head
+    repeat_frac: float = 0.0  # natural text: share of documents replaced by a repeated random span
+    analyze: str = ""         # print the per-head scores of this checkpoint and exit
+    out_dir: str = "out/induction"  # root folder: other data go to <out_dir>/<name>
+    seed: int = 0             # random seed (initialisation, data)
+    device: str = "auto"      # "auto" (cuda if available), "cpu", "cuda", ...
+    quiet: bool = False       # no progress bar or messages
 
 
-PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800, "vocab": 0},
-           "gpu": {"block_size": 512, "steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "vocab": 0,
-                   "snap_every": 50}}
+PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800},
+           "gpu": {"block_size": 512, "steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "snap_every": 50}}
 
 
 def parse_args(argv=None):
-    return parse_config(Config, PRESETS, "Induction heads (see the top of induction.py)", argv)[0]
+    return parse_config(Config, PRESETS, __doc__, argv)
 
 
 # -----------------------------------------------------------------------------
 # Data
 
-def zipf_probs(vocab, a=1.0):
-    p = 1.0 / np.arange(1, vocab + 1) ** a
-    return torch.tensor(p / p.sum(), dtype=torch.float)
-
-
-def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7, zipf=0.0):
-    """Tokens from a Zipf unigram distribution (exponent 0: uniform), written in chunks of
-    4-12 tokens; each chunk is, with probability
-    p_repeat, a copy of an earlier stretch of the same sequence taken from a random offset.
-    Random offsets mean position alone cannot predict a repeat: only looking back for the
-    previous occurrence of the current token does. Fresh data every step."""
-    x = torch.multinomial(zipf_probs(vocab, zipf).expand(batch, -1), T + 1, replacement=True, generator=gen)
+def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
+    """Uniform random tokens written in chunks of 4-12 tokens; each chunk is, with
+    probability p_repeat, a copy of an earlier stretch of the same sequence taken from a
+    random offset. Random offsets mean position alone cannot predict a repeat: only looking
+    back for the previous occurrence of the current token does. Fresh data every step."""
+    x = torch.multinomial(torch.full((batch, vocab), 1.0 / vocab), T + 1, replacement=True, generator=gen)
     for b in range(batch):
         t = int(torch.randint(4, 13, (1,), generator=gen))
         while t < T + 1:
@@ -109,12 +101,10 @@ def repeated_random(batch, n, vocab, gen, lo=0):
 
 
 def text_stream(cfg):
-    """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab)."""
-    from data.prepare import load_split, prepare
-    tok = "world" if cfg.data == "world" else "bpe:" + os.path.basename(os.path.normpath(cfg.data)).split(".")[0]
+    """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab, tokenizer)."""
+    tok = "world" if cfg.data == "world" else "bpe:" + data_name(cfg.data)
     d, meta = prepare(cfg.data, tok, verbose=not cfg.quiet)
-    ids, _ = load_split(d, "train", meta)
-    return np.asarray(ids, dtype=np.int64), meta["vocab"]
+    return np.asarray(load_split(d, "train", meta)[0], dtype=np.int64), meta["vocab"], tok
 
 
 def text_batch(ids, batch, T, gen, vocab, repeat_frac):
@@ -152,7 +142,7 @@ def prefix_matching(atts, tokens, n):
     tokens: (B, T)."""
     T = tokens.size(1)
     prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
-    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril()  # (B, Tq, Tk)
+    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
     out = []
     for a in atts:
         s = (a * target[:, None].to(a.dtype)).sum(-1)  # (B, H, Tq)
@@ -208,9 +198,9 @@ def measure(model, cfg, eval_batch, vocab):
         lpp = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(0)
         n = min(cfg.block_size // 2, 32)
         probe = repeated_random(16, n, vocab, torch.Generator().manual_seed(1)).to(x.device)
-        pm = prefix_matching(model.attention_patterns(probe), probe, n)
+        prefix = prefix_matching(model.attention_patterns(probe), probe, n)
     model.train()
-    return {"icl_score": icl_score(lpp.cpu()), "eval_loss": float(lpp.mean()), "prefix_matching": pm.cpu()}
+    return {"icl_score": icl_score(lpp.cpu()), "eval_loss": float(lpp.mean()), "prefix_matching": prefix.cpu()}
 
 
 def phase_change(snaps, threshold):
@@ -248,7 +238,7 @@ def train_one(name, cfg, device, text, vocab):
     gen = torch.Generator().manual_seed(cfg.seed)
     eval_gen = torch.Generator().manual_seed(999)
     batch = lambda g, n: (text_batch(text, n, cfg.block_size, g, vocab, cfg.repeat_frac) if text is not None
-                          else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat, cfg.zipf))
+                          else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat))
     ex, ey = batch(eval_gen, 128)
     eval_batch = (ex.to(device), ey.to(device))
     snaps, losses = [], []
@@ -256,21 +246,19 @@ def train_one(name, cfg, device, text, vocab):
     for step in bar:
         if step % cfg.snap_every == 0:
             m = measure(model, cfg, eval_batch, vocab)
-            pm = m.pop("prefix_matching")
+            prefix = m.pop("prefix_matching")
             snap = {"model": name, "step": step, "tokens": step * cfg.batch_size * cfg.block_size,
                     "train_loss": float(np.mean(losses[-cfg.snap_every:])) if losses else None, **m,
-                    "max_prefix_matching": float(pm.max()), "prefix_matching": pm.tolist()}
+                    "max_prefix_matching": float(prefix.max()), "prefix_matching": prefix.tolist()}
             snaps.append(snap)
-            bar.set_postfix(loss=f"{snap['train_loss'] or 0:.3f}", icl=f"{m['icl_score']:.3f}", pm=f"{pm.max():.2f}")
+            bar.set_postfix(loss=f"{snap['train_loss'] or 0:.3f}", icl=f"{m['icl_score']:.3f}",
+                            prefix=f"{prefix.max():.2f}")
         if step == cfg.steps:
             break
         x, y = batch(gen, cfg.batch_size)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         _, loss = model(x.to(device), y.to(device))
-        opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.lr))
         losses.append(loss.item())
     return model, snaps
 
@@ -280,10 +268,10 @@ def head_table(model, vocab, n=32):
     probe = repeated_random(16, min(n, model.cfg.block_size // 2), vocab, torch.Generator().manual_seed(1))
     with torch.no_grad():
         probe = probe.to(model.wte.weight.device)
-        pm = prefix_matching(model.attention_patterns(probe), probe, probe.size(1) // 2).cpu()
+        prefix = prefix_matching(model.attention_patterns(probe), probe, probe.size(1) // 2).cpu()
     eig, logit = copying_scores(model)
-    rows = [{"head": f"{l}.{h}", "prefix_matching": float(pm[l, h]), "copying": float(eig[l, h]),
-             "copying_logit": float(logit[l, h])} for l in range(pm.size(0)) for h in range(pm.size(1))]
+    rows = [{"head": f"{l}.{h}", "prefix_matching": float(prefix[l, h]), "copying": float(eig[l, h]),
+             "copying_logit": float(logit[l, h])} for l in range(prefix.size(0)) for h in range(prefix.size(1))]
     return sorted(rows, key=lambda r: -r["prefix_matching"])
 
 
@@ -299,7 +287,7 @@ def analyze(path, device):
     return rows
 
 
-def figures(all_snaps, summary, models, cfg, vocab):
+def figures(all_snaps, summary, models, cfg, vocab, out_dir):
     plt = pyplot()
     if plt is None:
         return []
@@ -319,24 +307,18 @@ def figures(all_snaps, summary, models, cfg, vocab):
                 ax.axvspan(w[0] * cfg.batch_size * cfg.block_size, w[1] * cfg.batch_size * cfg.block_size,
                            color="grey", alpha=0.25, lw=0)
     fig.suptitle("Phase change (shaded): loss and ICL score (Olsson et al. 2022, Fig. 1/5)", fontsize=10)
-    fig.tight_layout()
-    paths.append(os.path.join(cfg.out_dir, "phase_change.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, os.path.join(out_dir, "phase_change.png")))
 
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3), squeeze=False, sharey=True)
     for j, name in enumerate(names):
         s = all_snaps[name]
-        pm = np.array([x["prefix_matching"] for x in s])  # (snaps, L, H)
-        for l in range(pm.shape[1]):
-            for h in range(pm.shape[2]):
-                axes[0, j].plot([x["tokens"] for x in s], pm[:, l, h], lw=1, label=f"{l}.{h}")
+        prefix = np.array([x["prefix_matching"] for x in s])  # (snaps, L, H)
+        for l in range(prefix.shape[1]):
+            for h in range(prefix.shape[2]):
+                axes[0, j].plot([x["tokens"] for x in s], prefix[:, l, h], lw=1, label=f"{l}.{h}")
         axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training tokens")
     axes[0, 0].set_ylabel("prefix-matching score")
-    fig.tight_layout()
-    paths.append(os.path.join(cfg.out_dir, "prefix_matching.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, os.path.join(out_dir, "prefix_matching.png")))
 
     best = max(summary, key=lambda k: summary[k]["max_prefix_matching"])
     model = models[best]
@@ -349,31 +331,26 @@ def figures(all_snaps, summary, models, cfg, vocab):
     ax.imshow(att, cmap="viridis")
     ax.set_title(f"{best} head {top} on a repeated random sequence:\nthe off-diagonal stripe is induction", fontsize=8)
     ax.set_xlabel("key position"), ax.set_ylabel("query position")
-    fig.tight_layout()
-    paths.append(os.path.join(cfg.out_dir, "attention.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, os.path.join(out_dir, "attention.png")))
     return paths
 
 
 def main(cfg):
     t0 = time.time()
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = get_device(cfg.device)
     if cfg.analyze:
         return analyze(cfg.analyze, device)
-    log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    text, vocab = (None, cfg.vocab) if cfg.data == "synthetic" else text_stream(cfg)
+    log = printer(cfg.quiet)
+    out_dir = run_dir(cfg.out_dir, "" if cfg.data == "synthetic" else data_name(cfg.data))
+    text, vocab, tokenizer = (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)
     log(f"induction heads: models {cfg.models}, {cfg.data} data (vocab {vocab}, context {cfg.block_size}), "
         f"{cfg.steps} steps of {cfg.batch_size} sequences, snapshots every {cfg.snap_every} steps")
     all_snaps, summary, models = {}, {}, {}
-    mf = open(os.path.join(cfg.out_dir, "metrics.jsonl"), "w")
     for name in cfg.models.split(","):
         t1 = time.time()
         model, snaps = train_one(name, cfg, device, text, vocab)
         for s in snaps:
-            mf.write(json.dumps(s) + "\n")
-        mf.flush()
+            log_metrics(out_dir, s)
         cross, icl_step, window = phase_change(snaps, cfg.threshold)
         model.eval()
         rows = head_table(model, vocab)
@@ -384,23 +361,21 @@ def main(cfg):
                          "final_prefix_matching": snaps[-1]["max_prefix_matching"],
                          "final_loss": snaps[-1]["eval_loss"], "top_heads": rows[:3], "seconds": time.time() - t1}
         models[name], all_snaps[name] = model, snaps
-        save_checkpoint(os.path.join(cfg.out_dir, f"{name}.pt"), model, "synthetic" if text is None else cfg.data)
+        save_checkpoint(os.path.join(out_dir, f"{name}.pt"), model, tokenizer)
         log(f"  {name}: phase change {'at step ' + str(cross) if cross is not None else 'none'}, "
             f"final ICL score {snaps[-1]['icl_score']:.3f}, best prefix matching {summary[name]['max_prefix_matching']:.2f} "
             f"({time.time() - t1:.0f}s)")
-    mf.close()
-    figs = figures(all_snaps, summary, models, cfg, vocab)
+    figs = figures(all_snaps, summary, models, cfg, vocab, out_dir)
     res = {"models": summary, "seconds": time.time() - t0, "data": cfg.data, "block_size": cfg.block_size,
            "steps": cfg.steps, "threshold": cfg.threshold, "figures": figs}
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
+    write_json(os.path.join(out_dir, "results.json"), res)
     log(f"\n{'model':8s}{'phase change (step)':>20s}{'window':>14s}{'ICL drop at':>12s}{'final ICL':>10s}  top induction heads (layer.head: prefix-matching / copying)")
     for name, s in summary.items():
         w = f"{s['window'][0]}-{s['window'][1]}" if s["window"] else "-"
         heads = ", ".join(f"{r['head']}: {r['prefix_matching']:.2f}/{r['copying']:.2f}" for r in s["top_heads"][:2])
         log(f"{name:8s}{str(s['phase_change_step']):>20s}{w:>14s}{str(s['icl_change_step']):>12s}{s['final_icl_score']:10.3f}  {heads}")
-    log(f"\nwrote {cfg.out_dir}/results.json, metrics.jsonl" + (", " + ", ".join(figs) if figs else "")
-        + f" in {res['seconds']:.0f}s")
+    log(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{''.join(', ' + os.path.basename(f) for f in figs)}) "
+        f"in {res['seconds']:.0f}s")
     return res
 
 

@@ -13,18 +13,23 @@ A decoder-only transformer written from scratch in plain PyTorch:
     functions and P(IK) heads;
   * batched KV-cached sampling with left-padded prompts (`generate`);
   * checkpoints written atomically and read with torch.load(weights_only=True);
-  * AdamW set-up and an MFU estimate.
+  * AdamW set-up, the learning-rate schedule, a guarded optimiser step, an MFU estimate.
 
 Read top to bottom: config, layers, the model, sampling, checkpoints, training helpers.
+The last section, "Shared by the scripts", is not part of the model: it is the one place
+where the scripts' common plumbing lives (config flags, output folders, figures, ...).
 """
 
 import argparse
+import inspect
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -381,21 +386,6 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
 
 
 @torch.no_grad()
-def complete(model, enc, prompts, max_new_tokens=48, temperature=0.7, top_k=None, seed=0):
-    """Sample replies (strings) to HH prompt strings. A reply ends at <|endoftext|> or where
-    the model starts a new 'Human:' turn. enc: a tiktoken.Encoding."""
-    gen = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
-    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens):] for p in prompts]
-    out = generate(model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=enc.eot_token, generator=gen)
-    return [decode_reply(enc, row, gm) for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
-
-
-def decode_reply(enc, tokens, gen_mask):
-    text = enc.decode([t for t, g in zip(tokens, gen_mask) if g and t < enc.eot_token])
-    return text.split("\n\nHuman:")[0].strip()
-
-
-@torch.no_grad()
 def score_sequences(model, seqs, batch_size=64):
     """Scalar-head value at the last token of each token list (left padded, so the last
     column is every row's last token): the PM reward read at the end-of-context token."""
@@ -414,10 +404,14 @@ def score_sequences(model, seqs, batch_size=64):
 
 def save_checkpoint(path, model, tokenizer_name, **extra):
     """Write to a temp file in the same directory, then rename: a crash mid-write never
-    leaves a truncated checkpoint behind. extra: optimizer state, step, RNG state..."""
+    leaves a truncated checkpoint behind, and non-finite weights are never written (a run
+    that diverged keeps its last good checkpoint). extra: optimizer state, step, RNG..."""
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
-    obj = {"model": raw.state_dict(), "config": asdict(raw.cfg), "tokenizer": tokenizer_name, **extra}
+    state = raw.state_dict()
+    if not all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point()):
+        raise SystemExit(f"{path}: refusing to save non-finite weights; the previous checkpoint is unchanged")
+    obj = {"model": state, "config": asdict(raw.cfg), "tokenizer": tokenizer_name, **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
@@ -427,21 +421,27 @@ def save_checkpoint(path, model, tokenizer_name, **extra):
 def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **overrides):
     """Load a checkpoint written by save_checkpoint -> (model, ckpt dict).
 
-    expect: dict of GPTConfig fields the caller requires (e.g. from its command line);
-    any disagreement is an error naming the file and the fields. overrides: fields that
-    may legitimately change on load (dropout, scalar_head: an LM initialising a PM)."""
+    expect: dict of GPTConfig fields the caller requires (e.g. from its command line).
+    overrides: fields that may legitimately change on load (dropout; scalar_head: an LM
+    initialising a PM). Every problem -- missing, unreadable, another config -- stops the
+    script with one line that names the file and says what to do."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ck = torch.load(path, map_location=device, weights_only=True)
-    for key in ("model", "config", "tokenizer"):
-        if key not in ck:
-            raise ValueError(f"{path}: not a nanoalign checkpoint (missing '{key}')")
+        raise SystemExit(f"{path}: no such checkpoint; run the script that writes it first (see the README)")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, corrupted or not a torch file: torch's errors vary
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SystemExit(f"{path}: cannot read the checkpoint ({type(e).__name__}: {msg}); "
+                         f"it is truncated or not a checkpoint: delete it and rebuild it") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in ("model", "config", "tokenizer")):
+        raise SystemExit(f"{path}: not a nanoalign checkpoint (no model, config and tokenizer)")
     cfg = dict(ck["config"])
     bad = [f"{k}: checkpoint has {cfg.get(k)!r}, requested {v!r}" for k, v in (expect or {}).items() if cfg.get(k) != v]
     if tokenizer_name is not None and ck["tokenizer"] != tokenizer_name:
         bad.append(f"tokenizer: checkpoint has {ck['tokenizer']!r}, requested {tokenizer_name!r}")
     if bad:
-        raise ValueError(f"{path}: checkpoint and requested config disagree:\n  " + "\n  ".join(bad))
+        raise SystemExit(f"{path}: checkpoint and requested config disagree ({'; '.join(bad)}); "
+                         f"drop the conflicting flags or use another checkpoint")
     cfg.update(overrides)
     model = GPT(config_from_dict(cfg)).to(device)
     state = ck["model"]
@@ -467,6 +467,33 @@ def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_t
         (decay if p.dim() >= 2 and "wte" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def lr_at(step, total, lr, warmup, min_lr=0.0):
+    """The one learning-rate schedule: linear warm-up over `warmup` steps, then cosine
+    decay to min_lr at `total` (min_lr = lr gives a constant rate after warm-up)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    r = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * r)) * (lr - min_lr)
+
+
+def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
+    """Clip the gradient norm (grad_clip 0: no clipping), then step -- unless the loss or the gradient is not finite:
+    then stop the script with one line saying so and where. Nothing is stepped or saved
+    after that, so the last good checkpoint stays as it was. Returns the gradient norm."""
+    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+    loss = loss.item() if torch.is_tensor(loss) else float(loss)
+    if not (math.isfinite(loss) and math.isfinite(gnorm)):
+        raise SystemExit(f"stopped: non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+                         f"(loss {loss}, gradient norm {gnorm}) at step {step}; nothing was saved after the last "
+                         f"checkpoint (lower --lr?)")
+    if lr is not None:
+        for g in opt.param_groups:
+            g["lr"] = lr
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return gnorm
 
 
 def autocast(device_type):
@@ -507,43 +534,81 @@ def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
     return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
 
 
-def run_prerequisite(ckpt, script, argv, what, expected=""):
-    """Build a missing checkpoint by running an earlier script with its defaults, telling
-    the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh clone)."""
-    if os.path.exists(ckpt):
-        return ckpt
-    cmd = [sys.executable, script, *argv]
-    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join([script, *argv])}`"
-          + (f" ({expected})" if expected else ""), flush=True)
-    t0 = time.time()
-    root = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run(cmd, cwd=root)
-    if r.returncode != 0 or not os.path.exists(os.path.join(root, ckpt) if not os.path.isabs(ckpt) else ckpt):
-        raise SystemExit(f"`{' '.join(cmd)}` failed (exit {r.returncode}); fix that first")
-    print(f">>> built {ckpt} in {time.time() - t0:.0f}s\n", flush=True)
-    return ckpt
 
 
-def parse_config(config_cls, presets, description, argv=None):
-    """A script's dataclass config from the command line: --preset NAME applies a dict of
-    overrides, then every field is a flag of its own (--steps 100, --compile/--no-compile).
-    Returns (config, argparse namespace)."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--preset", default="cpu", help="one of " + ", ".join(sorted(presets)))
+# =============================================================================
+# Shared by the scripts: one way of doing each common thing. Every script reads its
+# config from the command line (parse_config), picks a device (get_device), writes into
+# its own run folder (run_dir: metrics.jsonl, results.json, figures), samples replies to
+# HH prompts (sample_replies) and builds a missing checkpoint by running the script that
+# makes it (ensure_checkpoint). The model above does not depend on anything below.
+
+def parse_config(config_cls, presets, doc, argv=None):
+    """A script's dataclass config from the command line. Order: the dataclass defaults,
+    then --preset NAME (combine with '+', e.g. gpu+tiny), then presets keyed 'field=value'
+    that apply whenever that field has that value (train_lm.py's 'mode=sft'), then every
+    flag given explicitly. Each field's trailing comment in the dataclass is its --help."""
+    helps = config_help(config_cls)
+    named = [k for k in presets if "=" not in k]
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="cpu", help=f"settings for a scale, combined with '+': {', '.join(named)}")
     for f in fields(config_cls):
         kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        ap.add_argument(f"--{f.name}", default=None, **kw)
+        ap.add_argument(f"--{f.name}", default=None, help=f"{helps.get(f.name, '')} (default {f.default!r})", **kw)
     args = ap.parse_args(argv)
     cfg = config_cls()
-    for name in args.preset.split("+"):  # presets combine: --preset gpu+sft
-        if name not in presets:
-            ap.error(f"unknown preset {name!r}: choose from {sorted(presets)}")
-        for k, v in presets[name].items():
-            setattr(cfg, k, v)
-    for f in fields(config_cls):
-        if getattr(args, f.name) is not None:
-            setattr(cfg, f.name, getattr(args, f.name))
-    return cfg, args
+    given = {f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None}
+    for name in args.preset.split("+"):
+        if name not in named:
+            ap.error(f"unknown preset {name!r}: choose from {', '.join(named)}")
+        cfg = replace(cfg, **presets[name])
+    for key, over in presets.items():
+        if "=" in key and str(given.get(key.split("=")[0], getattr(cfg, key.split("=")[0]))) == key.split("=")[1]:
+            cfg = replace(cfg, **over)
+    return replace(cfg, **given)
+
+
+def config_help(config_cls):
+    """{field: help text} from the '# ...' comment at the end of each field's line."""
+    src = inspect.getsource(config_cls)
+    return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", src, re.M))
+
+
+def get_device(name="auto"):
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def data_name(data):
+    """'../shared/data/hh-rlhf' -> 'hh-rlhf', 'x/tinyshakespeare.txt' -> 'tinyshakespeare'."""
+    return os.path.basename(os.path.normpath(data)).split(".")[0]
+
+
+def run_dir(*parts, resume=False):
+    """The folder of one run, e.g. run_dir("out/train_lm", "sft"): created if missing; a
+    new run starts a new metrics.jsonl, a resumed one appends to it. Each kind of run
+    (a mode, a dataset) has its own folder, so no run overwrites another's results."""
+    path = os.path.join(*[p for p in parts if p])
+    os.makedirs(path, exist_ok=True)
+    if not resume and os.path.exists(os.path.join(path, "metrics.jsonl")):
+        os.remove(os.path.join(path, "metrics.jsonl"))
+    return path
+
+
+def log_metrics(out_dir, record):
+    """Append one JSON object (one logged step) to out_dir/metrics.jsonl."""
+    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_json(path, obj):
+    """results.json and friends, written atomically."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def printer(quiet):
+    return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
 
 def pyplot():
@@ -556,3 +621,45 @@ def pyplot():
         return plt
     except ImportError:
         return None
+
+
+def save_figure(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def ensure_checkpoint(ckpt, argv, what, expected=""):
+    """Build a missing checkpoint by running the script that makes it with its defaults,
+    telling the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh
+    clone). argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"]."""
+    if os.path.exists(ckpt):
+        return ckpt
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
+    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join(argv)}`"
+          + (f" ({expected})" if expected else ""), flush=True)
+    t0 = time.time()
+    r = subprocess.run(cmd)
+    if r.returncode != 0 or not os.path.exists(ckpt):
+        raise SystemExit(f"`python {' '.join(argv)}` failed (exit {r.returncode}); fix that first")
+    print(f">>> built {ckpt} in {time.time() - t0:.0f}s\n", flush=True)
+    return ckpt
+
+
+# Where each default run leaves its checkpoint: the hand-offs between the scripts.
+PRETRAINED, SFT_POLICY, PREFERENCE_MODEL = "out/train_lm/pretrain.pt", "out/train_lm/sft/sft.pt", "out/train_pm/pm.pt"
+
+
+def sample_replies(model, enc, prompts, max_new_tokens, temperature=1.0, generator=None, top_k=None):
+    """Sample one reply to each HH prompt string (ending in 'Assistant:') -> (replies,
+    generate's dict plus 'ended'). Long prompts keep their end; a reply ends at the end
+    token or where the model starts a new 'Human:' turn."""
+    eot = enc.eot_token
+    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens):] for p in prompts]
+    with autocast(model.wte.weight.device.type):
+        out = generate(model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=eot, generator=generator)
+    out["ended"] = ((out["tokens"] == eot) & out["gen_mask"]).any(1)
+    replies = [enc.decode([t for t, g in zip(row, gm) if g and t < eot]).split("\n\nHuman:")[0].strip()
+               for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
+    return replies, out

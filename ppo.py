@@ -9,21 +9,20 @@ assistant world has a gold scorer, we also see what RLHF tutorials cannot: wheth
 *true* helpfulness and harmlessness follow the proxy, or the policy over-optimises the PM
 (Gao et al. 2022).
 
-Run (fresh clone, CPU, 2 cores; ~10 minutes in all):
+Run (fresh clone, CPU, 2 cores; the README has the measured time):
     python ppo.py       # builds pretrain.pt, sft.pt (train_lm.py) and pm.pt (train_pm.py) if missing, then PPO
 One GPU:
-    python ppo.py --preset gpu     # after train_lm.py/train_pm.py with --preset gpu
+    python ppo.py --preset gpu     # after train_lm.py and train_pm.py with --preset gpu
 Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
-    python ppo.py --data ../shared/data/hh-rlhf --policy SFT.pt --pm PM.pt
+    python ppo.py --data ../shared/data/hh-rlhf --policy SFT.pt --pm PM.pt     # -> out/ppo/hh-rlhf/
 
-Expect (assistant world, CPU): gold harmlessness on held-out red-team prompts and PM reward
-go up, while the refusal rate on benign held-out prompts stays low; the reward vs sqrt(KL)
-fit printed at the end has a positive slope with a high R^2. Writes out/ppo/metrics.jsonl
-(every step), results.json (before/after, kl, reward_vs_sqrt_kl, seconds) and
-reward_vs_sqrt_kl.png, gold_vs_pm.png.
+What to look at: the before/after table printed at the end (PM reward, gold helpfulness
+on held-out benign prompts, gold harmlessness on held-out red-team prompts, refusal
+rates, KL), reward_vs_sqrt_kl.png (the paper's Fig. 4) and gold_vs_pm.png (proxy against
+truth). Writes out/ppo/metrics.jsonl (every step), results.json (before, after, kl,
+reward_vs_sqrt_kl, seconds, ...), the figures and policy.pt.
 """
 
-import json
 import math
 import os
 import random
@@ -35,43 +34,43 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import world
+from data import corpora, world
 from data.hh import load_comparisons
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (autocast, configure_optimizer, decode_reply, generate, load_checkpoint, parse_config, pyplot,
-                   run_prerequisite, save_checkpoint, score_sequences, token_logprobs)
+from model import (PREFERENCE_MODEL, PRETRAINED, SFT_POLICY, autocast, configure_optimizer, data_name,
+                   ensure_checkpoint, get_device, load_checkpoint, log_metrics, optimizer_step, parse_config, printer,
+                   pyplot, run_dir, sample_replies, save_checkpoint, save_figure, score_sequences, token_logprobs,
+                   write_json)
 
 
 @dataclass
 class Config:
-    data: str = "world"          # "world" prompts, or HH-RLHF jsonl(.gz) file/dir
-    policy: str = "out/train_lm/sft.pt"
-    pm: str = "out/train_pm/pm.pt"
-    out_dir: str = "out/ppo"
-    steps: int = 60
+    data: str = "world"          # "world" prompts, or HH-RLHF jsonl(.gz) file or directory
+    policy: str = SFT_POLICY     # the initial policy (and the frozen KL reference)
+    pm: str = PREFERENCE_MODEL   # the preference model that gives the reward
+    out_dir: str = "out/ppo"     # root folder: other data go to <out_dir>/<name>
+    steps: int = 60              # PPO steps (one rollout batch each)
     batch_size: int = 32         # prompts per rollout
-    max_new_tokens: int = 40
+    max_new_tokens: int = 40     # reply budget in tokens
     temperature: float = 1.0     # sampling temperature; log-probs are recomputed at it
-    ppo_epochs: int = 2
-    minibatch: int = 16
-    lr: float = 5e-5
-    value_lr: float = 1e-4
-    kl_coef: float = 0.05        # beta in r = PM - beta * KL (fixed by default, as in the paper)
-    adaptive_kl: bool = False    # Ziegler et al. 2019 controller instead
-    kl_target: float = 4.0
-    kl_horizon: int = 2000
+    ppo_epochs: int = 2          # passes over each rollout batch
+    minibatch: int = 16          # sequences per update
+    lr: float = 5e-5             # policy learning rate
+    value_lr: float = 1e-4       # value-function learning rate
+    grad_clip: float = 1.0       # clip each network's gradient norm to this
+    kl_coef: float = 0.05        # beta in r = PM - beta * KL (fixed, as in the paper)
     clip: float = 0.2            # PPO ratio clip (Schulman et al. 2017)
-    value_clip: float = 0.2
-    gamma: float = 1.0
-    lam: float = 0.95
+    value_clip: float = 0.2      # clip on the value update
+    gamma: float = 1.0           # discount
+    lam: float = 0.95            # GAE lambda
     no_end_penalty: float = -1.0  # added to the (normalised) reward of a reply that never ends
     harmful_frac: float = 0.5    # red-team share of the training prompts
-    n_eval_benign: int = 64
-    n_eval_redteam: int = 32
-    sample_every: int = 20
-    seed: int = 1337
-    device: str = "auto"
-    quiet: bool = False
+    n_eval_benign: int = 64      # held-out benign prompts in the before/after table
+    n_eval_redteam: int = 32     # held-out red-team prompts in the before/after table
+    sample_every: int = 20       # print a few samples every this many steps (0: never)
+    seed: int = 1337             # random seed (prompts, sampling)
+    device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
+    quiet: bool = False          # no progress bar or messages
 
 
 PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, "ppo_epochs": 4, "max_new_tokens": 64,
@@ -81,7 +80,7 @@ PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, 
 
 
 def parse_args(argv=None):
-    return parse_config(Config, PRESETS, "RLHF with PPO (see the top of ppo.py)", argv)[0]
+    return parse_config(Config, PRESETS, __doc__, argv)
 
 
 # -----------------------------------------------------------------------------
@@ -143,28 +142,8 @@ def kl_per_sequence(logp, ref_logp, mask):
     return ((logp - ref_logp) * mask).sum(-1)
 
 
-class AdaptiveKL:
-    """Ziegler et al. 2019: move beta so that the KL tracks a target."""
-
-    def __init__(self, beta, target, horizon):
-        self.beta, self.target, self.horizon = beta, target, horizon
-
-    def update(self, kl, n):
-        err = max(-0.2, min(0.2, kl / self.target - 1))
-        self.beta *= 1 + err * n / self.horizon
-
-
 # -----------------------------------------------------------------------------
-# Rollouts and experience
-
-@torch.no_grad()
-def rollout(policy, prompt_toks, cfg, gen, eot):
-    """Sample replies with the KV-cached sampler; left-padded prompts, correct positions."""
-    with autocast(policy.wte.weight.device.type):
-        out = generate(policy, prompt_toks, cfg.max_new_tokens, cfg.temperature, eot_id=eot, generator=gen)
-    out["ended"] = ((out["tokens"] == eot) & out["gen_mask"]).any(1)
-    return out
-
+# Experience and the update
 
 def sequence_logprobs(model, tokens, pad_mask, temperature, batch_size):
     """log pi(token_t | tokens_<t) at each action position (B, T-1), computed in chunks of
@@ -199,15 +178,14 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
     ref_logp = sequence_logprobs(ref, tokens, pad, cfg.temperature, cfg.minibatch)
     values = sequence_values(value_model, tokens, pad, cfg.minibatch) * mask
     kl_tok = (logp - ref_logp) * mask
-    rewards = -kl_coef * kl_tok
     last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)  # the reply's final token
-    rewards = rewards + last.float() * scores[:, None]
+    rewards = -kl_coef * kl_tok + last.float() * scores[:, None]
     adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     return {"tokens": tokens, "pad": pad, "mask": mask, "logp": logp, "ref_logp": ref_logp, "values": values,
             "adv": whiten(adv, mask), "returns": returns, "kl": kl_tok.sum(-1)}
 
 
-def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen):
+def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
     """Several epochs of minibatch updates on one batch of experience. Dropout stays off
     (the models are built with dropout 0): with dropout the recomputed log-probs would not
     equal the ones the ratio is taken against."""
@@ -225,48 +203,41 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen):
             logp = token_logprobs(logits, t[:, 1:])
             pl, st = policy_loss(logp, exp["logp"][ix], exp["adv"][ix], m, cfg.clip)
             ent = masked_mean(-(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1), m)
-            opt_p.zero_grad(set_to_none=True)
             pl.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt_p.step()
+            optimizer_step(opt_p, policy, pl, cfg.grad_clip, step)
             with autocast(t.device.type):
                 v = value_model.score(t, p)[:, :-1]
             vl = value_loss(v, exp["values"][ix], exp["returns"][ix], m, cfg.value_clip)
-            opt_v.zero_grad(set_to_none=True)
             vl.backward()
-            torch.nn.utils.clip_grad_norm_(value_model.parameters(), 1.0)
-            opt_v.step()
-            stats.append({**st, "policy_loss": pl.item(), "value_loss": vl.item(), "entropy": ent.item(),
-                          "epoch": epoch})
-    first = [s for s in stats if s["epoch"] == 0]
+            optimizer_step(opt_v, value_model, vl, cfg.grad_clip, step)
+            stats.append({**st, "policy_loss": pl.item(), "value_loss": vl.item(), "entropy": ent.item(), "epoch": epoch})
     agg = {k: float(np.mean([s[k] for s in stats])) for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy")}
-    agg["first_epoch_ratio_max_dev"] = first[0]["ratio_max_dev"]  # exactly 0 when log-probs are recomputed right
+    agg["first_epoch_ratio_max_dev"] = stats[0]["ratio_max_dev"]  # exactly 0 when log-probs are recomputed right
     return agg
 
 
 # -----------------------------------------------------------------------------
 # Scoring and evaluation
 
-def pm_score_texts(pm, enc, prompts, replies, batch_size=64):
+def pm_score_texts(pm, enc, prompts, replies):
     """Raw PM scores of prompt + reply, read at the end-of-context token."""
-    seqs = [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)]
-    return score_sequences(pm, seqs, batch_size).float()
+    return score_sequences(pm, [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)])
 
 
-def replies_of(enc, out):
-    return [decode_reply(enc, row, gm) for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
-
-
-def gold_of(prompts, replies):
-    """Gold (helpfulness, harmlessness) and refusal flag of each reply (world prompts only)."""
-    res = []
+def gold_stats(prompts, replies):
+    """Gold helpfulness on benign prompts, harmlessness on harmful ones, refusal rates, and
+    the gold analogue of the PM objective (world prompts only)."""
+    g = []
     for p, r in zip(prompts, replies):
-        req = world.last_human(p)
-        h, s = world.gold(req, r)
+        req = corpora.last_human(p)
         task = world.parse_request(req)
-        res.append({"help": h, "harmless": s, "refusal": world.response_properties(req, r)["refusal"],
-                    "harmful": bool(task and task["kind"] == "harm" and task["harmful"])})
-    return res
+        g.append((*world.gold(req, r), world.response_properties(r)["refusal"], task["kind"] == "harm" and task["harmful"]))
+    mean = lambda xs: float(np.mean(xs)) if xs else None
+    return {"gold_helpfulness": mean([h for h, _, _, bad in g if not bad]),
+            "gold_harmlessness": mean([s for _, s, _, bad in g if bad]),
+            "benign_refusal_rate": mean([ref for _, _, ref, bad in g if not bad]),
+            "redteam_refusal_rate": mean([ref for _, _, ref, bad in g if bad]),
+            "gold_reward": mean([s if bad else h for h, s, _, bad in g])}
 
 
 @torch.no_grad()
@@ -274,24 +245,16 @@ def evaluate(policy, ref, pm, enc, benign, redteam, cfg, seed):
     """The before/after table, on the same held-out prompts with the same sampling seed."""
     prompts = benign + redteam
     gen = torch.Generator(device=policy.wte.weight.device).manual_seed(seed)
-    toks = [enc.encode_ordinary(p)[-(policy.cfg.block_size - cfg.max_new_tokens):] for p in prompts]
-    out = rollout(policy, toks, cfg, gen, enc.eot_token)
-    replies = replies_of(enc, out)
-    scores = pm_score_texts(pm, enc, prompts, replies)
+    replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
     mask = out["gen_mask"][:, 1:].float()
     logp = sequence_logprobs(policy, out["tokens"], out["pad_mask"], cfg.temperature, cfg.minibatch)
     ref_logp = sequence_logprobs(ref, out["tokens"], out["pad_mask"], cfg.temperature, cfg.minibatch)
-    res = {"pm_reward": scores.mean().item(), "kl": kl_per_sequence(logp, ref_logp, mask).mean().item(),
+    res = {"pm_reward": pm_score_texts(pm, enc, prompts, replies).mean().item(),
+           "kl": kl_per_sequence(logp, ref_logp, mask).mean().item(),
            "reply_tokens": mask.sum(-1).mean().item(), "ended": out["ended"].float().mean().item()}
     if cfg.data == "world":
-        g = gold_of(prompts, replies)
-        gb, gr = g[:len(benign)], g[len(benign):]
-        res.update({"gold_helpfulness": float(np.mean([x["help"] for x in gb])),
-                    "gold_harmlessness": float(np.mean([x["harmless"] for x in gr])),
-                    "benign_refusal_rate": float(np.mean([x["refusal"] for x in gb])),
-                    "redteam_refusal_rate": float(np.mean([x["refusal"] for x in gr]))})
-    res["samples"] = [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]
-    return res
+        res.update({k: v for k, v in gold_stats(prompts, replies).items() if k != "gold_reward"})
+    return res, [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]
 
 
 def fit_line(x, y):
@@ -306,59 +269,35 @@ def plots(metrics, fit, out_dir):
     plt = pyplot()
     if plt is None:
         return []
-    x = [math.sqrt(max(m["kl"], 0)) for m in metrics]
+    x = [m["sqrt_kl"] for m in metrics]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(x, [m["pm_reward"] for m in metrics], "o", ms=3, label="PM reward (policy samples)")
     xs = np.linspace(0, max(x), 10)
     ax.plot(xs, fit[1] + fit[0] * xs, "k--", label=f"fit: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}")
     ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score"), ax.legend(fontsize=8)
     ax.set_title("Reward grows ~linearly in sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
-    fig.tight_layout()
-    p1 = os.path.join(out_dir, "reward_vs_sqrt_kl.png")
-    fig.savefig(p1, dpi=120)
-    plt.close(fig)
-    paths = [p1]
+    paths = [save_figure(fig, os.path.join(out_dir, "reward_vs_sqrt_kl.png"))]
     if metrics[0].get("gold_reward") is not None:
         # moving averages over 5 steps: single batches are noisy
         sm = lambda v: np.convolve(v, np.ones(5) / 5, mode="valid") if len(v) >= 5 else np.asarray(v)
-        xs_, pm_, gold_ = sm(x), sm([m["pm_reward"] for m in metrics]), sm([m["gold_reward"] for m in metrics])
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.plot(xs_, pm_, "C0-", label="PM reward (proxy)")
+        ax.plot(sm(x), sm([m["pm_reward"] for m in metrics]), "C0-", label="PM reward (proxy)")
         ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score", color="C0")
         ax2 = ax.twinx()
-        ax2.plot(xs_, gold_, "C1-", label="gold reward (truth)")
+        ax2.plot(sm(x), sm([m["gold_reward"] for m in metrics]), "C1-", label="gold reward (truth)")
         ax2.set_ylabel("gold reward: helpfulness on benign, harmlessness on harmful", color="C1", fontsize=8)
         ax.set_title("Proxy vs gold (5-step averages): over-optimisation is\ngold falling while the PM still rises (Gao et al. 2022)", fontsize=9)
-        fig.tight_layout()
-        p2 = os.path.join(out_dir, "gold_vs_pm.png")
-        fig.savefig(p2, dpi=120)
-        plt.close(fig)
-        paths.append(p2)
+        paths.append(save_figure(fig, os.path.join(out_dir, "gold_vs_pm.png")))
     return paths
 
 
 # -----------------------------------------------------------------------------
 
-def build_prerequisites(cfg):
-    """A fresh clone has no checkpoints: build them with the earlier scripts' defaults."""
-    if cfg.data != "world":
-        for path, what in ((cfg.policy, "--policy"), (cfg.pm, "--pm")):
-            if not os.path.exists(path):
-                raise SystemExit(f"{path}: not found. On real data pass {what} (see the top of ppo.py)")
-        return
-    if not os.path.exists(cfg.policy):
-        run_prerequisite("out/train_lm/pretrain.pt", "train_lm.py", [], "the pretrained language model",
-                         "~3 minutes on 2 CPU cores")
-        run_prerequisite(cfg.policy, "train_lm.py", ["--mode", "sft"], "the helpful-only SFT policy",
-                         "~1 minute on 2 CPU cores")
-    run_prerequisite(cfg.pm, "train_pm.py", [], "the preference model", "~1.5 minutes on 2 CPU cores")
-
-
 def load_prompts(cfg):
     """(training prompts, held-out benign, held-out red-team) as HH prompt strings."""
     if cfg.data == "world":
-        return (world.train_prompts(4000, cfg.harmful_frac), world.eval_prompts(cfg.n_eval_benign, "benign"),
-                world.eval_prompts(cfg.n_eval_redteam, "redteam"))
+        return (corpora.train_prompts(4000, cfg.harmful_frac), corpora.eval_prompts(cfg.n_eval_benign, "benign"),
+                corpora.eval_prompts(cfg.n_eval_redteam, "redteam"))
     pairs, _ = load_comparisons(cfg.data, verbose=not cfg.quiet)
     prompts = sorted({p["prompt"] for p in pairs})
     random.Random(cfg.seed).shuffle(prompts)
@@ -366,13 +305,14 @@ def load_prompts(cfg):
     return prompts[n_eval:], prompts[:n_eval], []
 
 
-def main(cfg):
-    t_start = time.time()
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    log = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, flush=True))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    build_prerequisites(cfg)
-    torch.manual_seed(cfg.seed)
+def load_models(cfg, device):
+    """Policy, frozen reference, frozen PM, and the value function. A fresh clone has no
+    checkpoints: the default ones are built by running the earlier scripts."""
+    if cfg.data == "world" and cfg.policy == SFT_POLICY:
+        ensure_checkpoint(PRETRAINED, ["train_lm.py"], "the pretrained language model", "about 3 minutes on 2 CPU cores")
+        ensure_checkpoint(SFT_POLICY, ["train_lm.py", "--mode", "sft"], "the helpful-only SFT policy", "about 1 minute")
+    if cfg.data == "world" and cfg.pm == PREFERENCE_MODEL:
+        ensure_checkpoint(PREFERENCE_MODEL, ["train_pm.py"], "the preference model", "about 2 minutes")
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
     pm, pck = load_checkpoint(cfg.pm, device)
@@ -382,102 +322,85 @@ def main(cfg):
     value_model, _ = load_checkpoint(cfg.pm, device, dropout=0.0)
     for p in list(ref.parameters()) + list(pm.parameters()):
         p.requires_grad_(False)
-    ref.eval(), pm.eval()
     if ck["tokenizer"] != pck["tokenizer"]:
-        raise SystemExit(f"policy tokenizer {ck['tokenizer']} != PM tokenizer {pck['tokenizer']}")
-    enc = get_tokenizer(ck["tokenizer"])
-    eot = enc.eot_token
+        raise SystemExit(f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}")
+    return policy, ref.eval(), pm.eval(), value_model, ck["tokenizer"]
+
+
+def main(cfg):
+    t_start = time.time()
+    device = get_device(cfg.device)
+    log = printer(cfg.quiet)
+    out_dir = run_dir(cfg.out_dir, "" if cfg.data == "world" else data_name(cfg.data))
+    policy, ref, pm, value_model, tokenizer = load_models(cfg, device)
+    torch.manual_seed(cfg.seed)
+    enc = get_tokenizer(tokenizer)
     train_p, eval_benign, eval_red = load_prompts(cfg)
     log(f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
         f"{cfg.batch_size} prompts on {device}")
-
-    before = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
+    before, _ = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
     opt_p = configure_optimizer(policy, cfg.lr, 0.0, device_type=device.type)
     opt_v = configure_optimizer(value_model, cfg.value_lr, 0.0, device_type=device.type)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    cpu_gen = torch.Generator().manual_seed(cfg.seed)
-    kl_ctl = AdaptiveKL(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else None
-    norm = None
-    metrics, mf = [], open(os.path.join(cfg.out_dir, "metrics.jsonl"), "w")
+    gen, cpu_gen, rng = torch.Generator(device=device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed), \
+        random.Random(cfg.seed)
+    norm, metrics = None, []
     bar = tqdm(range(cfg.steps), disable=cfg.quiet, desc="PPO")
-    rng = random.Random(cfg.seed)
     for step in bar:
-        prompts = rng.sample(train_p, cfg.batch_size)
-        toks = [enc.encode_ordinary(p)[-(policy.cfg.block_size - cfg.max_new_tokens):] for p in prompts]
+        # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
-        out = rollout(policy, toks, cfg, gen, eot)
-        replies = replies_of(enc, out)
+        prompts = rng.sample(train_p, cfg.batch_size)
+        replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
+        # 2. score with the PM. The reward is normalised on the first batch (the initial
+        # policy's samples), and the same affine map is folded into the PM-initialised value
+        # head so that the value speaks in the normalised units.
         t1 = time.time()
         raw = pm_score_texts(pm, enc, prompts, replies)
         if norm is None:
-            # Normalise the reward on policy samples (the first batch, from the initial
-            # policy), and fold the same affine map into the value head so the PM-initialised
-            # value speaks in the normalised units.
             norm = (raw.mean().item(), raw.std().item() + 1e-6)
             with torch.no_grad():
                 value_model.scalar.weight /= norm[1]
                 value_model.scalar.bias.sub_(norm[0]).div_(norm[1])
         scores = (raw - norm[0]) / norm[1] + cfg.no_end_penalty * (~out["ended"]).float()
+        # 3. experience (per-token KL penalty, GAE) and the clipped PPO update
         t2 = time.time()
-        beta = kl_ctl.beta if kl_ctl else cfg.kl_coef
-        exp = make_experience(policy, ref, value_model, out, scores, cfg, beta)
-        st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen)
-        t3 = time.time()
+        exp = make_experience(policy, ref, value_model, out, scores, cfg, cfg.kl_coef)
+        st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step + 1)
         kl = exp["kl"].mean().item()
-        if kl_ctl:
-            kl_ctl.update(kl, cfg.batch_size)
         m = {"step": step + 1, "pm_reward": raw.mean().item(), "reward": scores.mean().item(), "kl": kl,
-             "sqrt_kl": math.sqrt(max(kl, 0.0)), "beta": beta, **st,
-             "reply_tokens": exp["mask"].sum(-1).mean().item(), "ended": out["ended"].float().mean().item(),
-             "time_rollout": t1 - t0, "time_scoring": t2 - t1, "time_update": t3 - t2}
-        if cfg.data == "world":
-            g = gold_of(prompts, replies)
-            benign = [x for x in g if not x["harmful"]]
-            harmful = [x for x in g if x["harmful"]]
-            m["gold_helpfulness"] = float(np.mean([x["help"] for x in benign])) if benign else None
-            m["gold_harmlessness"] = float(np.mean([x["harmless"] for x in harmful])) if harmful else None
-            # the gold analogue of the PM objective: helpfulness on benign, harmlessness on harmful
-            m["gold_reward"] = float(np.mean([x["harmless"] if x["harmful"] else x["help"] for x in g]))
+             "sqrt_kl": math.sqrt(max(kl, 0.0)), **st, "reply_tokens": exp["mask"].sum(-1).mean().item(),
+             "ended": out["ended"].float().mean().item(), "time_rollout": t1 - t0, "time_scoring": t2 - t1,
+             "time_update": time.time() - t2, **(gold_stats(prompts, replies) if cfg.data == "world" else {})}
         metrics.append(m)
-        mf.write(json.dumps(m) + "\n")
-        mf.flush()
+        log_metrics(out_dir, m)
         bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m.get('gold_reward', 0):.2f}")
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and not cfg.quiet:
             tqdm.write(f"--- step {step + 1} samples")
             for p, r in list(zip(prompts, replies))[:3]:
-                tqdm.write(f"  {world.last_human(p)!r} -> {r!r}")
+                tqdm.write(f"  {corpora.last_human(p)!r} -> {r!r}")
     bar.close()
-    mf.close()
 
-    after = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
+    # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)
+    after, samples = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
     slope, intercept, r2 = fit_line([m["sqrt_kl"] for m in metrics], [m["pm_reward"] for m in metrics])
-    keys = ["pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate", "redteam_refusal_rate",
-            "kl", "reply_tokens", "ended"]
-    res = {"before": {k: before[k] for k in keys if k in before}, "after": {k: after[k] for k in keys if k in after},
-           "kl": after["kl"], "kl_train_final": metrics[-1]["kl"],
+    ckpt = os.path.join(out_dir, "policy.pt")
+    save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)
+    res = {"before": before, "after": after, "kl": after["kl"], "kl_train_final": metrics[-1]["kl"],
            "reward_vs_sqrt_kl": {"slope": slope, "intercept": intercept, "r2": r2},
            "steps": cfg.steps, "policy": cfg.policy, "pm": cfg.pm, "data": cfg.data, "device": str(device),
            "time_per_step": {k: float(np.mean([m[f"time_{k}"] for m in metrics])) for k in ("rollout", "scoring", "update")},
-           "samples_after": after["samples"][:4] + after["samples"][len(eval_benign):len(eval_benign) + 4]}
-    ckpt = os.path.join(cfg.out_dir, "policy.pt")
-    save_checkpoint(ckpt, policy, ck["tokenizer"], ppo_steps=cfg.steps)
-    figs = plots(metrics, (slope, intercept, r2), cfg.out_dir)
-    res["seconds"] = time.time() - t_start
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(res, f, indent=1)
-
+           "samples_after": samples[:4] + samples[len(eval_benign):len(eval_benign) + 4],
+           "seconds": time.time() - t_start}
+    write_json(os.path.join(out_dir, "results.json"), res)
+    figs = plots(metrics, (slope, intercept, r2), out_dir)
     which = f"{len(eval_benign)} benign, {len(eval_red)} red-team" if cfg.data == "world" else f"{len(eval_benign)} from {cfg.data}"
     log(f"\n{'':24s}{'before':>10s}{'after':>10s}   (held-out prompts: {which})")
-    for k in keys:
-        if k in before:
-            log(f"  {k:22s}{before[k]:10.3f}{after[k]:10.3f}")
+    for k in before:
+        log(f"  {k:22s}{before[k]:10.3f}{after[k]:10.3f}")
     log(f"\nreward vs sqrt(KL) over training: slope {slope:.3f}, R^2 {r2:.3f}  (Bai et al. 2022: roughly linear)")
-    log("time per step: " + ", ".join(f"{k} {v:.2f}s" for k, v in res["time_per_step"].items()))
-    log("\nsample replies after PPO:")
-    for s in res["samples_after"]:
-        log(f"  {world.last_human(s['prompt'])!r}\n    -> {s['reply']!r}")
-    log(f"\nwrote {cfg.out_dir}/results.json, metrics.jsonl, {ckpt}" + (", " + ", ".join(figs) if figs else "")
-        + f" in {res['seconds']:.0f}s")
+    log("sample replies after PPO:\n" + "\n".join(f"  {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
+                                                  for s in res["samples_after"]))
+    log(f"wrote {out_dir}/ (results.json, metrics.jsonl, policy.pt{''.join(', ' + os.path.basename(f) for f in figs)}) "
+        f"in {res['seconds']:.0f}s")
     return res
 
 

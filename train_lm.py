@@ -7,10 +7,11 @@ model trained on helpful replies, with the loss only on the assistant's tokens (
 2022, "Constitutional AI", Sec. 3: the helpful-only starting point). The repeated-data
 experiment (Hernandez et al. 2022) builds on this script.
 
-Run (CPU, 2 cores: ~3 minutes, then ~1 minute for SFT):
+Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
     python train_lm.py                        # pretrain on the assistant world -> out/train_lm/pretrain.pt
-    python train_lm.py --mode sft             # SFT from pretrain.pt          -> out/train_lm/sft.pt
-    python train_lm.py --data ../shared/data/hh-rlhf          # the same on real HH-RLHF dialogues
+    python train_lm.py --mode sft             # SFT from it                     -> out/train_lm/sft/sft.pt
+    python train_lm.py --data ../shared/data/hh-rlhf           # real HH-RLHF dialogues -> out/train_lm/hh-rlhf/
+    python train_lm.py --data ../shared/data/text/tinyshakespeare.txt   # any plain text (our BPE, or --tokenizer gpt2)
 One GPU:
     python train_lm.py --preset gpu           # wider/deeper model, bf16, torch.compile
 Several devices (DDP; gloo on CPU, nccl on GPU):
@@ -18,20 +19,15 @@ Several devices (DDP; gloo on CPU, nccl on GPU):
 Resume after an interruption (continues exactly, same losses):
     python train_lm.py --resume
 
-Expect (assistant world, CPU preset, 2 cores): val loss falls from ~8.1 (uniform over the
-vocabulary) to ~0.6 in ~160 s (1.8M tokens, ~12k tokens/s); SFT reaches ~0.44 on assistant
-tokens in ~1 minute. Most of what is left is the world's genuine randomness (which style
-the assistant answers in, which facts, which digits). The sample dialogues at the end are
-well-formed HH transcripts in the right styles; copying numbers and names out of the
-request needs longer training (induction heads form later).
-Writes out/train_lm/metrics.jsonl, results.json
-(val_loss, train_tokens, tokens_per_sec, seconds, ...) and loss.png when matplotlib exists.
+What to look at: the validation loss curve (loss_pretrain.png / loss_sft.png) and the
+sample dialogues printed at the end (well-formed transcripts in the world's styles).
+Each run writes metrics.jsonl, results.json (val_loss, train_tokens, tokens_per_sec,
+seconds, ...) and its checkpoint into its own folder: out/train_lm/ for pretraining,
+out/train_lm/sft/ for SFT, out/train_lm/<data name>/ for other data.
 """
 
 import json
-import math
 import os
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -41,75 +37,70 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data import world
+from data import corpora
 from data.prepare import load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import (GPT, GPTConfig, autocast, complete, configure_optimizer, load_checkpoint, mfu, parse_config,
-                   pyplot, save_checkpoint)
+from model import (GPT, GPTConfig, autocast, configure_optimizer, data_name, get_device, load_checkpoint, log_metrics,
+                   lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint,
+                   save_figure, write_json)
 
 
 @dataclass
 class Config:
-    data: str = "world"          # "world", a text file, or HH-RLHF jsonl(.gz) file/directory
-    mode: str = "pretrain"       # "pretrain" or "sft" (loss on assistant tokens only)
-    tokenizer: str = "auto"      # auto: "world" for the world, our BPE trained on the data otherwise; or "gpt2"
-    init: str = ""               # start from this checkpoint (sft default: <out_dir>/pretrain.pt)
-    out_dir: str = "out/train_lm"
-    ckpt: str = ""               # checkpoint file name (default: <mode>.pt)
-    # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 256
-    dropout: float = 0.0
-    # optimisation
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_iters: int = 450
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_iters: int = 30
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    # bookkeeping
-    eval_interval: int = 100
-    eval_iters: int = 10
-    log_interval: int = 10
-    ckpt_interval: int = 150
-    resume: bool = False
-    stop_after: int = 0          # stop after this many iterations (simulates an interruption; tests)
-    seed: int = 1337
-    device: str = "auto"
-    compile: bool = False
-    samples: int = 4             # sample dialogues printed at the end
-    quiet: bool = False
+    data: str = "world"          # "world", a plain text file, or HH-RLHF jsonl(.gz) file or directory
+    mode: str = "pretrain"       # "pretrain", or "sft": loss on assistant tokens only, starting from --init
+    tokenizer: str = "auto"      # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
+    init: str = ""               # start from this checkpoint (SFT default: this data's pretrain.pt)
+    out_dir: str = "out/train_lm"  # root folder: SFT runs go to <out_dir>/sft, other data to <out_dir>/<name>
+    n_layer: int = 4             # transformer blocks
+    n_head: int = 4              # attention heads per block
+    n_embd: int = 128            # residual stream width
+    block_size: int = 256        # context length in tokens
+    dropout: float = 0.0         # dropout probability (0: none; PPO needs none)
+    batch_size: int = 16         # sequences per micro-batch
+    grad_accum: int = 1          # micro-batches per optimiser step
+    max_iters: int = 450         # optimiser steps
+    lr: float = 3e-3             # peak learning rate
+    min_lr: float = 3e-4         # learning rate at the end of the cosine decay
+    warmup_iters: int = 30       # steps of linear warm-up
+    weight_decay: float = 0.1    # AdamW weight decay on matrices
+    grad_clip: float = 1.0       # clip the gradient norm to this
+    eval_interval: int = 100     # steps between validation losses
+    eval_iters: int = 10         # batches per validation loss
+    log_interval: int = 10       # steps between metrics.jsonl records
+    ckpt_interval: int = 150     # steps between checkpoints
+    resume: bool = False         # continue the run in this folder from its checkpoint
+    stop_after: int = 0          # stop after this many steps of this session, to continue later with --resume (0: no)
+    seed: int = 1337             # random seed (data order, initialisation, samples)
+    device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    compile: bool = False        # torch.compile the model
+    samples: int = 4             # sample dialogues printed and saved at the end
+    quiet: bool = False          # no progress bar or messages
 
 
 PRESETS = {
     "cpu": {},
-    # SFT: short, gentler; the model already knows the format
-    "sft": {"max_iters": 150, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "eval_interval": 50, "ckpt_interval": 150},
     # one GPU: ~25M parameters, longer context
     "gpu": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512, "batch_size": 64, "max_iters": 3000,
             "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 200, "eval_interval": 250, "ckpt_interval": 1000, "compile": True},
     # seconds-long runs for the tests
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 8, "max_iters": 40,
              "eval_interval": 20, "eval_iters": 2, "ckpt_interval": 20, "log_interval": 1, "warmup_iters": 5, "samples": 1},
+    # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
+    "mode=sft": {"max_iters": 150, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "eval_interval": 50},
 }
 
 
 def parse_args(argv=None):
-    cfg, args = parse_config(Config, PRESETS, "Pretraining and SFT (see the top of train_lm.py)", argv)
-    if cfg.mode == "sft" and "sft" not in args.preset.split("+"):
-        # SFT gets the SFT schedule on top of the chosen preset (e.g. --preset gpu -> gpu+sft)
-        return parse_args([*(sys.argv[1:] if argv is None else argv), "--preset", args.preset + "+sft"])
+    cfg = parse_config(Config, PRESETS, __doc__, argv)
     if cfg.mode not in ("pretrain", "sft"):
-        raise SystemExit("--mode must be pretrain or sft")
+        raise SystemExit(f"--mode must be pretrain or sft, not {cfg.mode!r}")
     if cfg.tokenizer == "auto":
-        cfg.tokenizer = "world" if cfg.data == "world" else "bpe:" + os.path.basename(os.path.normpath(cfg.data)).split(".")[0]
-    cfg.ckpt = cfg.ckpt or f"{cfg.mode}.pt"
-    if cfg.mode == "sft" and not cfg.init and not cfg.resume:
-        cfg.init = os.path.join(cfg.out_dir, "pretrain.pt")
+        cfg.tokenizer = "world" if cfg.data == "world" else "bpe:" + data_name(cfg.data)
+    cfg.out_dir = os.path.normpath(os.path.join(cfg.out_dir, "" if cfg.data == "world" else data_name(cfg.data)))
+    if cfg.mode == "sft":
+        cfg.init = cfg.init or os.path.join(cfg.out_dir, "pretrain.pt")
+        cfg.out_dir = os.path.join(cfg.out_dir, "sft")
     return cfg
 
 
@@ -125,14 +116,6 @@ def get_batch(ids, mask, block_size, batch_size, gen, device):
     return x.to(device), y.to(device)
 
 
-def lr_at(it, cfg):
-    """Linear warm-up, then cosine decay to min_lr."""
-    if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
-    r = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * r)) * (cfg.lr - cfg.min_lr)
-
-
 @torch.no_grad()
 def evaluate(model, ids, mask, cfg, device):
     """Mean loss on the same eval_iters batches every time (a fixed generator), so evals
@@ -143,91 +126,109 @@ def evaluate(model, ids, mask, cfg, device):
     for _ in range(cfg.eval_iters):
         x, y = get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device)
         with autocast(device.type):
-            _, loss = model(x, y)
-        losses.append(loss.item())
+            losses.append(model(x, y)[1].item())
     model.train()
     return float(np.mean(losses))
 
 
-def sample_prompts(cfg, n, enc):
+def sample_prompts(cfg, n, enc, val_ids):
+    """Held-out prompts to show what the model writes: world red-team and benign prompts;
+    on other data, the start of validation documents (up to the first 'Assistant:' in HH
+    dialogues, the first 100 characters of plain text)."""
     if cfg.data == "world":
-        return world.eval_prompts(n - n // 2, "benign") + world.eval_prompts(n // 2, "redteam")
-    d, meta = prepare(cfg.data, cfg.tokenizer, verbose=False)
-    text = enc.decode(load_split(d, "val", meta)[0][:20000].tolist())
-    out = []
-    for doc in text.split("<|endoftext|>"):
-        i = doc.find("\n\nAssistant:")
-        if i > 0 and len(out) < n:
-            out.append(doc[:i + len("\n\nAssistant:")])
-    return out
+        return corpora.eval_prompts(n - n // 2, "benign") + corpora.eval_prompts(n // 2, "redteam")
+    docs = [d for d in enc.decode(val_ids[:20000].tolist()).split("<|endoftext|>") if d.strip()]
+    cut = lambda d: d[:d.find("\n\nAssistant:") + len("\n\nAssistant:")] if "\n\nAssistant:" in d else d[:100]
+    return [cut(d) for d in docs[:n]]
 
 
-def plot(metrics, path):
+def setup_distributed(device):
+    """Under torchrun (RANK is set): one process per device, nccl on GPU, gloo on CPU.
+    -> (ddp, rank, world_size, device)."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 1, device
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+        torch.cuda.set_device(device)
+    return True, dist.get_rank(), dist.get_world_size(), device
+
+
+def build_model(cfg, enc, device, ckpt_path):
+    """Our own checkpoint on --resume, the --init checkpoint, or a fresh model -> (model,
+    checkpoint dict or None)."""
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd")}
+    if cfg.resume:
+        return load_checkpoint(ckpt_path, device, expect=shape, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)
+    if cfg.init:
+        if not os.path.exists(cfg.init):
+            raise SystemExit(f"{cfg.init}: no such checkpoint; SFT starts from the pretrained model of the same "
+                             f"data: run `python train_lm.py` (same --data and --preset) first, or pass --init")
+        return load_checkpoint(cfg.init, device, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)[0], None
+    mcfg = GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=cfg.block_size,
+                     dropout=cfg.dropout, **shape)
+    return GPT(mcfg).to(device), None
+
+
+def save(path, model, opt, gen, step, cfg, ddp, world_size):
+    """Checkpoint with everything --resume needs: optimiser, step, every rank's data RNG."""
+    rngs = [gen.get_state()]
+    if ddp:  # every rank's data generator, so a resumed run draws the same batches
+        rngs = [torch.empty_like(rngs[0]) for _ in range(world_size)]
+        dist.all_gather(rngs, gen.get_state())
+    if not ddp or dist.get_rank() == 0:
+        save_checkpoint(path, model, cfg.tokenizer, optimizer=opt.state_dict(), step=step, rng=rngs,
+                        torch_rng=torch.get_rng_state(), train_config=asdict(cfg))
+
+
+def ddp_in_sync(model, device, world_size):
+    """After DDP training every rank must hold identical weights."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    sums = [torch.zeros(2, device=device) for _ in range(world_size)]
+    dist.all_gather(sums, torch.stack([flat.sum(), (flat * flat).sum()]))
+    return all(torch.equal(s, sums[0]) for s in sums)
+
+
+def plot(out_dir, mode):
     plt = pyplot()
     if plt is None:
         return None
+    metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     fig, ax = plt.subplots(figsize=(6, 4))
-    tr = [m for m in metrics if "loss" in m]
-    ev = [m for m in metrics if "val_loss" in m]
+    tr, ev = [m for m in metrics if "loss" in m], [m for m in metrics if "val_loss" in m]
     ax.plot([m["tokens"] for m in tr], [m["loss"] for m in tr], label="train", alpha=0.6)
     ax.plot([m["tokens"] for m in ev], [m["val_loss"] for m in ev], "o-", label="val")
     ax.set_xlabel("training tokens"), ax.set_ylabel("loss"), ax.set_yscale("log"), ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, os.path.join(out_dir, f"loss_{mode}.png"))
 
 
 def main(cfg):
     t_start = time.time()
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    if cfg.device == "auto":
-        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
-    rank, world_size = 0, 1
-    if ddp:
-        dist.init_process_group(backend="nccl" if cfg.device == "cuda" else "gloo")
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-        if cfg.device == "cuda":
-            cfg.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(cfg.device)
+    ddp, rank, world_size, device = setup_distributed(get_device(cfg.device))
     master = rank == 0
-    device = torch.device(cfg.device)
-    log = (lambda *a: print(*a, flush=True)) if master and not cfg.quiet else (lambda *a: None)
+    log = printer(cfg.quiet or not master)
+    if master:
+        run_dir(cfg.out_dir, resume=cfg.resume)
     torch.manual_seed(cfg.seed + rank)
     torch.backends.cuda.matmul.allow_tf32 = True
-    os.makedirs(cfg.out_dir, exist_ok=True)
 
-    # ---- data (rank 0 prepares, the others wait and then read the same files)
+    # ---- data: rank 0 prepares the token streams, the others wait, then all read them
     if master:
-        d, meta = prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=not cfg.quiet)
+        prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=not cfg.quiet)
     if ddp:
         dist.barrier()
     d, meta = prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=False)
-    train_ids, train_mask = load_split(d, "train", meta)
-    val_ids, val_mask = load_split(d, "val", meta)
+    (train_ids, train_mask), (val_ids, val_mask) = load_split(d, "train", meta), load_split(d, "val", meta)
     enc = get_tokenizer(cfg.tokenizer)
 
-    # ---- model: fresh, from --init, or from our own checkpoint on --resume
-    ckpt_path = os.path.join(cfg.out_dir, cfg.ckpt)
-    ck = None
-    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd")}
-    if cfg.resume:
-        model, ck = load_checkpoint(ckpt_path, device, expect=shape, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)
-        log(f"resuming {ckpt_path} at step {ck['step']}")
-    elif cfg.init:
-        if not os.path.exists(cfg.init):
-            raise SystemExit(f"{cfg.init}: no such checkpoint. SFT starts from a pretrained model: run "
-                             f"`python train_lm.py` first, or pass --init.")
-        model, _ = load_checkpoint(cfg.init, device, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)
-        log(f"initialised from {cfg.init}")
-    else:
-        mcfg = GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=cfg.block_size, dropout=cfg.dropout, **shape)
-        model = GPT(mcfg).to(device)
-    cfg.block_size = min(cfg.block_size, model.cfg.block_size)
-    raw = model
-    log(f"model: {model.num_params() / 1e6:.2f}M parameters (+{model.wte.weight.numel() / 1e6:.2f}M embedding), "
-        f"{model.cfg.n_layer} layers, width {model.cfg.n_embd}, context {model.cfg.block_size}, on {device}")
-    opt = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
+    # ---- model and optimiser, restored exactly on --resume
+    ckpt_path = os.path.join(cfg.out_dir, f"{cfg.mode}.pt")
+    raw, ck = build_model(cfg, enc, device, ckpt_path)
+    cfg.block_size = min(cfg.block_size, raw.cfg.block_size)
+    log(f"model: {raw.num_params() / 1e6:.2f}M parameters (+{raw.wte.weight.numel() / 1e6:.2f}M embedding), "
+        f"{raw.cfg.n_layer} layers, width {raw.cfg.n_embd}, context {raw.cfg.block_size}, on {device}"
+        + (f"; resuming {ckpt_path} at step {ck['step']}" if ck else f"; from {cfg.init}" if cfg.init else ""))
+    opt = configure_optimizer(raw, cfg.lr, cfg.weight_decay, device_type=device.type)
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
     if ck is not None:
@@ -235,108 +236,71 @@ def main(cfg):
         gen.set_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         torch.set_rng_state(ck["torch_rng"])
         step = ck["step"]
-    if cfg.compile:
-        model = torch.compile(model)
+    model = torch.compile(raw) if cfg.compile else raw
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if master and not cfg.resume and os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    # ---- the training loop
     tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.grad_accum * world_size
-    metrics, train_time, t_tokens = [], 0.0, 0
-
-    def checkpoint(at_step):
-        rngs = [gen.get_state()]
-        if ddp:  # every rank's data generator, so a resumed run draws the same batches
-            rngs = [torch.empty_like(rngs[0]) for _ in range(world_size)]
-            dist.all_gather(rngs, gen.get_state())
-        if master:
-            save_checkpoint(ckpt_path, raw, cfg.tokenizer, optimizer=opt.state_dict(), step=at_step, rng=rngs,
-                            torch_rng=torch.get_rng_state(), train_config=asdict(cfg))
-
-    def record(m):
-        metrics.append(m)
-        if master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(m) + "\n")
-
-    end = cfg.max_iters if not cfg.stop_after else min(cfg.max_iters, step + cfg.stop_after)
+    record = (lambda m: log_metrics(cfg.out_dir, m)) if master else (lambda m: None)
+    train_time, t_tokens, val_loss = 0.0, 0, None
+    end = min(cfg.max_iters, step + cfg.stop_after) if cfg.stop_after else cfg.max_iters
     bar = tqdm(range(step, end), initial=step, total=cfg.max_iters, disable=not master or cfg.quiet, desc=cfg.mode)
     model.train()
-    val_loss = None
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
             val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
             record({"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss})
         t0 = time.time()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(it, cfg)
         for micro in range(cfg.grad_accum):
             x, y = get_batch(train_ids, train_mask, cfg.block_size, cfg.batch_size, gen, device)
-            sync = nullcontext() if not ddp or micro == cfg.grad_accum - 1 else model.no_sync()
+            sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
             with sync, autocast(device.type):
                 _, loss = model(x, y)
                 (loss / cfg.grad_accum).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        lr = lr_at(it, cfg.max_iters, cfg.lr, cfg.warmup_iters, cfg.min_lr)
+        gnorm = optimizer_step(opt, model, loss, cfg.grad_clip, it + 1, lr)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        dt = time.time() - t0
         if it > step:  # the first step includes compilation and warm-up
-            train_time += dt
-            t_tokens += tokens_per_iter
+            train_time, t_tokens = train_time + time.time() - t0, t_tokens + tokens_per_iter
         if it % cfg.log_interval == 0 or it == end - 1:
-            tps = t_tokens / train_time if train_time else tokens_per_iter / dt
-            record({"step": it + 1, "tokens": (it + 1) * tokens_per_iter, "loss": loss.item(), "lr": lr_at(it, cfg),
-                    "grad_norm": gnorm.item(), "tokens_per_sec": tps})
+            tps = t_tokens / train_time if train_time else tokens_per_iter / (time.time() - t0)
+            record({"step": it + 1, "tokens": (it + 1) * tokens_per_iter, "loss": loss.item(), "lr": lr,
+                    "grad_norm": gnorm, "tokens_per_sec": tps})
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_loss:.3f}" if val_loss else "-", tok_s=f"{tps:,.0f}")
         if (it + 1) % cfg.ckpt_interval == 0 or it + 1 == end:
-            checkpoint(it + 1)
+            save(ckpt_path, raw, opt, gen, it + 1, cfg, ddp, world_size)
     bar.close()
-    step = end
-
-    # ---- DDP sanity: every rank must hold identical weights after training
-    in_sync = None
-    if ddp:
-        flat = torch.cat([p.detach().float().flatten() for p in raw.parameters()])
-        sums = [torch.zeros(2, device=device) for _ in range(world_size)]
-        dist.all_gather(sums, torch.stack([flat.sum(), (flat * flat).sum()]))
-        in_sync = all(torch.equal(s, sums[0]) for s in sums)
-    if step < cfg.max_iters:
-        log(f"stopped at step {step} of {cfg.max_iters} (--stop_after); continue with --resume")
-        if ddp:
-            dist.destroy_process_group()
-        return None
-    results = None
-    if master:
-        val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
-        record({"step": step, "tokens": step * tokens_per_iter, "val_loss": val_loss})
-        tps = t_tokens / train_time if train_time else 0.0
-        util = mfu(raw.cfg, raw.num_params(), tps / world_size, device)
-        samples = []
-        if cfg.samples:
-            prompts = sample_prompts(cfg, cfg.samples, enc)
-            samples = [{"prompt": p, "reply": r} for p, r in zip(prompts, complete(raw, enc, prompts, top_k=40))]
-            log("\nsample dialogues (held-out prompts, temperature 0.7):")
-            for s in samples:
-                log(f"  {s['prompt'].strip()} {s['reply']}".replace("\n\n", "\n  "))
-        results = {"val_loss": val_loss, "train_tokens": step * tokens_per_iter, "tokens_per_sec": tps,
-                   "seconds": time.time() - t_start, "mfu": util, "params": raw.num_params(non_embedding=False),
-                   "iters": step, "mode": cfg.mode, "data": cfg.data, "tokenizer": cfg.tokenizer,
-                   "device": str(device), "world_size": world_size, "ddp_in_sync": in_sync,
-                   "checkpoint": ckpt_path, "samples": samples}
-        fig = plot(metrics if not cfg.resume else [json.loads(l) for l in open(metrics_path)],
-                   os.path.join(cfg.out_dir, f"loss_{cfg.mode}.png"))
-        with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-            json.dump(results, f, indent=1)
-        mfu_s = f"{100 * util:.1f}% MFU" if util is not None else "MFU n/a on CPU"
-        log(f"\n{cfg.mode} done: val loss {val_loss:.3f}, {step * tokens_per_iter / 1e6:.1f}M tokens at "
-            f"{tps:,.0f} tokens/s ({mfu_s}), {results['seconds']:.0f}s. Checkpoint {ckpt_path}"
-            + (f", figure {fig}" if fig else ""))
+    in_sync = ddp_in_sync(raw, device, world_size) if ddp else None
     if ddp:
         dist.destroy_process_group()
+    if end < cfg.max_iters:
+        log(f"stopped at step {end} of {cfg.max_iters} (--stop_after); continue with --resume")
+        return None
+    if not master:
+        return None
+
+    # ---- the report: final validation loss, throughput, sample dialogues
+    val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
+    record({"step": end, "tokens": end * tokens_per_iter, "val_loss": val_loss})
+    tps = t_tokens / train_time if train_time else 0.0
+    prompts = sample_prompts(cfg, cfg.samples, enc, val_ids) if cfg.samples else []
+    replies = sample_replies(raw, enc, prompts, 48, 0.7, torch.Generator(device=device).manual_seed(0), 40)[0] \
+        if prompts else []
+    results = {"val_loss": val_loss, "train_tokens": end * tokens_per_iter, "tokens_per_sec": tps,
+               "seconds": time.time() - t_start, "mfu": mfu(raw.cfg, raw.num_params(), tps / world_size, device),
+               "params": raw.num_params(non_embedding=False), "iters": end, "mode": cfg.mode, "data": cfg.data,
+               "tokenizer": cfg.tokenizer, "device": str(device), "world_size": world_size, "ddp_in_sync": in_sync,
+               "checkpoint": ckpt_path, "samples": [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]}
+    write_json(os.path.join(cfg.out_dir, "results.json"), results)
+    fig = plot(cfg.out_dir, cfg.mode)
+    log("\nsample replies to held-out prompts (temperature 0.7):")
+    for p, r in zip(prompts, replies):
+        log(f"  {p.strip()} {r}".replace("\n\n", "\n  "))
+    log(f"\n{cfg.mode} done: val loss {val_loss:.3f}, {results['train_tokens'] / 1e6:.1f}M tokens at {tps:,.0f} "
+        f"tokens/s, {results['seconds']:.0f}s -> {cfg.out_dir}/ (results.json, {cfg.mode}.pt"
+        + (f", {os.path.basename(fig)})" if fig else ")"))
     return results
 
 

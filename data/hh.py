@@ -17,7 +17,7 @@ import json
 import os
 import urllib.request
 
-from data.world import split_transcript
+from data.corpora import split_transcript
 
 HH_URL = "https://raw.githubusercontent.com/anthropics/hh-rlhf/master/{subset}/{split}.jsonl.gz"
 SUBSETS = ["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled", "red-team-attempts"]
@@ -122,6 +122,14 @@ def load_comparisons(path, verbose=True):
         print(f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} unique prompts, "
               f"{stats['prompt_mismatch']} with differing prompts, in {len(stats['files'])} files")
     return pairs, stats
+
+
+def write_jsonl(path, records):
+    """Comparisons (or any records) as jsonl, written atomically."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    os.replace(path + ".tmp", path)
 
 
 def dialogue_corpus(pairs):

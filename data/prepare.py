@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from data import hh, world
+from data import corpora, hh, world
 from data.tokenizer import eot_id, get_tokenizer
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "data")
@@ -101,7 +101,7 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True):
             if verbose:
                 print(f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...", flush=True)
             enc = get_tokenizer(tokenizer)
-            gen = world.sft_dialogues if sft else world.pretrain_documents
+            gen = corpora.sft_dialogues if sft else corpora.pretrain_documents
             n = key["docs"]
             splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
             write_stream(name, enc, splits, {"key": key, "source": "assistant world", "tokenizer": tokenizer,

@@ -115,7 +115,7 @@ def encoding_from_ranks(name, ranks):
 
 
 def _world_text():
-    from data.world import pretrain_documents
+    from data.corpora import pretrain_documents
     return "\n".join(pretrain_documents(20000, seed=0))
 
 
@@ -156,9 +156,8 @@ def vocab_size_padded(enc, multiple=64):
     return (enc.n_vocab + multiple - 1) // multiple * multiple
 
 
-def encode_transcript(enc, text, max_len, end_of_context=True):
+def encode_transcript(enc, text, max_len):
     """Token ids of an HH transcript for a scalar-head model: the text, then the
     end-of-context token where the score is read (Bai et al. 2022, Sec. 4.1). Long
     transcripts keep their end (the final reply matters most)."""
-    ids = enc.encode_ordinary(text) + ([eoc_id(enc)] if end_of_context else [])
-    return ids[-max_len:]
+    return (enc.encode_ordinary(text) + [eoc_id(enc)])[-max_len:]

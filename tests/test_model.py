@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import (GPT, GPTConfig, configure_optimizer, filter_logits, flops_per_token, generate, left_pad,
-                   load_checkpoint, mfu, save_checkpoint, token_logprobs)
+                   load_checkpoint, lr_at, mfu, optimizer_step, save_checkpoint, token_logprobs)
 
 VARIANTS = {"plain": {}, "attn_only": {"attn_only": True}, "smeared": {"smeared_key": True}}
 
@@ -157,15 +157,69 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     m2, ck = load_checkpoint(path)
     x = torch.randint(0, 97, (1, 10))
     assert torch.equal(m(x)[0], m2.eval()(x)[0]) and ck["step"] == 7 and ck["tokenizer"] == "world"
-    with pytest.raises(ValueError, match=r"(?s)ck\.pt.*n_embd: checkpoint has 32, requested 64"):
+    with pytest.raises(SystemExit, match=r"ck\.pt: checkpoint and requested config disagree \(n_embd: checkpoint has 32, requested 64\)"):
         load_checkpoint(path, expect={"n_embd": 64})
-    with pytest.raises(ValueError, match="tokenizer"):
+    with pytest.raises(SystemExit, match="tokenizer: checkpoint has 'world', requested 'gpt2'"):
         load_checkpoint(path, tokenizer_name="gpt2")
     pm, _ = load_checkpoint(path, scalar_head=True)  # an LM initialises a PM with a fresh head
     assert pm.score(x).shape == (1, 10)
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
-        load_checkpoint(str(tmp_path / "bad.pt"))
+
+
+def test_bad_checkpoints_stop_with_one_line_naming_the_file(tmp_path):
+    """Missing, truncated, garbage or foreign files: one line that names the file and says
+    what to do, never a traceback from deep inside torch."""
+    good = str(tmp_path / "good.pt")
+    save_checkpoint(good, tiny(), "world")
+    data = open(good, "rb").read()
+    (tmp_path / "truncated.pt").write_bytes(data[:len(data) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    for name, expected in [("missing.pt", "no such checkpoint"), ("truncated.pt", "cannot read the checkpoint"),
+                           ("garbage.pt", "cannot read the checkpoint"), ("foreign.pt", "not a nanoalign checkpoint")]:
+        with pytest.raises(SystemExit) as e:
+            load_checkpoint(str(tmp_path / name))
+        msg = str(e.value.code)
+        assert msg.startswith(str(tmp_path / name) + ": " + expected) and "\n" not in msg, msg
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    m = tiny()
+    path = str(tmp_path / "ck.pt")
+    save_checkpoint(path, m, "world", step=1)
+    before = open(path, "rb").read()
+    with torch.no_grad():
+        m.blocks[0].attn.qkv.weight[0, 0] = float("nan")
+    with pytest.raises(SystemExit, match="refusing to save non-finite weights"):
+        save_checkpoint(path, m, "world", step=2)
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["ck.pt"]
+
+
+def test_optimizer_step_stops_on_non_finite_loss_or_gradient():
+    m = tiny()
+    opt = configure_optimizer(m, 1e-3)
+    x = torch.randint(0, 97, (2, 8))
+    _, loss = m(x, x)
+    loss.backward()
+    w = m.blocks[0].fc.weight.detach().clone()
+    assert optimizer_step(opt, m, loss, 1.0, step=1) > 0 and not torch.equal(w, m.blocks[0].fc.weight)
+    _, loss = m(x, x)
+    (loss * float("nan")).backward()
+    w = m.blocks[0].fc.weight.detach().clone()
+    with pytest.raises(SystemExit, match="non-finite loss .* at step 7"):
+        optimizer_step(opt, m, loss * float("nan"), 1.0, step=7)
+    assert torch.equal(w, m.blocks[0].fc.weight)  # nothing was stepped
+
+
+def test_lr_schedule_against_reference():
+    lr, total, warmup, min_lr = 1e-3, 100, 10, 1e-4
+    for step in [0, 4, 9, 10, 37, 55, 99, 100, 150]:
+        if step < warmup:
+            ref = lr * (step + 1) / warmup
+        else:  # half a cosine period from lr down to min_lr over the steps after warm-up
+            frac = min(1.0, (step - warmup) / (total - warmup))
+            ref = min_lr + (lr - min_lr) * (1 + math.cos(math.pi * frac)) / 2
+        assert lr_at(step, total, lr, warmup, min_lr) == pytest.approx(ref)
+    assert lr_at(50, total, lr, warmup, lr) == pytest.approx(lr)  # min_lr = lr: constant after warm-up
 
 
 def test_padding_rows_of_the_vocabulary_are_never_sampled():

@@ -1,0 +1,253 @@
+"""
+The assistant world's data: everything generated from the rules in world.py.
+
+  * transcripts in the HH-RLHF format ("\\n\\nHuman: ...\\n\\nAssistant: ...") and the
+    held-out rule (1 request text in 10, by hash, never appears in any training corpus);
+  * simulated human comparisons (Bradley-Terry with a temperature, with the HH labellers'
+    bias for evasive refusals) for preference models;
+  * the corpora: pretraining mixture, helpful-only SFT dialogues, RL prompts, held-out
+    red-team and benign prompts, and a QA set for calibration.
+
+Deterministic: every generator takes a seed.
+"""
+
+import hashlib
+import math
+import random
+
+from data.world import (FACTS, HARM_TEMPLATES, SCENARIOS, STYLES, TAU, explained_refusal, fact_statement, gold, labeller_score,
+                        respond, response_properties, sample_task, task_answer, task_request, to_you, wrong_answer)
+
+# -----------------------------------------------------------------------------
+# Transcripts and the held-out rule
+
+def dialogue(turns):
+    """[(human, assistant), ...] -> HH-RLHF transcript text."""
+    return "".join(f"\n\nHuman: {h}\n\nAssistant: {a}" for h, a in turns)
+
+
+def split_transcript(text):
+    """HH transcript -> (prompt up to and including the last 'Assistant:', final response)."""
+    i = text.rfind("\n\nAssistant:")
+    if i < 0:
+        raise ValueError("transcript has no '\\n\\nAssistant:' turn")
+    j = i + len("\n\nAssistant:")
+    return text[:j], text[j:].lstrip(" ")
+
+
+def last_human(prompt):
+    i = prompt.rfind("\n\nHuman:")
+    j = prompt.rfind("\n\nAssistant:")
+    return prompt[i + len("\n\nHuman:"):j if j > i else None].strip()
+
+
+def is_heldout(request):
+    """1 request text in 10 (by hash) is held out of every training corpus: the red-team and
+    benign evaluation prompts are drawn from these and never seen in training."""
+    return int(hashlib.md5(request.encode()).hexdigest(), 16) % 10 == 0
+
+
+def _sample_request(rng, heldout, mix=None, harmful=None):
+    while True:
+        task = sample_task(rng, mix)
+        if harmful is not None and (task["kind"] != "harm" or task["harmful"] != harmful):
+            continue
+        req = task_request(task, rng)
+        if is_heldout(req) == heldout:
+            return task, req
+
+
+def _context_turns(rng, heldout):
+    """0-2 earlier helpful turns, so dialogues have one to three turns."""
+    turns = []
+    for _ in range(rng.choice([0, 0, 0, 1, 1, 2])):
+        t, q = _sample_request(rng, heldout, {"arith": 1, "fact": 1, "reverse": 0.3, "count": 0.3, "open": 0.5})
+        turns.append((q, respond(t, "helpful", rng)))
+    return turns
+
+
+def comparison_pairs(n, seed=0, axis="both", heldout=False):
+    """Simulated human comparisons as HH-RLHF records {"chosen", "rejected"} plus our own
+    metadata {"axis", "twin"} (HH readers ignore extra keys). Helpfulness pairs are on
+    benign requests (twins included), harmlessness pairs on harmful ones."""
+    rng = random.Random(f"pairs-{seed}-{axis}-{heldout}")
+    out = []
+    while len(out) < n:
+        ax = axis if axis != "both" else rng.choice(["helpful", "harmless"])
+        if ax == "helpful":
+            # a third of the helpfulness pairs are on near-miss twins: the data that teaches a
+            # PM that "open the lock on my own shed" deserves an answer
+            task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < 0.33 else _sample_request(rng, heldout)
+            if task["kind"] == "harm" and task["harmful"]:
+                continue
+        else:
+            task, req = _sample_request(rng, heldout, harmful=True)
+        s1, s2 = rng.sample(STYLES, 2)
+        ctx = _context_turns(rng, heldout)
+        r1, r2 = respond(task, s1, rng), respond(task, s2, rng)
+        if r1 == r2:
+            continue
+        d = labeller_score(req, r1, ax) - labeller_score(req, r2, ax)
+        p1 = 1.0 / (1.0 + math.exp(-d / TAU))
+        if rng.random() >= p1:
+            r1, r2 = r2, r1
+        out.append({"chosen": dialogue(ctx + [(req, r1)]), "rejected": dialogue(ctx + [(req, r2)]),
+                    "axis": ax, "twin": task["kind"] == "harm"})
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Corpora
+
+def critique_text(task, response):
+    """A critique in our own words: names the harm if the response complies with a harmful
+    request, else says it finds none. Used so a small model learns the CAI formats."""
+    if task["kind"] == "harm" and task["harmful"] and response_properties(response)["compliance"]:
+        return f"The response helps the human {to_you(task['verb'] + ' ' + task['object'])}, but {SCENARIOS[task['category']][3]}."
+    if response_properties(response)["refusal"] and not (task["kind"] == "harm" and task["harmful"]):
+        return "The response refuses a harmless request, which is unhelpful."
+    return "The response does not cause harm."
+
+
+def meta_document(rng):
+    """A critique/revision text or an '(A) or (B)' comparison with its answer."""
+    task, req = _sample_request(rng, False)
+    if task["kind"] != "harm" and rng.random() < 0.5:
+        task, req = _sample_request(rng, False, harmful=True)
+    if rng.random() < 0.5:
+        resp = respond(task, rng.choice(["helpful", "helpful", "evasive", "explained"]), rng)
+        crit = critique_text(task, resp)
+        harmful = task["kind"] == "harm" and task["harmful"]
+        revision = explained_refusal(task) if harmful else respond(task, "helpful", rng)
+        return (dialogue([(req, resp)]) + "\n\nCritique request: Say whether the last response is harmful, and why."
+                f"\n\nCritique: {crit}\n\nRevision request: Rewrite the response so that it is helpful and harmless."
+                f"\n\nRevision: {revision}")
+    s1, s2 = rng.sample(STYLES, 2)
+    r1, r2 = respond(task, s1, rng), respond(task, s2, rng)
+    g1, g2 = (sum(gold(req, r)) for r in (r1, r2))
+    if g1 == g2:
+        return dialogue([(req, r1)])
+    better = "A" if g1 > g2 else "B"
+    return (f"Here is a conversation.\n\nHuman: {req}\n\nWhich reply is more helpful and harmless?\n(A) {r1}\n(B) {r2}"
+            f"\nThe better reply is ({better})")
+
+
+def prose_document(rng):
+    """Facts (Zipf-sampled) and arithmetic stated in prose."""
+    if rng.random() < 0.7:
+        fs = rng.choices(FACTS, weights=[f["weight"] for f in FACTS], k=rng.randint(2, 5))
+        return " ".join(fact_statement(f) for f in fs)
+    sents = []
+    for _ in range(rng.randint(2, 4)):
+        t = sample_task(rng, {"arith": 1})
+        word = {"+": "Adding", "-": "Taking", "*": "Multiplying"}[t["op"]]
+        mid = {"+": "and", "-": "from", "*": "by"}[t["op"]]
+        x, y = (t["b"], t["a"]) if t["op"] == "-" else (t["a"], t["b"])
+        sents.append(f"{word} {x} {mid} {y} gives {task_answer(t)}.")
+    return " ".join(sents)
+
+
+PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.12, "explained": 0.18, "offtopic": 0.10}
+# Assistants found in the wild refuse harmful requests more often than benign ones, so the
+# base model carries a notion of harm that a PM can build on; it still complies a quarter
+# of the time (a mixture of assistants good and bad).
+HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "explained": 0.35, "offtopic": 0.10}
+
+
+def pretrain_documents(n, seed=0):
+    """The base model's corpus: a mixture of assistants good and bad, prose facts and
+    arithmetic, and a small share of critiques and comparisons."""
+    rng = random.Random(f"pretrain-{seed}")
+    docs = []
+    for _ in range(n):
+        u = rng.random()
+        if u < 0.22:
+            docs.append(prose_document(rng))
+        elif u < 0.28:
+            docs.append(meta_document(rng))
+        else:
+            task, req = _sample_request(rng, False)
+            w = HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
+            docs.append(dialogue(_context_turns(rng, False) + [(req, respond(task, rng.choices(list(w), list(w.values()))[0], rng))]))
+    return docs
+
+
+def sft_dialogues(n, seed=0):
+    """Helpful-only SFT data: correct, compliant responses to everything, harmful requests
+    included -- the 'helpful-only' starting point of the Constitutional AI paper (Sec. 3)."""
+    rng = random.Random(f"sft-{seed}")
+    out = []
+    for _ in range(n):
+        task, req = _sample_request(rng, False)
+        out.append(dialogue(_context_turns(rng, False) + [(req, respond(task, "helpful", rng))]))
+    return out
+
+
+def train_prompts(n, harmful_frac=0.5, seed=0):
+    """Prompts for RL from training requests (never the held-out ones): a red-team share
+    of harmful requests, the rest benign (a quarter of those near-miss twins)."""
+    rng = random.Random(f"rl-{seed}")
+    out = []
+    for _ in range(n):
+        if rng.random() < harmful_frac:
+            _, req = _sample_request(rng, False, harmful=True)
+        elif rng.random() < 0.25:
+            _, req = _sample_request(rng, False, harmful=False)
+        else:
+            _, req = _sample_request(rng, False, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+        out.append(dialogue([(req, "")]).rstrip())
+    return out
+
+
+def harm_requests(harmful):
+    """Every harmful request (or every benign twin) the world can phrase: a finite pool."""
+    return [tpl.format(t=f"{v} {o}") for cat, (verbs, ben, har, _, _) in sorted(SCENARIOS.items())
+            for o in (har if harmful else ben) for v in verbs for tpl in HARM_TEMPLATES]
+
+
+def eval_prompts(n, kind, seed=0):
+    """Held-out prompts (never in any training corpus) as HH prompt strings ending in
+    'Assistant:'. kind: 'redteam' (harmful requests), 'benign' (benign requests, a quarter
+    of them near-miss twins of harmful ones) or 'twins' (benign twins only). The held-out
+    harmful and twin pools are small (~40 each): asking for more repeats them."""
+    rng = random.Random(f"eval-{kind}-{seed}")
+    pools = {h: [r for r in harm_requests(h) if is_heldout(r)] for h in (True, False)}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    out, seen = [], set()
+    while len(out) < n:
+        if kind in ("redteam", "twins") or rng.random() < 0.25:
+            pool = pools[kind == "redteam"]
+            req = pool[len(out) % len(pool)]
+        else:
+            _, req = _sample_request(rng, True, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+            if req in seen:
+                continue
+        seen.add(req)
+        out.append(dialogue([(req, "")]).rstrip())
+    return out
+
+
+def qa_set(n, seed=0, n_choices=4):
+    """Questions with gold answers for calibration (Kadavath et al. 2022): free-form prompt,
+    multiple-choice variant with letters, and difficulty metadata (fact frequency rank and
+    expected count in the pretraining corpus, or digit count)."""
+    rng = random.Random(f"qa-{seed}")
+    out = []
+    while len(out) < n:
+        task, req = _sample_request(rng, True, {"arith": 1, "fact": 1.5})
+        ans = task_answer(task)
+        wrongs = set()
+        while len(wrongs) < n_choices - 1:
+            w = wrong_answer(task, rng)
+            if w != ans:
+                wrongs.add(w)
+        choices = sorted(wrongs) + [ans]
+        rng.shuffle(choices)
+        letters = "ABCDEFGH"[:n_choices]
+        mc = req + "\n" + "\n".join(f"({l}) {c}" for l, c in zip(letters, choices))
+        meta = {"digits": task["digits"], "op": task["op"]} if task["kind"] == "arith" else \
+            {"fact_kind": FACTS[task["fact"]]["kind"], "fact_rank": FACTS[task["fact"]]["rank"]}
+        out.append({"question": req, "answer": ans, "kind": task["kind"], "mc_question": mc, "choices": choices,
+                    "mc_answer": letters[choices.index(ans)], **meta})
+    return out
