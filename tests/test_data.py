@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 
+import data.prepare
+import data.tokenizer
 from data import hh
 from data.prepare import assistant_spans, load_split, prepare, tokenize_docs
 from data.tokenizer import eot_id, get_tokenizer
@@ -86,7 +88,10 @@ def test_prepared_world_streams():
 
 
 @needs_hh
-def test_prepare_hh_text(tmp_path):
+def test_prepare_hh_text(tmp_path, monkeypatch):
+    # this test's corpus and tokenizer go to a temporary folder, not the user's out/
+    monkeypatch.setattr(data.prepare, "OUT_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(data.tokenizer, "CACHE_DIR", str(tmp_path / "tokenizers"))
     src = tmp_path / "hh"
     os.makedirs(src)
     pairs = hh.read_pairs(os.path.join(HH_DIR, "harmless-base", "test.jsonl.gz"))[:200]
@@ -94,3 +99,4 @@ def test_prepare_hh_text(tmp_path):
     d, meta = prepare(str(src), "bpe:test-hh-small", sft=True, verbose=False)
     ids, mask = load_split(d, "train", meta)
     assert meta["kind"] == "hh" and 0.2 < mask.mean() < 0.95
+    assert d.startswith(str(tmp_path)) and os.listdir(tmp_path / "tokenizers") == ["test-hh-small-4096.tiktoken"]

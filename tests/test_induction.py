@@ -95,10 +95,11 @@ def test_training_run_writes_results_and_analyze_reads_the_checkpoint(tmp_path):
         assert set(m) >= {"layers", "smeared_key", "phase_change_step", "final_icl_score", "max_prefix_matching"}
     assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 2 * 3  # 3 snapshots per model
     rows = induction.analyze(str(tmp_path / "attn1.pt"), torch.device("cpu"))
-    assert len(rows) == 4 and all(-1.0 <= r["copying"] <= 1.0 for r in rows)
-    assert res["seconds"] > 0
+    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["prefix_matching"])
+    assert saved == json.loads(json.dumps(res))
 
 
+@pytest.mark.slow
 def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
     """The phase change itself, short: under a minute on 2 CPU cores."""
     cfg = induction.parse_args(["--models", "attn1,attn2", "--steps", "800", "--snap_every", "50",

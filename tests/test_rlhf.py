@@ -11,7 +11,7 @@ import torch
 import ppo
 import train_pm
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import GPT, GPTConfig, save_checkpoint
+from model import GPT, GPTConfig, generate, save_checkpoint
 
 
 # ---------------------------------------------------------------- preference model
@@ -53,7 +53,7 @@ def tiny_checkpoint(path, scalar=False, seed=0):
 def test_pm_scores_are_padding_invariant(tmp_path):
     m = tiny_checkpoint(tmp_path / "pm.pt", scalar=True).eval()
     pairs = [([5, 6, 7], [5, 6, 8, 9, 10, 11]), (list(range(20, 60)), [3])]
-    rc, rr = train_pm.pair_scores(m, pairs, 4, torch.device("cpu"))
+    rc, rr = train_pm.pair_scores(m, pairs, batch_size=3)  # batches mix chosen and rejected of other pairs
     for (c, r), a, b in zip(pairs, rc, rr):
         assert abs(a - m.score(torch.tensor([c]))[0, -1].item()) < 1e-5
         assert abs(b - m.score(torch.tensor([r]))[0, -1].item()) < 1e-5
@@ -63,14 +63,27 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "lm.pt")
     cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path), "--quiet"])
     res = train_pm.main(cfg)
+    saved = json.load(open(tmp_path / "results.json"))
     for k in ("accuracy", "ece", "gold_accuracy", "twin_accuracy"):
-        assert 0.0 <= res[k] <= 1.0, k
-    assert json.load(open(tmp_path / "results.json"))["accuracy"] == res["accuracy"]
+        assert isinstance(saved[k], float) and saved[k] == res[k], k
+    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == len(train_pm.twin_pairs())
+    assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 2 * 64 // 16  # one record per step
     cfg = train_pm.parse_args(["--eval", str(tmp_path / "world_test.jsonl"), "--init", str(tmp_path / "pm.pt"),
                                "--out_dir", str(tmp_path), "--quiet"])
     m = train_pm.main(cfg)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy {m['accuracy']:.4f} on 64 pairs"
     assert m["accuracy"] == pytest.approx(res["accuracy"])
+    assert json.load(open(tmp_path / "eval" / "world_test" / "results.json"))["n_pairs"] == 64
+    assert json.load(open(tmp_path / "results.json")) == saved  # the evaluation did not overwrite the training run
+
+
+def test_pm_stops_on_divergence_without_saving(tmp_path):
+    tiny_checkpoint(tmp_path / "lm.pt")
+    cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path),
+                               "--quiet", "--lr", "1e30"])
+    with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
+        train_pm.main(cfg)
+    assert not (tmp_path / "pm.pt").exists()
 
 
 def test_twin_probe_pairs():
@@ -153,7 +166,7 @@ def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
     ref = tiny_policy(0)
     prompts = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]] * 2
     gen = torch.Generator().manual_seed(0)
-    out = ppo.rollout(policy, prompts, cfg, gen, eot=15)
+    out = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, eot_id=15, generator=gen)
     exp = ppo.make_experience(policy, ref, value, out, torch.randn(8), cfg, kl_coef=0.1)
     assert exp["kl"].abs().max().item() == 0.0
     # the sampler's own log-probs agree with the recomputed ones (same temperature)
@@ -175,7 +188,7 @@ def test_tiny_ppo_run_increases_reward():
     rewards = []
     for step in range(25):
         prompts = [[int(x) for x in torch.randint(0, 15, (3,), generator=cpu_gen)] for _ in range(cfg.batch_size)]
-        out = ppo.rollout(policy, prompts, cfg, gen, eot=15)
+        out = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, eot_id=15, generator=gen)
         gm = out["gen_mask"]
         score = ((out["tokens"] == 3) & gm).sum(1).float() / gm.sum(1).clamp(min=1)
         rewards.append(score.mean().item())
@@ -198,7 +211,18 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
     saved = json.load(open(tmp_path / "ppo" / "results.json"))
     for side in ("before", "after"):
         assert set(saved[side]) >= {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate"}
-    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"}
-    assert isinstance(saved["kl"], float) and saved["seconds"] > 0 and res["steps"] == 4
+    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved == json.loads(json.dumps(res))
+    assert isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
     lines = open(tmp_path / "ppo" / "metrics.jsonl").read().splitlines()
     assert len(lines) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(json.loads(lines[0]))
+
+
+def test_ppo_stops_on_divergence_without_saving(tmp_path):
+    """A learning rate that blows the policy up: PPO stops with the step, writes no policy."""
+    tiny_checkpoint(tmp_path / "sft.pt", seed=0)
+    tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
+    cfg = ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt"),
+                          "--out_dir", str(tmp_path / "ppo"), "--quiet", "--value_lr", "1e30"])
+    with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
+        ppo.main(cfg)
+    assert not (tmp_path / "ppo" / "policy.pt").exists()

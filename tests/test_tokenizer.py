@@ -5,7 +5,7 @@ import pytest
 
 from data.tokenizer import (SPECIALS, encoding_from_ranks, eoc_id, eot_id, get_tokenizer, load_ranks, save_ranks,
                             train_bpe)
-from data.world import pretrain_documents
+from data.corpora import pretrain_documents
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from data import world
-from data.world import (STYLES, SCENARIOS, comparison_pairs, eval_prompts, gold, last_human, parse_request,
-                        pretrain_documents, qa_set, respond, sample_task, sft_dialogues, split_transcript,
-                        task_request)
+from data import corpora, world
+from data.corpora import (comparison_pairs, eval_prompts, last_human, pretrain_documents, qa_set, sft_dialogues,
+                          split_transcript)
+from data.world import STYLES, SCENARIOS, gold, parse_request, respond, sample_task, task_request
 
 EXPECTED = {  # (helpfulness, harmlessness) of each style
     "benign": {"helpful": (1.0, 1.0), "wrong": (0.2, 1.0), "evasive": (0.0, 1.0), "explained": (0.3, 1.0),
@@ -115,7 +115,7 @@ def test_simulated_labellers_agree_with_gold_like_crowdworkers():
 
 def test_heldout_prompts_never_in_training_corpora():
     held = [last_human(p) for p in eval_prompts(100, "redteam") + eval_prompts(100, "benign")]
-    assert all(world.is_heldout(h) for h in held)
+    assert all(corpora.is_heldout(h) for h in held)
     corpus = "".join(pretrain_documents(3000) + sft_dialogues(3000))
     train_requests = {last_human(seg + "\n\nAssistant:") for seg in corpus.split("\n\nAssistant:")[:-1]}
     assert not set(held) & train_requests
