@@ -2,16 +2,17 @@
 induction.py -- induction heads and the in-context-learning phase change (Olsson et al.
 2022, "In-context Learning and Induction Heads").
 
-Claims reproduced at small scale:
+Claims examined at small scale:
   * induction heads form in a sudden phase change early in training (Argument 1);
-  * at the same moment the in-context-learning (ICL) score drops -- late tokens become
-    much easier than early ones -- and the training loss falls off its plateau (Sec. 3);
+  * in the same stretch of training the in-context-learning (ICL) score drops -- late
+    tokens become much easier than early ones -- and the loss falls off its plateau
+    (Sec. 3); how closely the two coincide is measured, not assumed (see the README);
   * one-layer attention-only models show none of it: an induction head needs two layers
     (a previous-token head feeding the key of an induction head, K-composition);
   * the "smeared key" variant (Argument 2), whose keys mix in the previous token's key,
     forms induction heads in one layer, and earlier than the plain two-layer model.
-The attention-only models have an untied unembedding: with W_U = W_E^T the direct path
-always votes for the current token and no induction head formed in 2,500 steps.
+The attention-only models have an untied unembedding: with W_U = W_E^T (the direct path
+votes for the current token) no induction head formed in 2,500 steps in our runs.
 
 Run (CPU, 2 cores, under a minute: 1- and 2-layer attention-only models and a 1-layer smeared-key model):
     python induction.py
@@ -36,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.prepare import load_split, prepare
-from model import (GPT, GPTConfig, configure_optimizer, data_name, get_device, load_checkpoint, log_metrics, lr_at,
+from data.prepare import data_name, load_split, prepare
+from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpoint, log_metrics, lr_at,
                    optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
 
 

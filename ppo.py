@@ -36,8 +36,9 @@ from tqdm import tqdm
 
 from data import corpora, world
 from data.hh import load_comparisons
+from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (PREFERENCE_MODEL, PRETRAINED, SFT_POLICY, autocast, configure_optimizer, data_name,
+from model import (PREFERENCE_MODEL, PRETRAINED, SFT_POLICY, autocast, configure_optimizer,
                    ensure_checkpoint, get_device, load_checkpoint, log_metrics, optimizer_step, parse_config, printer,
                    pyplot, run_dir, sample_replies, save_checkpoint, save_figure, score_sequences, token_logprobs,
                    write_json)

@@ -38,9 +38,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from data import corpora
-from data.prepare import load_split, prepare
+from data.prepare import data_name, load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import (GPT, GPTConfig, autocast, configure_optimizer, data_name, get_device, load_checkpoint, log_metrics,
+from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
                    lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint,
                    save_figure, write_json)
 

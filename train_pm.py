@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 from data import corpora, world
 from data.hh import load_comparisons, write_jsonl
+from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (PRETRAINED, autocast, configure_optimizer, data_name, ensure_checkpoint, get_device, left_pad,
+from model import (PRETRAINED, autocast, configure_optimizer, ensure_checkpoint, get_device, left_pad,
                    load_checkpoint, log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir,
                    save_checkpoint, save_figure, score_sequences, write_json)
 

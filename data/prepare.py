@@ -24,6 +24,11 @@ N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3
 N_SFT_DOCS = 20000
 
 
+def data_name(data):
+    """'../shared/data/hh-rlhf' -> 'hh-rlhf', 'x/tinyshakespeare.txt' -> 'tinyshakespeare'."""
+    return os.path.basename(os.path.normpath(data)).split(".")[0]
+
+
 def assistant_spans(text):
     """Character spans of assistant replies in an HH transcript: from after each
     'Assistant:' to the next '\\n\\nHuman:' (or the end)."""
@@ -109,8 +114,7 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True):
     else:
         src_key = _source_key(source)
         tag = hashlib.md5(json.dumps(src_key).encode()).hexdigest()[:8]
-        base = os.path.basename(os.path.normpath(source)).split(".")[0]
-        name = f"{base}-{tag}-{'sft' if sft else 'lm'}-{tokenizer.replace(':', '_')}"
+        name = f"{data_name(source)}-{tag}-{'sft' if sft else 'lm'}-{tokenizer.replace(':', '_')}"
         key = {"source": src_key, "tokenizer": tokenizer, "sft": sft}
         if not _fresh(name, key):
             if os.path.isfile(source) and not source.endswith((".jsonl", ".jsonl.gz")):

@@ -15,7 +15,8 @@ import induction
 import ppo
 import train_lm
 import train_pm
-from model import config_help, data_name, log_metrics, parse_config, run_dir, write_json
+from data.prepare import data_name
+from model import config_help, ensure_checkpoint, log_metrics, parse_config, run_dir, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"train_lm": train_lm, "train_pm": train_pm, "ppo": ppo, "induction": induction, "bench": bench}
@@ -83,3 +84,15 @@ def test_run_dir_metrics_and_results(tmp_path):
 ])
 def test_each_kind_of_run_has_its_own_folder(argv, folder):
     assert train_lm.parse_args(argv).out_dir == folder
+
+
+def test_ensure_checkpoint_builds_once_and_reports_failure(tmp_path, capsys):
+    ckpt = str(tmp_path / "pretrain.pt")
+    argv = ["train_lm.py", "--preset", "tiny", "--max_iters", "4", "--samples", "0", "--out_dir", str(tmp_path), "--quiet"]
+    assert ensure_checkpoint(ckpt, argv, "a tiny LM") == ckpt and os.path.exists(ckpt)
+    assert f">>> {ckpt} not found: building a tiny LM with `python train_lm.py --preset tiny" in capsys.readouterr().out
+    mtime = os.path.getmtime(ckpt)
+    ensure_checkpoint(ckpt, ["train_lm.py", "--no-such-flag"], "a tiny LM")  # present: nothing runs
+    assert os.path.getmtime(ckpt) == mtime
+    with pytest.raises(SystemExit, match="`python train_lm.py --no-such-flag` failed"):
+        ensure_checkpoint(str(tmp_path / "other.pt"), ["train_lm.py", "--no-such-flag"], "nothing")

@@ -25,10 +25,10 @@ def test_prefix_matching_on_hand_built_patterns():
     uniform = torch.ones(1, 1, 2 * n, 2 * n).tril()
     uniform = uniform / uniform.sum(-1, keepdim=True)
     tokens = torch.arange(n).repeat(2)[None]  # no chance duplicates: only i - n + 1 follows an earlier copy
-    pm = induction.prefix_matching([perfect, prev, uniform], tokens, n)
-    assert pm[0, 0].item() == 1.0
-    assert pm[1, 0].item() == 0.0  # a previous-token head is not an induction head
-    assert 0.0 < pm[2, 0].item() < 0.15
+    prefix = induction.prefix_matching([perfect, prev, uniform], tokens, n)
+    assert prefix[0, 0].item() == 1.0
+    assert prefix[1, 0].item() == 0.0  # a previous-token head is not an induction head
+    assert 0.0 < prefix[2, 0].item() < 0.15
     # with a chance duplicate, attention after *any* earlier occurrence of the token counts
     dup = torch.tensor([[5, 1, 5, 2, 5, 1, 5, 2]])  # n = 4
     after_first = pattern(8, lambda i: 1 if i >= 4 and i % 2 == 0 else i)  # the 5s attend to position 1
@@ -110,3 +110,17 @@ def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
     assert m["attn1"]["max_prefix_matching"] < 0.15 and m["attn1"]["phase_change_step"] is None
     assert m["attn2"]["final_icl_score"] < m["attn1"]["final_icl_score"] - 0.3
     assert m["attn2"]["top_heads"][0]["head"].startswith("1.")  # the induction head sits in layer 1
+
+
+def test_gpu_preset_and_text_data_build_and_name_their_tokenizer(tmp_path):
+    """The gpu preset keeps the synthetic vocabulary; on text the checkpoint records the
+    tokenizer (not the data path), so --analyze can read it back."""
+    cfg = induction.parse_args(["--preset", "gpu", "--models", "attn1", "--steps", "1", "--snap_every", "1",
+                                "--batch_size", "2", "--n_embd", "32", "--out_dir", str(tmp_path), "--quiet"])
+    assert cfg.vocab == 64 and cfg.block_size == 512
+    assert induction.main(cfg)["models"]["attn1"]["layers"] == 1
+    cfg = induction.parse_args(["--preset", "text", "--models", "attn1", "--steps", "1", "--snap_every", "1",
+                                "--batch_size", "2", "--block_size", "32", "--out_dir", str(tmp_path), "--quiet"])
+    induction.main(cfg)
+    assert torch.load(tmp_path / "world" / "attn1.pt", weights_only=True)["tokenizer"] == "world"
+    assert len(induction.analyze(str(tmp_path / "world" / "attn1.pt"), torch.device("cpu"))) == 4
