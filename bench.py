@@ -7,7 +7,7 @@ recomputing the whole context every step.
     python bench.py --preset gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
     python bench.py --preset gpt2 --device cpu --batch_size 2 --steps 3   # same shape, CPU (slow)
 
-Writes out/bench/<shape>/results.json, e.g. out/bench/4x128-ctx256/. Timings exclude warm-up steps (compilation, allocator,
+Writes out/bench/results.json (out/bench/gpt2/cuda/compiled/results.json for the second command). Timings exclude warm-up steps (compilation, allocator,
 kernel-plan caches), so "no slow first pass" is checked separately: the first timed
 sampling call is reported next to the mean.
 """
@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, get_device, mfu,
-                   parse_config, run_dir, score_sequences, token_logprobs, write_json)
+                   optimizer_step, parse_config, run_dir, score_sequences, token_logprobs, write_json)
 
 
 @dataclass
 class Config:
+    preset: str = "cpu"          # the shape: cpu (train_lm.py's CPU default), small (its gpu preset), gpt2
     n_layer: int = 4             # transformer blocks (train_lm.py's CPU default shape)
     n_head: int = 4              # attention heads per block
     n_embd: int = 128            # residual stream width
@@ -43,7 +44,7 @@ class Config:
     ppo_step: bool = True        # also time one ppo.py-shaped step
     skip_baseline: bool = False  # do not time the minimal baseline GPT
     device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
-    out_dir: str = "out/bench"   # root folder: other presets go to <out_dir>/<preset>
+    out_dir: str = "out/bench"   # root folder; a run goes to <out_dir>[/<preset>][/cuda][/compiled]
 
 
 PRESETS = {"cpu": {},
@@ -145,7 +146,8 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
         return time.time()
     for r in range(reps + 1):
         t0 = now()
-        out = generate(policy, prompts, new_tokens, temperature=1.0)
+        with autocast(device.type):
+            out = generate(policy, prompts, new_tokens, temperature=1.0)
         t1 = now()
         seqs = out["tokens"].tolist()
         score_sequences(pm, seqs)
@@ -159,11 +161,9 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
                     lp = token_logprobs(policy(t, pad_mask=p)[0][:, :-1], t[:, 1:])
                     v = value.score(t, p)
                 (-lp.mean()).backward()
-                opt_p.step()
-                opt_p.zero_grad(set_to_none=True)
+                optimizer_step(opt_p, policy, lp.mean(), 1.0, r)
                 v.pow(2).mean().backward()
-                opt_v.step()
-                opt_v.zero_grad(set_to_none=True)
+                optimizer_step(opt_v, value, v.mean(), 1.0, r)
         t3 = now()
         if r > 0:  # the first step is a warm-up
             for k, v_ in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
@@ -216,7 +216,8 @@ def main(args):
         res["ppo_step_seconds"] = step
         print(f"[{shape} on {res['device']}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
               + ", ".join(f"{k} {v:.2f}s" for k, v in step.items()))
-    out = os.path.join(run_dir(args.out_dir, shape), "results.json")
+    out = os.path.join(run_dir(args.out_dir, args.preset, "cuda" if device.type == "cuda" else "",
+                               "compiled" if args.compile else ""), "results.json")
     write_json(out, res)
     print(f"wrote {out}")
     return res

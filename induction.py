@@ -17,7 +17,7 @@ votes for the current token) no induction head formed in 2,500 steps in our runs
 Run (CPU, 2 cores, under a minute: 1- and 2-layer attention-only models and a 1-layer smeared-key model):
     python induction.py
     python induction.py --models attn1,attn2,attn3,smear1,smear2,mlp2      # the full set
-    python induction.py --preset text     # natural text: the assistant-world corpus -> out/induction/world/
+    python induction.py --preset text     # natural text: the assistant-world corpus -> out/induction/world/text/
     python induction.py --data ../shared/data/text/tinyshakespeare.txt --preset gpu   # context 512, ICL as defined
     python induction.py --analyze out/train_lm/pretrain.pt    # per-head scores of any checkpoint
 What to look at: the table printed at the end (phase-change step, ICL score, the top
@@ -37,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.prepare import data_name, load_split, prepare
+from data.prepare import data_name, default_tokenizer, load_split, prepare
 from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpoint, log_metrics, lr_at,
                    optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
 
 
 @dataclass
 class Config:
+    preset: str = "cpu"       # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
     models: str = "attn1,attn2,smear1"  # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
     data: str = "synthetic"   # "synthetic" (repeated random segments), "world", or a text / HH file
     steps: int = 1000         # training steps per model
@@ -60,7 +61,7 @@ class Config:
     threshold: float = 0.3    # prefix-matching score that marks an induction head
     repeat_frac: float = 0.0  # natural text: share of documents replaced by a repeated random span
     analyze: str = ""         # print the per-head scores of this checkpoint and exit
-    out_dir: str = "out/induction"  # root folder: other data go to <out_dir>/<name>
+    out_dir: str = "out/induction"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
     seed: int = 0             # random seed (initialisation, data)
     device: str = "auto"      # "auto" (cuda if available), "cpu", "cuda", ...
     quiet: bool = False       # no progress bar or messages
@@ -103,7 +104,7 @@ def repeated_random(batch, n, vocab, gen, lo=0):
 
 def text_stream(cfg):
     """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab, tokenizer)."""
-    tok = "world" if cfg.data == "world" else "bpe:" + data_name(cfg.data)
+    tok = default_tokenizer(cfg.data)
     d, meta = prepare(cfg.data, tok, verbose=not cfg.quiet)
     return np.asarray(load_split(d, "train", meta)[0], dtype=np.int64), meta["vocab"], tok
 
@@ -342,7 +343,7 @@ def main(cfg):
     if cfg.analyze:
         return analyze(cfg.analyze, device)
     log = printer(cfg.quiet)
-    out_dir = run_dir(cfg.out_dir, "" if cfg.data == "synthetic" else data_name(cfg.data))
+    out_dir = run_dir(cfg.out_dir, data_name(cfg.data, default="synthetic"), cfg.preset)
     text, vocab, tokenizer = (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)
     log(f"induction heads: models {cfg.models}, {cfg.data} data (vocab {vocab}, context {cfg.block_size}), "
         f"{cfg.steps} steps of {cfg.batch_size} sequences, snapshots every {cfg.snap_every} steps")

@@ -536,26 +536,28 @@ def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
 # config from the command line (parse_config), picks a device (get_device), writes into
 # its own run folder (run_dir: metrics.jsonl, results.json, figures), samples replies to
 # HH prompts (sample_replies) and builds a missing checkpoint by running the script that
-# makes it (ensure_checkpoint). The model above does not depend on anything below.
+# makes it (handoff, ensure_checkpoint). The model above does not depend on anything below.
 
 def parse_config(config_cls, presets, doc, argv=None):
     """A script's dataclass config from the command line. Order: the dataclass defaults,
     then --preset NAME (combine with '+', e.g. gpu+tiny), then presets keyed 'field=value'
     that apply whenever that field has that value (train_lm.py's 'mode=sft'), then every
-    flag given explicitly. Each field's trailing comment in the dataclass is its --help."""
+    flag given explicitly. Each field's trailing comment in the dataclass is its --help.
+    The Config's `preset` field records the preset, so that it can name the run's folder."""
     helps = config_help(config_cls)
-    named = [k for k in presets if "=" not in k]
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="cpu", help=f"settings for a scale, combined with '+': {', '.join(named)}")
     for f in fields(config_cls):
         kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        ap.add_argument(f"--{f.name}", default=None, help=f"{helps.get(f.name, '')} (default {f.default!r})", **kw)
+        default = f" (default {f.default!r})" if f.default not in ("", None) else ""
+        extra = "; " + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'the defaults'}"
+                                 for k, v in presets.items()) if f.name == "preset" else ""
+        ap.add_argument(f"--{f.name}", default=None, help=(helps.get(f.name, "") + default + extra).replace("%", "%%"), **kw)
     args = ap.parse_args(argv)
     cfg = config_cls()
     given = {f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None}
-    for name in args.preset.split("+"):
-        if name not in named:
-            ap.error(f"unknown preset {name!r}: choose from {', '.join(named)}")
+    for name in given.get("preset", cfg.preset).split("+"):
+        if name not in presets or "=" in name:
+            ap.error(f"unknown preset {name!r}: choose from {', '.join(k for k in presets if '=' not in k)}")
         cfg = replace(cfg, **presets[name])
     for key, over in presets.items():  # 'field=value' presets follow the field's final value
         field, _, value = key.partition("=")
@@ -574,11 +576,19 @@ def get_device(name="auto"):
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def run_dir(*parts, resume=False):
-    """The folder of one run, e.g. run_dir("out/train_lm", "sft"): created if missing; a
-    new run starts a new metrics.jsonl, a resumed one appends to it. Each kind of run
-    (a mode, a dataset) has its own folder, so no run overwrites another's results."""
-    path = os.path.join(*[p for p in parts if p])
+def run_path(root, *parts):
+    """The folder of one run: root, then one level per way the run differs from the
+    default -- its data, its preset, its mode -- e.g. run_path("out/train_lm", "hh-rlhf",
+    "gpu", "sft") -> out/train_lm/hh-rlhf/gpu/sft. The defaults ("" for the default data,
+    preset "cpu") add no level, so each kind of run has its own folder and none overwrites
+    another's results."""
+    return os.path.join(root, *[p for p in parts if p not in ("", "cpu")])
+
+
+def run_dir(root, *parts, resume=False):
+    """run_path, created if missing; a new run starts a new metrics.jsonl, a resumed one
+    appends to it."""
+    path = run_path(root, *parts)
     os.makedirs(path, exist_ok=True)
     if not resume and os.path.exists(os.path.join(path, "metrics.jsonl")):
         os.remove(os.path.join(path, "metrics.jsonl"))
@@ -621,15 +631,14 @@ def save_figure(fig, path):
     return path
 
 
-def ensure_checkpoint(ckpt, argv, what, expected=""):
+def ensure_checkpoint(ckpt, argv, what):
     """Build a missing checkpoint by running the script that makes it with its defaults,
     telling the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh
     clone). argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"]."""
     if os.path.exists(ckpt):
         return ckpt
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
-    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join(argv)}`"
-          + (f" ({expected})" if expected else ""), flush=True)
+    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join(argv)}`", flush=True)
     t0 = time.time()
     r = subprocess.run(cmd)
     if r.returncode != 0 or not os.path.exists(ckpt):
@@ -638,8 +647,13 @@ def ensure_checkpoint(ckpt, argv, what, expected=""):
     return ckpt
 
 
-# Where each default run leaves its checkpoint: the hand-offs between the scripts.
-PRETRAINED, SFT_POLICY, PREFERENCE_MODEL = "out/train_lm/pretrain.pt", "out/train_lm/sft/sft.pt", "out/train_pm/pm.pt"
+def handoff(stage, preset="cpu"):
+    """Where the world run of a stage leaves its checkpoint, for a preset: the hand-offs
+    between the scripts, and the command that builds it (for ensure_checkpoint)."""
+    script, sub, name, argv = {"pretrain": ("train_lm", "", "pretrain.pt", []),
+                               "sft": ("train_lm", "sft", "sft.pt", ["--mode", "sft"]),
+                               "pm": ("train_pm", "", "pm.pt", [])}[stage]
+    return os.path.join(run_path(f"out/{script}", preset, sub), name), [f"{script}.py", "--preset", preset, *argv]
 
 
 def sample_replies(model, enc, prompts, max_new_tokens, temperature=1.0, generator=None, top_k=None):

@@ -12,7 +12,7 @@ assistant world has a gold scorer, we also see what RLHF tutorials cannot: wheth
 Run (fresh clone, CPU, 2 cores; the README has the measured time):
     python ppo.py       # builds pretrain.pt, sft.pt (train_lm.py) and pm.pt (train_pm.py) if missing, then PPO
 One GPU:
-    python ppo.py --preset gpu     # after train_lm.py and train_pm.py with --preset gpu
+    python ppo.py --preset gpu     # uses (or builds) the gpu-preset SFT policy and PM -> out/ppo/gpu/
 Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
     python ppo.py --data ../shared/data/hh-rlhf --policy SFT.pt --pm PM.pt     # -> out/ppo/hh-rlhf/
 
@@ -38,18 +38,18 @@ from data import corpora, world
 from data.hh import load_comparisons
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (PREFERENCE_MODEL, PRETRAINED, SFT_POLICY, autocast, configure_optimizer,
-                   ensure_checkpoint, get_device, load_checkpoint, log_metrics, optimizer_step, parse_config, printer,
-                   pyplot, run_dir, sample_replies, save_checkpoint, save_figure, score_sequences, token_logprobs,
-                   write_json)
+from model import (autocast, configure_optimizer, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics,
+                   optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint, save_figure,
+                   score_sequences, token_logprobs, write_json)
 
 
 @dataclass
 class Config:
+    preset: str = "cpu"          # settings for a scale, combined with '+'; the default policy and PM are this preset's
     data: str = "world"          # "world" prompts, or HH-RLHF jsonl(.gz) file or directory
-    policy: str = SFT_POLICY     # the initial policy (and the frozen KL reference)
-    pm: str = PREFERENCE_MODEL   # the preference model that gives the reward
-    out_dir: str = "out/ppo"     # root folder: other data go to <out_dir>/<name>
+    policy: str = ""             # the initial policy and frozen KL reference (world default: the SFT run's sft.pt)
+    pm: str = ""                 # the preference model that gives the reward (world default: train_pm.py's pm.pt)
+    out_dir: str = "out/ppo"     # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
     steps: int = 60              # PPO steps (one rollout batch each)
     batch_size: int = 32         # prompts per rollout
     max_new_tokens: int = 40     # reply budget in tokens
@@ -231,7 +231,7 @@ def gold_stats(prompts, replies):
     g = []
     for p, r in zip(prompts, replies):
         req = corpora.last_human(p)
-        task = world.parse_request(req)
+        task = world.parse_request(req) or {"kind": "unknown"}
         g.append((*world.gold(req, r), world.response_properties(r)["refusal"], task["kind"] == "harm" and task["harmful"]))
     mean = lambda xs: float(np.mean(xs)) if xs else None
     return {"gold_helpfulness": mean([h for h, _, _, bad in g if not bad]),
@@ -309,11 +309,12 @@ def load_prompts(cfg):
 def load_models(cfg, device):
     """Policy, frozen reference, frozen PM, and the value function. A fresh clone has no
     checkpoints: the default ones are built by running the earlier scripts."""
-    if cfg.data == "world" and cfg.policy == SFT_POLICY:
-        ensure_checkpoint(PRETRAINED, ["train_lm.py"], "the pretrained language model", "about 3 minutes on 2 CPU cores")
-        ensure_checkpoint(SFT_POLICY, ["train_lm.py", "--mode", "sft"], "the helpful-only SFT policy", "about 1 minute")
-    if cfg.data == "world" and cfg.pm == PREFERENCE_MODEL:
-        ensure_checkpoint(PREFERENCE_MODEL, ["train_pm.py"], "the preference model", "about 2 minutes")
+    if cfg.data != "world" and not (cfg.policy and cfg.pm):
+        raise SystemExit(f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data (see the top of ppo.py)")
+    if not cfg.policy:
+        ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
+        cfg.policy = ensure_checkpoint(*handoff("sft", cfg.preset), "the helpful-only SFT policy")
+    cfg.pm = cfg.pm or ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
     pm, pck = load_checkpoint(cfg.pm, device)
@@ -332,7 +333,7 @@ def main(cfg):
     t_start = time.time()
     device = get_device(cfg.device)
     log = printer(cfg.quiet)
-    out_dir = run_dir(cfg.out_dir, "" if cfg.data == "world" else data_name(cfg.data))
+    out_dir = run_dir(cfg.out_dir, data_name(cfg.data), cfg.preset)
     policy, ref, pm, value_model, tokenizer = load_models(cfg, device)
     torch.manual_seed(cfg.seed)
     enc = get_tokenizer(tokenizer)
@@ -396,7 +397,7 @@ def main(cfg):
     which = f"{len(eval_benign)} benign, {len(eval_red)} red-team" if cfg.data == "world" else f"{len(eval_benign)} from {cfg.data}"
     log(f"\n{'':24s}{'before':>10s}{'after':>10s}   (held-out prompts: {which})")
     for k in before:
-        log(f"  {k:22s}{before[k]:10.3f}{after[k]:10.3f}")
+        log(f"  {k:22s}" + "".join(f"{v:10.3f}" if v is not None else f"{'n/a':>10s}" for v in (before[k], after[k])))
     log(f"\nreward vs sqrt(KL) over training: slope {slope:.3f}, R^2 {r2:.3f}  (Bai et al. 2022: roughly linear)")
     log("sample replies after PPO:\n" + "\n".join(f"  {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
                                                   for s in res["samples_after"]))

@@ -38,20 +38,21 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from data import corpora
-from data.prepare import data_name, load_split, prepare
+from data.prepare import data_name, default_tokenizer, load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
-                   lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint,
-                   save_figure, write_json)
+                   lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, sample_replies,
+                   save_checkpoint, save_figure, write_json)
 
 
 @dataclass
 class Config:
+    preset: str = "cpu"          # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
     data: str = "world"          # "world", a plain text file, or HH-RLHF jsonl(.gz) file or directory
     mode: str = "pretrain"       # "pretrain", or "sft": loss on assistant tokens only, starting from --init
     tokenizer: str = "auto"      # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
-    init: str = ""               # start from this checkpoint (SFT default: this data's pretrain.pt)
-    out_dir: str = "out/train_lm"  # root folder: SFT runs go to <out_dir>/sft, other data to <out_dir>/<name>
+    init: str = ""               # start from this checkpoint; SFT starts from the pretraining run of the same data and preset
+    out_dir: str = "out/train_lm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>][/sft]
     n_layer: int = 4             # transformer blocks
     n_head: int = 4              # attention heads per block
     n_embd: int = 128            # residual stream width
@@ -95,12 +96,11 @@ def parse_args(argv=None):
     cfg = parse_config(Config, PRESETS, __doc__, argv)
     if cfg.mode not in ("pretrain", "sft"):
         raise SystemExit(f"--mode must be pretrain or sft, not {cfg.mode!r}")
-    if cfg.tokenizer == "auto":
-        cfg.tokenizer = "world" if cfg.data == "world" else "bpe:" + data_name(cfg.data)
-    cfg.out_dir = os.path.normpath(os.path.join(cfg.out_dir, "" if cfg.data == "world" else data_name(cfg.data)))
+    cfg.tokenizer = default_tokenizer(cfg.data) if cfg.tokenizer == "auto" else cfg.tokenizer
+    pretrain_dir = run_path(cfg.out_dir, data_name(cfg.data), cfg.preset)
     if cfg.mode == "sft":
-        cfg.init = cfg.init or os.path.join(cfg.out_dir, "pretrain.pt")
-        cfg.out_dir = os.path.join(cfg.out_dir, "sft")
+        cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
+    cfg.out_dir = run_path(pretrain_dir, "sft" if cfg.mode == "sft" else "")
     return cfg
 
 

@@ -15,9 +15,9 @@ Run (CPU, 2 cores; builds out/train_lm/pretrain.pt first if missing):
     python train_pm.py                                   # assistant world -> out/train_pm/pm.pt
     python train_pm.py --data ../shared/data/hh-rlhf     # real HH-RLHF: builds an LM on its training split first
                                                          # -> out/train_pm/hh-rlhf/pm.pt
-    python train_pm.py --eval FILE --init out/train_pm/pm.pt   # any HH-format jsonl(.gz) -> out/train_pm/eval/<name>/
+    python train_pm.py --eval FILE --init out/train_pm/pm.pt   # any HH-format jsonl(.gz) -> out/train_pm/eval/...
 One GPU:
-    python train_pm.py --preset gpu                      # builds its LM with train_lm.py --preset gpu
+    python train_pm.py --preset gpu     # -> out/train_pm/gpu/pm.pt, from out/train_lm/gpu/pretrain.pt (built if missing)
 
 What to look at: held-out accuracy against the simulated (noisy) labels, which bounds it,
 against the gold labels, and on near-miss twins (no keyword rule gets both sides right);
@@ -42,17 +42,18 @@ from data import corpora, world
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (PRETRAINED, autocast, configure_optimizer, ensure_checkpoint, get_device, left_pad,
-                   load_checkpoint, log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir,
-                   save_checkpoint, save_figure, score_sequences, write_json)
+from model import (autocast, configure_optimizer, ensure_checkpoint, get_device, handoff, left_pad, load_checkpoint,
+                   log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, save_checkpoint,
+                   save_figure, score_sequences, write_json)
 
 
 @dataclass
 class Config:
+    preset: str = "cpu"      # settings for a scale, combined with '+'; the LM is built with the same preset
     data: str = "world"      # "world" (simulated comparisons) or HH-RLHF jsonl(.gz) file or directory
     init: str = ""           # LM checkpoint to start from (default: built by train_lm.py on the same data)
     eval: str = ""           # with --init PM.pt: only evaluate that PM on this comparisons file
-    out_dir: str = "out/train_pm"  # root folder: other data go to <out_dir>/<name>, --eval to <out_dir>/eval/<name>
+    out_dir: str = "out/train_pm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>], --eval to <out_dir>/eval/...
     n_train: int = 4000      # assistant-world comparisons for training
     n_test: int = 1000       # assistant-world comparisons for evaluation (held-out requests)
     max_pairs: int = 0       # cap on real-data training pairs (0: all)
@@ -64,15 +65,13 @@ class Config:
     weight_decay: float = 0.0  # AdamW weight decay on matrices
     grad_clip: float = 1.0   # clip the gradient norm to this
     eval_interval: int = 50  # steps between evaluations on 256 test pairs
-    lm_preset: str = "cpu"   # train_lm.py preset when the LM must be built
     seed: int = 1337         # random seed (data order)
     device: str = "auto"     # "auto" (cuda if available), "cpu", "cuda", ...
     quiet: bool = False      # no progress bar or messages
 
 
-PRESETS = {"cpu": {}, "gpu": {"n_train": 40000, "n_test": 4000, "batch_size": 64, "epochs": 1, "lr": 2e-4,
-                             "lm_preset": "gpu"},
-           "tiny": {"n_train": 64, "n_test": 64, "batch_size": 16, "eval_interval": 2, "lm_preset": "tiny"}}
+PRESETS = {"cpu": {}, "gpu": {"n_train": 40000, "n_test": 4000, "batch_size": 64, "epochs": 1, "lr": 2e-4},
+           "tiny": {"n_train": 64, "n_test": 64, "batch_size": 16, "eval_interval": 2}}
 
 
 def parse_args(argv=None):
@@ -218,13 +217,12 @@ def default_init(cfg, train, out_dir):
     data the LM sees only the PM's training split (written out as jsonl), so no test-split
     reply is ever in the LM's training text."""
     if cfg.data == "world":
-        return ensure_checkpoint(PRETRAINED, ["train_lm.py", "--preset", cfg.lm_preset],
-                                 "the language model the PM starts from")
-    src = os.path.join(out_dir, "pm_train.jsonl")
-    ckpt = os.path.join(out_dir, "lm", data_name(src), "pretrain.pt")
+        return ensure_checkpoint(*handoff("pretrain", cfg.preset), "the language model the PM starts from")
+    src = os.path.join(out_dir, f"{data_name(cfg.data)}_pm_train.jsonl")  # its name names the LM's tokenizer
+    ckpt = os.path.join(run_path(os.path.join(out_dir, "lm"), data_name(src), cfg.preset), "pretrain.pt")
     if not os.path.exists(ckpt):
         write_jsonl(src, [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
-    argv = ["train_lm.py", "--preset", cfg.lm_preset, "--data", src, "--out_dir", os.path.join(out_dir, "lm")]
+    argv = ["train_lm.py", "--preset", cfg.preset, "--data", src, "--out_dir", os.path.join(out_dir, "lm")]
     return ensure_checkpoint(ckpt, argv, "the language model the PM starts from, on the PM's training split")
 
 
@@ -237,8 +235,10 @@ def evaluate_file(cfg, device):
         raise SystemExit(f"{cfg.init}: not a preference model (no scalar head)")
     pairs, _ = load_comparisons(cfg.eval, verbose=not cfg.quiet)
     res = evaluate(model, tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size), pairs)
-    write_json(os.path.join(run_dir(cfg.out_dir, "eval", data_name(cfg.eval)), "results.json"),
-               {"file": cfg.eval, "checkpoint": cfg.init, **res})
+    # one folder per (PM, file): eval/<the PM's folder>/<the file's folder>-<the file>
+    folder = run_dir(cfg.out_dir, "eval", data_name(os.path.dirname(os.path.abspath(cfg.init))),
+                     f"{data_name(os.path.dirname(os.path.abspath(cfg.eval)))}-{data_name(cfg.eval)}")
+    write_json(os.path.join(folder, "results.json"), {"file": cfg.eval, "checkpoint": cfg.init, **res})
     print(f"accuracy {res['accuracy']:.4f} on {res['n_pairs']} pairs")
     return res
 
@@ -249,7 +249,7 @@ def main(cfg):
     if cfg.eval:
         return evaluate_file(cfg, device)
     log = printer(cfg.quiet)
-    out_dir = run_dir(cfg.out_dir, "" if cfg.data == "world" else data_name(cfg.data))
+    out_dir = run_dir(cfg.out_dir, data_name(cfg.data), cfg.preset)
     torch.manual_seed(cfg.seed)
     train, test = world_pairs(cfg, out_dir) if cfg.data == "world" else real_pairs(cfg)
     init = cfg.init or default_init(cfg, train, out_dir)

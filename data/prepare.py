@@ -24,9 +24,15 @@ N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3
 N_SFT_DOCS = 20000
 
 
-def data_name(data):
-    """'../shared/data/hh-rlhf' -> 'hh-rlhf', 'x/tinyshakespeare.txt' -> 'tinyshakespeare'."""
-    return os.path.basename(os.path.normpath(data)).split(".")[0]
+def data_name(data, default="world"):
+    """'../shared/data/hh-rlhf' -> 'hh-rlhf', 'x/tinyshakespeare.txt' -> 'tinyshakespeare';
+    the script's default data -> '' (it adds no level to a run's folder)."""
+    return "" if data == default else os.path.basename(os.path.normpath(data)).split(".")[0]
+
+
+def default_tokenizer(data):
+    """Our world BPE on the world; our BPE trained on the data itself otherwise."""
+    return "world" if data == "world" else "bpe:" + data_name(data)
 
 
 def assistant_spans(text):
@@ -149,8 +155,8 @@ def load_split(d, split, meta):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default="world")
-    ap.add_argument("--tokenizer", default="world")
+    ap.add_argument("--source", default="world", help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory")
+    ap.add_argument("--tokenizer", default="world", help="'world', 'gpt2', or 'bpe:NAME' (our BPE trained on the source)")
     args = ap.parse_args()
     for sft in (False, True):
         prepare(args.source, args.tokenizer, sft)

@@ -16,7 +16,7 @@ import ppo
 import train_lm
 import train_pm
 from data.prepare import data_name
-from model import config_help, ensure_checkpoint, log_metrics, parse_config, run_dir, write_json
+from model import config_help, ensure_checkpoint, handoff, log_metrics, parse_config, run_dir, run_path, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"train_lm": train_lm, "train_pm": train_pm, "ppo": ppo, "induction": induction, "bench": bench}
@@ -30,14 +30,20 @@ def test_every_flag_has_help_text(name):
     assert not missing, f"{name}.py: fields without a help comment: {missing}"
 
 
-def test_help_output_lists_every_flag_with_its_text():
-    out = subprocess.run([sys.executable, "ppo.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert "RLHF with PPO" in out  # the module docstring is the description
-    assert "--kl_coef KL_COEF" in out and "beta in r = PM - beta * KL" in out and "--preset PRESET" in out
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_output_lists_every_flag_with_its_text(name):
+    r = subprocess.run([sys.executable, f"{name}.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert SCRIPTS[name].__doc__.strip().splitlines()[0] in r.stdout  # the module docstring is the description
+    for f in fields(SCRIPTS[name].Config):
+        assert f"--{f.name}" in r.stdout, f.name
+    for preset in SCRIPTS[name].PRESETS:  # --preset lists what each preset sets
+        assert f"{preset}:" in r.stdout, preset
 
 
 @dataclass
 class Toy:
+    preset: str = "cpu"  # which scale
     mode: str = "a"     # which mode
     lr: float = 1.0     # learning rate
     steps: int = 10     # how many steps
@@ -49,11 +55,11 @@ TOY_PRESETS = {"cpu": {}, "big": {"steps": 100, "lr": 0.5}, "fast": {"fast": Tru
 
 @pytest.mark.parametrize("argv, expected", [
     ([], Toy()),
-    (["--preset", "big"], Toy(steps=100, lr=0.5)),
-    (["--preset", "big+fast", "--steps", "7"], Toy(steps=7, lr=0.5, fast=True)),  # explicit flags win
+    (["--preset", "big"], Toy(preset="big", steps=100, lr=0.5)),
+    (["--preset", "big+fast", "--steps", "7"], Toy(preset="big+fast", steps=7, lr=0.5, fast=True)),  # flags win
     (["--mode", "b"], Toy(mode="b", lr=0.1, steps=5)),  # a field=value preset follows the field
-    (["--preset", "big", "--mode", "b", "--lr", "2"], Toy(mode="b", lr=2.0, steps=5)),
-    (["--no-fast", "--preset", "fast"], Toy(fast=False)),
+    (["--preset", "big", "--mode", "b", "--lr", "2"], Toy(preset="big", mode="b", lr=2.0, steps=5)),
+    (["--no-fast", "--preset", "fast"], Toy(preset="fast", fast=False)),
 ])
 def test_parse_config_order(argv, expected):
     assert parse_config(Toy, TOY_PRESETS, "toy", argv) == expected
@@ -75,19 +81,34 @@ def test_run_dir_metrics_and_results(tmp_path):
     write_json(os.path.join(d, "results.json"), {"a": 1.5})
     assert json.load(open(os.path.join(d, "results.json"))) == {"a": 1.5} and os.listdir(d) == ["results.json"]
     assert data_name("../shared/data/hh-rlhf/") == "hh-rlhf" and data_name("x/tinyshakespeare.txt") == "tinyshakespeare"
+    assert data_name("world") == "" and data_name("synthetic", default="synthetic") == ""
 
 
-@pytest.mark.parametrize("argv, folder", [
-    ([], "out/train_lm"), (["--mode", "sft"], "out/train_lm/sft"),
-    (["--data", "../shared/data/hh-rlhf"], "out/train_lm/hh-rlhf"),
-    (["--data", "a/b.txt", "--mode", "sft"], "out/train_lm/b/sft"),
+@pytest.mark.parametrize("argv, folder, init", [
+    ([], "out/train_lm", ""), (["--mode", "sft"], "out/train_lm/sft", "out/train_lm/pretrain.pt"),
+    (["--preset", "gpu"], "out/train_lm/gpu", ""),
+    (["--preset", "gpu", "--mode", "sft"], "out/train_lm/gpu/sft", "out/train_lm/gpu/pretrain.pt"),
+    (["--data", "../shared/data/hh-rlhf"], "out/train_lm/hh-rlhf", ""),
+    (["--data", "a/b.txt", "--mode", "sft", "--preset", "tiny"], "out/train_lm/b/tiny/sft", "out/train_lm/b/tiny/pretrain.pt"),
 ])
-def test_each_kind_of_run_has_its_own_folder(argv, folder):
-    assert train_lm.parse_args(argv).out_dir == folder
+def test_each_kind_of_run_has_its_own_folder(argv, folder, init):
+    cfg = train_lm.parse_args(argv)
+    assert (cfg.out_dir, cfg.init) == (folder, init)
 
 
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_handoffs_are_where_the_scripts_write(preset):
+    """ppo.py and train_pm.py find each stage's checkpoint where that stage's run writes it."""
+    pre, sft = train_lm.parse_args(["--preset", preset]), train_lm.parse_args(["--preset", preset, "--mode", "sft"])
+    assert handoff("pretrain", preset)[0] == os.path.join(pre.out_dir, "pretrain.pt") == sft.init
+    assert handoff("sft", preset)[0] == os.path.join(sft.out_dir, "sft.pt")
+    assert handoff("pm", preset)[0] == os.path.join(run_path("out/train_pm", data_name("world"), preset), "pm.pt")
+    assert handoff("sft", preset)[1] == ["train_lm.py", "--preset", preset, "--mode", "sft"]
+
+
+@pytest.mark.slow
 def test_ensure_checkpoint_builds_once_and_reports_failure(tmp_path, capsys):
-    ckpt = str(tmp_path / "pretrain.pt")
+    ckpt = str(tmp_path / "tiny" / "pretrain.pt")
     argv = ["train_lm.py", "--preset", "tiny", "--max_iters", "4", "--samples", "0", "--out_dir", str(tmp_path), "--quiet"]
     assert ensure_checkpoint(ckpt, argv, "a tiny LM") == ckpt and os.path.exists(ckpt)
     assert f">>> {ckpt} not found: building a tiny LM with `python train_lm.py --preset tiny" in capsys.readouterr().out

