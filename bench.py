@@ -1,19 +1,27 @@
 """
-bench.py -- throughput of model.py: training tokens/s (and MFU on GPU) against a minimal
-plain-PyTorch GPT of the same shape, and sampling tokens/s with the KV cache against
+bench.py -- throughput of model.py: training tokens/s (and MFU on GPU) against a baseline
+with nanoGPT's architecture at the same shape, timed in one process with the two models'
+steps interleaved (median step time), and sampling tokens/s with the KV cache against
 recomputing the whole context every step.
 
     python bench.py                           # train_lm.py's CPU shape (4 layers, width 128, context 256)
     python bench.py --preset gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
-    python bench.py --preset gpt2 --device cpu --batch_size 2 --steps 3   # same shape, CPU (slow)
+    python bench.py --suite gpu               # every GPU number the README gives, in one process (< 8 min):
+        # GPT-2-small training eager and compiled (ours and the baseline, MFU), KV-cached vs recomputed
+        # sampling at batch 64, and each script's --preset gpu for a few steps
 
-Writes out/bench/results.json (out/bench/gpt2/cuda/compiled/results.json for the second command). Timings exclude warm-up steps (compilation, allocator,
-kernel-plan caches), so "no slow first pass" is checked separately: the first timed
-sampling call is reported next to the mean.
+What to look at: the printed tokens/s and the ratio to the baseline; on GPU, MFU against
+the device's bf16 peak. Writes out/bench/[<preset>/][cuda/][compiled/]results.json (the
+suite: out/bench/suite/results.json). Timings exclude warm-up steps (compilation,
+allocator, kernel-plan caches), so "no slow first pass" is checked separately: the first
+timed sampling call is reported next to the mean.
 """
 
-import math
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -23,7 +31,7 @@ import torch.nn.functional as F
 
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, get_device, mfu,
-                   optimizer_step, parse_config, run_dir, score_sequences, token_logprobs, write_json)
+                   optimizer_step, parse_config, run_dir, run_path, score_sequences, token_logprobs, write_json)
 
 
 @dataclass
@@ -42,7 +50,9 @@ class Config:
     prompt_len: int = 32         # prompt length for sampling
     new_tokens: int = 128        # tokens sampled per prompt
     ppo_step: bool = True        # also time one ppo.py-shaped step
-    skip_baseline: bool = False  # do not time the minimal baseline GPT
+    skip_baseline: bool = False  # do not time the baseline GPT
+    suite: str = ""              # "gpu": the GPU suite (GPT-2-small shape unless the shape flags say otherwise)
+    script_preset: str = "gpu"   # the preset the suite runs each script with (the CPU test uses tiny)
     device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
     out_dir: str = "out/bench"   # root folder; a run goes to <out_dir>[/<preset>][/cuda][/compiled]
 
@@ -51,84 +61,150 @@ PRESETS = {"cpu": {},
            "small": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512},  # train_lm.py --preset gpu
            "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50304,
                     "ppo_step": False}}
+PRESETS["suite=gpu"] = {**PRESETS["gpt2"], "compile": True}  # eager and compiled
 
 
 # -----------------------------------------------------------------------------
-# The baseline: the minimal GPT most tutorials write (minGPT style) -- learned positions,
-# LayerNorm, attention computed explicitly with a masked softmax, GELU MLP, tied head.
+# The baseline: nanoGPT's architecture (Karpathy's nanoGPT, model.py), written by us:
+# LayerNorm without bias, learned absolute positions, fused causal attention, GELU MLP,
+# tied embeddings, no biases. Our model must be at least as fast at the same shape.
 
-class MinimalBlock(nn.Module):
+class BaselineBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
-        self.qkv, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd), nn.Linear(c.n_embd, c.n_embd)
-        self.mlp = nn.Sequential(nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(), nn.Linear(4 * c.n_embd, c.n_embd))
+        self.ln1, self.ln2 = nn.LayerNorm(c.n_embd, bias=False), nn.LayerNorm(c.n_embd, bias=False)
+        self.qkv, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False), nn.Linear(c.n_embd, c.n_embd, bias=False)
+        self.fc, self.fc_out = nn.Linear(c.n_embd, 4 * c.n_embd, bias=False), nn.Linear(4 * c.n_embd, c.n_embd, bias=False)
         self.n_head = c.n_head
-        self.register_buffer("mask", torch.ones(c.block_size, c.block_size).tril().bool())
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(C, 2)
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-        att = att.masked_fill(~self.mask[:T, :T], float("-inf")).softmax(-1)
-        x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, C))
-        return x + self.mlp(self.ln2(x))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
 
 
-class MinimalGPT(nn.Module):
+class BaselineGPT(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.cfg = c
         self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
-        self.blocks = nn.Sequential(*[MinimalBlock(c) for _ in range(c.n_layer)])
-        self.ln_f = nn.LayerNorm(c.n_embd)
+        self.blocks = nn.ModuleList([BaselineBlock(c) for _ in range(c.n_layer)])
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=False)
 
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
-        logits = self.ln_f(self.blocks(x)) @ self.wte.weight.T
+        for blk in self.blocks:
+            x = blk(x)
+        logits = F.linear(self.ln_f(x), self.wte.weight)
         return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters()) - self.wte.weight.numel()
 
 
-def bench_train(model, cfg, batch_size, steps, warmup, device):
-    opt = configure_optimizer(model, 1e-4, device_type=device.type) if isinstance(model, GPT) or hasattr(model, "_orig_mod") \
-        else torch.optim.AdamW(model.parameters(), 1e-4, fused=device.type == "cuda")
+def now(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def bench_train(models, cfg, batch_size, steps, warmup, device):
+    """Training tokens/s of each model, {name: model}: the models' steps interleaved (so a
+    slow moment of the machine hits all of them), median step time after warm-up."""
+    opts = {k: configure_optimizer(m, 1e-4, device_type=device.type) for k, m in models.items()}
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
-    times = []
+    times = {k: [] for k in models}
     for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.time()
-        with autocast(device.type):
-            _, loss = model(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.time() - t0)
-    return batch_size * cfg.block_size * steps / sum(times)
+        for k, m in models.items():
+            t0 = now(device)
+            with autocast(device.type):
+                _, loss = m(x, y)
+            loss.backward()
+            opts[k].step()
+            opts[k].zero_grad(set_to_none=True)
+            if i >= warmup:
+                times[k].append(now(device) - t0)
+    return {k: batch_size * cfg.block_size / statistics.median(t) for k, t in times.items()}
 
 
 def bench_sample(model, cfg, batch, prompt_len, new_tokens, use_cache, reps, device):
     prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
     times = []
     for i in range(reps + 1):  # the first call is a warm-up, but we report it too
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.time()
+        t0 = now(device)
         with autocast(device.type):
             out = generate(model, prompts, new_tokens, temperature=1.0, use_cache=use_cache)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.time() - t0)
+        times.append(now(device) - t0)
     n = batch * (out["tokens"].size(1) - prompt_len)
     return n / (sum(times[1:]) / reps), n / times[0]
+
+
+def training(args, cfg, device, res, tag=""):
+    """Ours against the baseline, eager (and compiled with --compile or in the suite)."""
+    torch.manual_seed(0)
+    models = {"nanoalign": GPT(cfg).to(device), "baseline": BaselineGPT(cfg).to(device)}
+    if args.skip_baseline:
+        models.pop("baseline")
+    n_params = {k: m.num_params() for k, m in models.items()}
+    for compiled in ([False, True] if args.suite and args.compile else [args.compile]):
+        run = {k: torch.compile(m) for k, m in models.items()} if compiled else models
+        tps = bench_train(run, cfg, args.batch_size, args.steps, args.warmup, device)
+        mode = "compiled" if compiled else "eager"
+        for k, v in tps.items():
+            util = mfu(cfg, n_params[k], v, device)
+            res[f"train_tokens_per_sec_{k}_{mode}"], res[f"train_mfu_{k}_{mode}"] = v, util
+            print(f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s"
+                  + (f", MFU {100 * util:.1f}%" if util is not None else ""), flush=True)
+        if "baseline" in tps:
+            res[f"train_ratio_{mode}"] = tps["nanoalign"] / tps["baseline"]
+            print(f"[{tag}] nanoalign / baseline ({mode}): {res[f'train_ratio_{mode}']:.3f}x", flush=True)
+    return models["nanoalign"]
+
+
+def sampling(args, cfg, model, device, res, tag=""):
+    model.eval()
+    nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
+    cached, first = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, True, 3, device)
+    full, _ = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, False, 1, device)
+    res.update({"sample_batch": args.sample_batch, "sample_new_tokens": nt, "sample_tokens_per_sec_cached": cached,
+                "sample_tokens_per_sec_cached_first_call": first, "sample_tokens_per_sec_recompute": full,
+                "sample_speedup": cached / full})
+    print(f"[{tag}] sample batch {args.sample_batch}, {nt} new tokens: KV cache {cached:,.0f} tokens/s (first call "
+          f"{first:,.0f}), full recompute {full:,.0f} tokens/s -> {cached / full:.1f}x", flush=True)
+
+
+def scripts(args, root):
+    """Each script with --preset <script_preset> for a few steps, one after another, as a
+    user would run them: pretraining, SFT, the PM, PPO, induction heads."""
+    p = args.script_preset
+    lm, pm = os.path.join(root, "lm"), os.path.join(root, "pm")
+    cmds = [["train_lm.py", "--max_iters", "20", "--eval_interval", "10", "--out_dir", lm],
+            ["train_lm.py", "--mode", "sft", "--max_iters", "10", "--eval_interval", "5", "--out_dir", lm],
+            ["train_pm.py", "--init", os.path.join(run_path(lm, p), "pretrain.pt"), "--n_train", "256", "--n_test",
+             "128", "--epochs", "1", "--out_dir", pm],
+            ["ppo.py", "--policy", os.path.join(run_path(lm, p, "sft"), "sft.pt"), "--pm",
+             os.path.join(run_path(pm, p), "pm.pt"), "--steps", "2", "--out_dir", os.path.join(root, "ppo")],
+            ["induction.py", "--models", "attn2", "--steps", "60", "--snap_every", "20", "--out_dir", os.path.join(root, "ind")]]
+    out = []
+    for cmd in cmds:
+        cmd = [cmd[0], "--preset", p, "--quiet", *cmd[1:]]
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        last = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
+        out.append({"command": "python " + " ".join(cmd), "exit": r.returncode, "seconds": time.perf_counter() - t0,
+                    "last_line": last[0][-300:]})
+        print(f"[scripts] exit {r.returncode} in {out[-1]['seconds']:.0f}s: {out[-1]['command']}"
+              + ("" if r.returncode == 0 else f"\n    {last[0]}"), flush=True)
+    lm_res = os.path.join(run_path(lm, p), "results.json")
+    if os.path.exists(lm_res):
+        with open(lm_res) as f:
+            r = json.load(f)
+        out.append({"train_lm_tokens_per_sec": r["tokens_per_sec"], "train_lm_mfu": r["mfu"]})
+    return out
 
 
 def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2, minibatch=16, reps=3):
@@ -140,20 +216,16 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
     opt_p, opt_v = configure_optimizer(policy, 1e-5, device_type=device.type), configure_optimizer(value, 1e-5, device_type=device.type)
     prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
     times = {"rollout": [], "scoring": [], "update": []}
-    def now():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.time()
     for r in range(reps + 1):
-        t0 = now()
+        t0 = now(device)
         with autocast(device.type):
             out = generate(policy, prompts, new_tokens, temperature=1.0)
-        t1 = now()
+        t1 = now(device)
         seqs = out["tokens"].tolist()
         score_sequences(pm, seqs)
         with torch.no_grad(), autocast(device.type):
             policy(out["tokens"], pad_mask=out["pad_mask"])
-        t2 = now()
+        t2 = now(device)
         for _ in range(epochs):
             for i in range(0, batch, minibatch):
                 t, p = out["tokens"][i:i + minibatch], out["pad_mask"][i:i + minibatch]
@@ -164,7 +236,7 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
                 optimizer_step(opt_p, policy, lp.mean(), 1.0, r)
                 v.pow(2).mean().backward()
                 optimizer_step(opt_v, value, v.mean(), 1.0, r)
-        t3 = now()
+        t3 = now(device)
         if r > 0:  # the first step is a warm-up
             for k, v_ in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
                 times[k].append(v_)
@@ -172,54 +244,30 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
 
 
 def main(args):
+    t_start = time.perf_counter()
     device = get_device(args.device)
-    torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
     cfg = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
                     vocab_size=args.vocab_size or vocab_size_padded(get_tokenizer("world")))
-    shape, bs = f"{cfg.n_layer}x{cfg.n_embd}-ctx{cfg.block_size}", args.batch_size
-    res = {**asdict(args), "vocab_size": cfg.vocab_size, "device": torch.cuda.get_device_name(device)
-           if device.type == "cuda" else "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "peak_flops": device_peak_flops(device)}
-
-    model = GPT(cfg).to(device)
-    res["params_non_embedding"] = model.num_params()
-    train_model = torch.compile(model) if args.compile else model
-    tps = bench_train(train_model, cfg, bs, args.steps, args.warmup, device)
-    res["train_tokens_per_sec"] = tps
-    res["train_mfu"] = mfu(cfg, model.num_params(), tps, device)
-    mfu_s = f", MFU {100 * res['train_mfu']:.1f}%" if res["train_mfu"] is not None else ", MFU n/a on CPU"
-    print(f"[{shape} on {res['device']}] train nanoalign GPT : {tps:,.0f} tokens/s{mfu_s}")
-    if not args.skip_baseline:
-        base = MinimalGPT(cfg).to(device)
-        base_model = torch.compile(base) if args.compile else base
-        btps = bench_train(base_model, cfg, bs, args.steps, args.warmup, device)
-        res["baseline_train_tokens_per_sec"] = btps
-        res["baseline_train_mfu"] = mfu(cfg, base.num_params(), btps, device)
-        print(f"[{shape} on {res['device']}] train minimal GPT   : {btps:,.0f} tokens/s "
-              f"(nanoalign is {tps / btps:.2f}x)")
-        del base, base_model
-
-    model.eval()
-    nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
-    reps = 3
-    cached, cached_first = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, True, reps, device)
-    full, _ = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, False, 1, device)
-    res.update({"sample_batch": args.sample_batch, "sample_new_tokens": nt, "sample_tokens_per_sec_cached": cached,
-                "sample_tokens_per_sec_cached_first_call": cached_first, "sample_tokens_per_sec_recompute": full,
-                "sample_speedup": cached / full})
-    print(f"[{shape} on {res['device']}] sample batch {args.sample_batch}, {nt} new tokens: KV cache "
-          f"{cached:,.0f} tokens/s (first call {cached_first:,.0f}), full recompute {full:,.0f} tokens/s "
-          f"-> {cached / full:.1f}x")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    tag = f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.block_size}, batch {args.batch_size}, {name}"
+    res = {**asdict(args), "vocab_size": cfg.vocab_size, "device": name, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "peak_flops": device_peak_flops(device)}
+    model = training(args, cfg, device, res, tag)
+    sampling(args, cfg, model, device, res, tag)
     if args.ppo_step:
-        step = bench_ppo_step(cfg, device)
-        res["ppo_step_seconds"] = step
-        print(f"[{shape} on {res['device']}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
-              + ", ".join(f"{k} {v:.2f}s" for k, v in step.items()))
-    out = os.path.join(run_dir(args.out_dir, args.preset, "cuda" if device.type == "cuda" else "",
-                               "compiled" if args.compile else ""), "results.json")
-    write_json(out, res)
-    print(f"wrote {out}")
+        res["ppo_step_seconds"] = bench_ppo_step(cfg, device)
+        print(f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
+              + ", ".join(f"{k} {v:.2f}s" for k, v in res["ppo_step_seconds"].items()))
+    if args.suite:
+        out_dir = run_dir(args.out_dir, "suite")
+        res["scripts"] = scripts(args, os.path.join(out_dir, "runs"))
+    else:
+        out_dir = run_dir(args.out_dir, args.preset, "cuda" if device.type == "cuda" else "",
+                          "compiled" if args.compile else "")
+    res["seconds"] = time.perf_counter() - t_start
+    write_json(os.path.join(out_dir, "results.json"), res)
+    print(f"wrote {out_dir}/results.json in {res['seconds']:.0f}s")
     return res
 
 

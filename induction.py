@@ -68,6 +68,7 @@ class Config:
 
 
 PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800},
+           "tiny": {"steps": 20, "snap_every": 10, "block_size": 32},  # seconds, for tests
            "gpu": {"block_size": 512, "steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "snap_every": 50}}
 
 
