@@ -545,13 +545,13 @@ def parse_config(config_cls, presets, doc, argv=None):
     flag given explicitly. Each field's trailing comment in the dataclass is its --help.
     The Config's `preset` field records the preset, so that it can name the run's folder."""
     helps = config_help(config_cls)
+    helps["preset"] = helps.get("preset", "") + "; " + "; ".join(
+        f"{name}: " + (", ".join(f"{k}={v}" for k, v in over.items()) or "the defaults") for name, over in presets.items())
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(config_cls):
         kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        default = f" (default {f.default!r})" if f.default not in ("", None) else ""
-        extra = "; " + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'the defaults'}"
-                                 for k, v in presets.items()) if f.name == "preset" else ""
-        ap.add_argument(f"--{f.name}", default=None, help=(helps.get(f.name, "") + default + extra).replace("%", "%%"), **kw)
+        text = helps.get(f.name, "") + (f" (default {f.default!r})" if f.default not in ("", None) else "")
+        ap.add_argument(f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw)  # argparse formats '%
     args = ap.parse_args(argv)
     cfg = config_cls()
     given = {f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None}
