@@ -232,10 +232,11 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2
                 with autocast(device.type):
                     lp = token_logprobs(policy(t, pad_mask=p)[0][:, :-1], t[:, 1:])
                     v = value.score(t, p)
-                (-lp.mean()).backward()
-                optimizer_step(opt_p, policy, lp.mean(), 1.0, r)
-                v.pow(2).mean().backward()
-                optimizer_step(opt_v, value, v.mean(), 1.0, r)
+                pl, vl = -lp.mean(), v.pow(2).mean()
+                pl.backward()
+                optimizer_step(opt_p, policy, pl, 1.0, r)
+                vl.backward()
+                optimizer_step(opt_v, value, vl, 1.0, r)
         t3 = now(device)
         if r > 0:  # the first step is a warm-up
             for k, v_ in zip(times, (t1 - t0, t2 - t1, t3 - t2)):

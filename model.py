@@ -474,9 +474,10 @@ def lr_at(step, total, lr, warmup, min_lr=0.0):
 
 
 def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
-    """Clip the gradient norm (grad_clip 0: no clipping), then step -- unless the loss or the gradient is not finite:
-    then stop the script with one line saying so and where. Nothing is stepped or saved
-    after that, so the last good checkpoint stays as it was. Returns the gradient norm."""
+    """Clip the gradient norm (grad_clip 0: no clipping) and step -- unless the loss or the
+    gradient is not finite: then stop the script with one line saying so and where. Nothing
+    is stepped or saved after that, so the last good checkpoint stays as it was. Returns the
+    gradient norm."""
     gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
     loss = loss.item() if torch.is_tensor(loss) else float(loss)
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
@@ -551,7 +552,7 @@ def parse_config(config_cls, presets, doc, argv=None):
     for f in fields(config_cls):
         kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
         text = helps.get(f.name, "") + (f" (default {f.default!r})" if f.default not in ("", None) else "")
-        ap.add_argument(f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw)  # argparse formats '%
+        ap.add_argument(f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw)  # argparse %-formats help
     args = ap.parse_args(argv)
     cfg = config_cls()
     given = {f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None}
