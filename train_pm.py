@@ -235,9 +235,10 @@ def evaluate_file(cfg, device):
         raise SystemExit(f"{cfg.init}: not a preference model (no scalar head)")
     pairs, _ = load_comparisons(cfg.eval, verbose=not cfg.quiet)
     res = evaluate(model, tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size), pairs)
-    # one folder per (PM, file): eval/<the PM's folder>/<the file's folder>-<the file>
-    folder = run_dir(cfg.out_dir, "eval", data_name(os.path.dirname(os.path.abspath(cfg.init))),
-                     f"{data_name(os.path.dirname(os.path.abspath(cfg.eval)))}-{data_name(cfg.eval)}")
+    # one folder per (PM, file), each named by its last two path components, e.g.
+    # eval/hh-rlhf-gpu/harmless-base-test for out/train_pm/hh-rlhf/gpu/pm.pt
+    name = lambda path: "-".join(os.path.normpath(os.path.abspath(path)).split(os.sep)[-2:]).split(".")[0]
+    folder = run_dir(cfg.out_dir, "eval", name(os.path.dirname(cfg.init)), name(cfg.eval))
     write_json(os.path.join(folder, "results.json"), {"file": cfg.eval, "checkpoint": cfg.init, **res})
     print(f"accuracy {res['accuracy']:.4f} on {res['n_pairs']} pairs")
     return res

@@ -74,7 +74,9 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
     m = train_pm.main(cfg)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy {m['accuracy']:.4f} on 64 pairs"
     assert m["accuracy"] == pytest.approx(res["accuracy"])
-    assert json.load(open(tmp_path / "eval" / "tiny" / "tiny-world_test" / "results.json"))["n_pairs"] == 64
+    evals = list((tmp_path / "eval").glob("*/*/results.json"))
+    assert len(evals) == 1 and evals[0].parent.name == "tiny-world_test" and evals[0].parent.parent.name.endswith("-tiny")
+    assert json.load(open(evals[0]))["n_pairs"] == 64
     assert json.load(open(d / "results.json")) == saved  # the evaluation did not overwrite the training run
 
 
