@@ -156,7 +156,8 @@ def prefix_matching(atts, tokens, n):
 def ov_circuits(model):
     """For each head, the OV circuit's small form A_h = W_V^h W_O^h W_U W_E (head_dim x
     head_dim), whose eigenvalues are the non-zero eigenvalues of the full vocab x vocab
-    circuit W_E W_V^h W_O^h W_U (eig(XY) = eig(YX)). RMSNorm gains are folded in."""
+    circuit W_E W_V^h W_O^h W_U (eig(XY) = eig(YX)). LayerNorm gains are folded in (its
+    centering and scaling are left out, as is usual for this analysis)."""
     cfg = model.cfg
     hd = cfg.n_embd // cfg.n_head
     V = cfg.vocab_valid or cfg.vocab_size

@@ -96,7 +96,7 @@ def test_decode_steps_keep_one_shape():
     """The pre-allocated KV cache means every decoding step sees the same tensor shapes."""
     m = tiny()
     shapes = []
-    h = m.blocks[0].attn.register_forward_pre_hook(lambda mod, args: shapes.append((tuple(args[0].shape), tuple(args[3].shape))))
+    h = m.blocks[0].attn.register_forward_pre_hook(lambda mod, args: shapes.append((tuple(args[0].shape), tuple(args[2].shape))))
     generate(m, [[1, 2, 3], [4, 5, 6, 7, 8]], 8, temperature=1.0)
     h.remove()
     decode = shapes[1:]
