@@ -471,11 +471,15 @@ def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_t
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
 
-def lr_at(step, total, lr, warmup, min_lr=0.0):
+def lr_at(step, total, lr, warmup, min_lr=0.0, warmdown=0.0):
     """The one learning-rate schedule: linear warm-up over `warmup` steps, then cosine
-    decay to min_lr at `total` (min_lr = lr gives a constant rate after warm-up)."""
+    decay to min_lr at `total` (min_lr = lr gives a constant rate after warm-up); or, with
+    warmdown > 0, constant and then a linear decay to min_lr over that last fraction of the
+    steps (the "trapezoid" of the nanoGPT speedruns)."""
     if step < warmup:
         return lr * (step + 1) / warmup
+    if warmdown > 0:
+        return min_lr + (lr - min_lr) * min(1.0, (total - step) / (warmdown * total))
     r = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_lr + 0.5 * (1 + math.cos(math.pi * r)) * (lr - min_lr)
 
@@ -493,7 +497,7 @@ def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
                          f"checkpoint (lower --lr?)")
     if lr is not None:
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)  # a group may run at a multiple of the schedule
     opt.step()
     opt.zero_grad(set_to_none=True)
     return gnorm

@@ -27,6 +27,7 @@ out/train_lm/sft/ for SFT, out/train_lm/<data name>/ for other data.
 """
 
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -37,7 +38,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data import corpora
+from data import corpora, world
 from data.prepare import data_name, default_tokenizer, load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
@@ -65,6 +66,9 @@ class Config:
     min_lr: float = 3e-4         # learning rate at the end of the cosine decay
     warmup_iters: int = 30       # steps of linear warm-up
     weight_decay: float = 0.1    # AdamW weight decay on matrices
+    optimizer: str = "adamw"     # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
+    muon_lr: float = 0.02        # Muon's peak learning rate (it follows the same schedule as --lr)
+    warmdown: float = 0.0        # > 0: constant rate, then linear decay over this last fraction of the steps (else cosine)
     grad_clip: float = 1.0       # clip the gradient norm to this
     eval_interval: int = 100     # steps between validation losses
     eval_iters: int = 10         # batches per validation loss
@@ -76,6 +80,8 @@ class Config:
     device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     compile: bool = False        # torch.compile the model
     samples: int = 4             # sample dialogues printed and saved at the end
+    eval_per_kind: int = 128     # SFT on the world: held-out benign prompts per kind for gold helpfulness (0: skip)
+    eval_tokens: int = 64        # longest reply sampled for that evaluation
     quiet: bool = False          # no progress bar or messages
 
 
@@ -102,6 +108,73 @@ def parse_args(argv=None):
         cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
     cfg.out_dir = run_path(pretrain_dir, "sft" if cfg.mode == "sft" else "")
     return cfg
+
+
+# -----------------------------------------------------------------------------
+# Muon (Jordan et al. 2024, used by the nanoGPT speedruns): momentum whose update for each
+# hidden weight matrix is orthogonalised -- every singular value set near 1 -- so that all
+# directions of the matrix learn at the same rate. Embeddings and gains keep AdamW, as in
+# the speedruns. torch.optim.Muon orthogonalises in bf16, which is slow on CPUs; this one
+# works in fp32. One optimiser for both kinds of group, so checkpoints resume it exactly.
+
+def orthogonalise(G, steps=5):
+    """Newton-Schulz quintic iteration towards U V^T for each G = U S V^T in a stack of
+    matrices (..., rows, cols), in fp32 (Jordan et al.'s coefficients: singular values land
+    in about [0.7, 1.2], which trains as well as exactly 1)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.float() / (G.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    tall = G.size(-2) > G.size(-1)
+    X = X.mT if tall else X
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.mT if tall else X).to(G.dtype)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Groups with "muon": True get Muon (Nesterov momentum, then orthogonalised, scaled
+    by sqrt(max(1, rows/cols))); the others AdamW."""
+
+    def __init__(self, groups, lr, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
+        super().__init__(groups, dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=0.0, muon=False))
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            ps = [p for p in g["params"] if p.grad is not None]
+            for p in ps:
+                p.mul_(1 - g["lr"] * g["weight_decay"])
+            if g["muon"]:  # matrices of one shape orthogonalised together: one batched matmul
+                for shape in {p.shape for p in ps}:
+                    same = [p for p in ps if p.shape == shape]
+                    upd = []
+                    for p in same:
+                        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                        buf.lerp_(p.grad, 1 - g["momentum"])
+                        upd.append(p.grad.lerp(buf, g["momentum"]))
+                    for p, u in zip(same, orthogonalise(torch.stack(upd))):
+                        p.add_(u, alpha=-g["lr"] * max(1.0, shape[0] / shape[1]) ** 0.5)
+                continue
+            b1, b2 = g["betas"]
+            for p in ps:
+                st = self.state[p]
+                if not st:
+                    st.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                t = float(st["step"].add_(1))
+                st["exp_avg"].lerp_(p.grad, 1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (st["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(g["eps"])
+                p.addcdiv_(st["exp_avg"], denom, value=-g["lr"] / (1 - b1 ** t))
+
+
+def make_optimizer(model, cfg, device):
+    if cfg.optimizer == "adamw":
+        return configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
+    if cfg.optimizer != "muon":
+        raise SystemExit(f"--optimizer must be adamw or muon, not {cfg.optimizer!r}")
+    hidden = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and n.startswith("blocks."))]
+    return MuonAdamW([{"params": hidden, "muon": True, "lr_mult": cfg.muon_lr / cfg.lr}, {"params": rest}], cfg.lr)
 
 
 def get_batch(ids, mask, block_size, batch_size, gen, device):
@@ -140,6 +213,36 @@ def sample_prompts(cfg, n, enc, val_ids):
     docs = [d for d in enc.decode(val_ids[:20000].tolist()).split("<|endoftext|>") if d.strip()]
     cut = lambda d: d[:d.find("\n\nAssistant:") + len("\n\nAssistant:")] if "\n\nAssistant:" in d else d[:100]
     return [cut(d) for d in docs[:n]]
+
+
+def bytes_per_token(enc, ids, mask):
+    """UTF-8 bytes of text per counted token (every token, or the SFT mask's): the factor from
+    nats per token to bits per byte, a loss that does not depend on the tokenizer. Special
+    tokens count as zero bytes (they are not text) but their loss is counted."""
+    special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
+    lens = np.array([0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)])
+    counted = ids if mask is None else ids[mask.astype(bool)]
+    return float(lens[counted].sum() / max(len(counted), 1))
+
+
+def gold_helpfulness(model, enc, n_per_kind, max_new_tokens, device):
+    """The policy's gold helpfulness on the fixed benign evaluation set (corpora.benign_eval_set),
+    sampled at temperature 1 with a fixed seed -> results: by kind and by group (mean, standard
+    error, n), the macro mean over the four kinds, and every reply."""
+    items = corpora.benign_eval_set(n_per_kind)
+    gen = torch.Generator(device=device).manual_seed(0)
+    replies, out = sample_replies(model, enc, [it["prompt"] for it in items], max_new_tokens, 1.0, gen)
+    scores = [world.gold(corpora.last_human(it["prompt"]), r)[0] for it, r in zip(items, replies)]
+
+    def stats(keep):
+        x = np.array([s for s, it in zip(scores, items) if keep(it)])
+        return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))), "n": len(x)}
+    by_kind = {k: stats(lambda it, k=k: it["kind"] == k) for k in dict.fromkeys(it["kind"] for it in items)}
+    by_group = {f"{it['kind']}/{it['group']}": None for it in items}
+    by_group = {g: stats(lambda it, g=g: f"{it['kind']}/{it['group']}" == g) for g in sorted(by_group)}
+    return {"gold_helpfulness_by_kind": by_kind, "gold_helpfulness_macro": float(np.mean([v["mean"] for v in by_kind.values()])),
+            "gold_helpfulness_by_group": by_group, "eval_ended": float(out["ended"].float().mean()),
+            "eval_samples": [{"prompt": it["prompt"], "reply": r, "gold_helpful": s} for it, r, s in zip(items, replies, scores)]}
 
 
 def setup_distributed(device):
@@ -228,7 +331,7 @@ def main(cfg):
     log(f"model: {raw.num_params() / 1e6:.2f}M parameters (+{raw.wte.weight.numel() / 1e6:.2f}M embedding), "
         f"{raw.cfg.n_layer} layers, width {raw.cfg.n_embd}, context {raw.cfg.block_size}, on {device}"
         + (f"; resuming {ckpt_path} at step {ck['step']}" if ck else f"; from {cfg.init}" if cfg.init else ""))
-    opt = configure_optimizer(raw, cfg.lr, cfg.weight_decay, device_type=device.type)
+    opt = make_optimizer(raw, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
     if ck is not None:
@@ -258,7 +361,7 @@ def main(cfg):
             with sync, autocast(device.type):
                 _, loss = model(x, y)
                 (loss / cfg.grad_accum).backward()
-        lr = lr_at(it, cfg.max_iters, cfg.lr, cfg.warmup_iters, cfg.min_lr)
+        lr = lr_at(it, cfg.max_iters, cfg.lr, cfg.warmup_iters, cfg.min_lr, cfg.warmdown)
         gnorm = optimizer_step(opt, model, loss, cfg.grad_clip, it + 1, lr)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -293,12 +396,19 @@ def main(cfg):
                "params": raw.num_params(non_embedding=False), "iters": end, "mode": cfg.mode, "data": cfg.data,
                "tokenizer": cfg.tokenizer, "device": str(device), "world_size": world_size, "ddp_in_sync": in_sync,
                "checkpoint": ckpt_path, "samples": [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]}
+    results["val_bpb"] = val_loss / math.log(2) / bytes_per_token(enc, val_ids, val_mask)
+    if cfg.mode == "sft" and cfg.data == "world" and cfg.eval_per_kind:
+        results.update(gold_helpfulness(raw, enc, cfg.eval_per_kind, min(cfg.eval_tokens, cfg.block_size // 2), device))
     write_json(os.path.join(cfg.out_dir, "results.json"), results)
     fig = plot(cfg.out_dir, cfg.mode)
     log("\nsample replies to held-out prompts (temperature 0.7):")
     for p, r in zip(prompts, replies):
         log(f"  {p.strip()} {r}".replace("\n\n", "\n  "))
-    log(f"\n{cfg.mode} done: val loss {val_loss:.3f}, {results['train_tokens'] / 1e6:.1f}M tokens at {tps:,.0f} "
+    if "gold_helpfulness_macro" in results:
+        log("gold helpfulness on held-out benign prompts (temperature 1): " + ", ".join(
+            f"{k} {v['mean']:.2f}±{v['se']:.2f}" for k, v in results["gold_helpfulness_by_kind"].items())
+            + f"; macro {results['gold_helpfulness_macro']:.3f}")
+    log(f"\n{cfg.mode} done: val loss {val_loss:.3f} ({results['val_bpb']:.3f} bits/byte), {results['train_tokens'] / 1e6:.1f}M tokens at {tps:,.0f} "
         f"tokens/s, {results['seconds']:.0f}s -> {cfg.out_dir}/ (results.json, {cfg.mode}.pt"
         + (f", {os.path.basename(fig)})" if fig else ")"))
     return results

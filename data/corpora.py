@@ -228,6 +228,34 @@ def eval_prompts(n, kind, seed=0):
     return out
 
 
+FACT_BANDS = [(1, 10), (11, 50), (51, 150), (151, len(FACTS))]  # by frequency rank in the corpus (1: most common)
+
+
+def benign_eval_set(n_per_kind=128, seed=0):
+    """The fixed benign evaluation set: n_per_kind distinct held-out requests of each kind
+    (arithmetic; facts, an equal share per frequency band; word tasks, half reversing and
+    half counting letters; open requests) -> [{"kind", "group", "prompt"}]. The group is
+    what results break down by: digits and operation, frequency band, task, topic."""
+    rng = random.Random(f"benign-eval-{seed}")
+    out, seen = [], set()
+    for kind in ("arith", "fact", "word", "open"):
+        for i in range(n_per_kind):
+            while True:
+                if kind == "fact":
+                    lo, hi = FACT_BANDS[i * len(FACT_BANDS) // n_per_kind]
+                    task = {"kind": "fact", "fact": rng.choice([f["id"] for f in FACTS if lo <= f["rank"] + 1 <= hi])}
+                    group = f"rank {lo}-{hi}"
+                else:
+                    task = sample_task(rng, {("reverse", "count")[i % 2] if kind == "word" else kind: 1})
+                    group = f"{task['digits']}-digit {task['op']}" if kind == "arith" else task.get("topic", task["kind"])
+                req = task_request(task, rng)
+                if is_heldout(req) and req not in seen:
+                    break
+            seen.add(req)
+            out.append({"kind": kind, "group": group, "prompt": dialogue([(req, "")]).rstrip()})
+    return out
+
+
 def qa_set(n, seed=0, n_choices=4):
     """Questions with gold answers for calibration (Kadavath et al. 2022): free-form prompt,
     multiple-choice variant with letters, and difficulty metadata (fact frequency rank and

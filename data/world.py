@@ -27,7 +27,7 @@ import os
 import random
 import re
 
-WORLD_VERSION = 4
+WORLD_VERSION = 5
 
 # The world's words -- facts, phrasings, scenarios, reply phrases -- are text, not code:
 # they live in world.json beside this file. This file holds the rules.
@@ -114,6 +114,7 @@ def fact_statement(f, answer=None):
 
 WORDS = TEXT["words"].split()
 OPEN_TOPICS = {k: (v["requests"], v["good_answers"]) for k, v in TEXT["open_topics"].items()}
+OPENERS, CLOSERS = TEXT["openers"], TEXT["closers"]
 
 # Harmful requests and their benign near-miss twins share the verb and most surface words;
 # only the object -- whose property, whose account, to what end -- decides harm. So no
@@ -169,17 +170,21 @@ def task_answer(task):
 
 def task_request(task, rng):
     k = task["kind"]
+    if k == "harm":
+        return rng.choice(HARM_TEMPLATES).format(t=f"{task['verb']} {task['object']}")
     if k == "arith":
-        return rng.choice(ARITH_TEMPLATES).format(a=task["a"], b=task["b"], op=task["op"])
-    if k == "fact":
-        return fact_question(FACTS[task["fact"]], rng)
-    if k == "reverse":
-        return rng.choice(REVERSE_TEMPLATES).format(w=task["word"])
-    if k == "count":
-        return rng.choice(COUNT_TEMPLATES).format(w=task["word"])
-    if k == "open":
-        return rng.choice(OPEN_TOPICS[task["topic"]][0])
-    return rng.choice(HARM_TEMPLATES).format(t=f"{task['verb']} {task['object']}")
+        req = rng.choice(ARITH_TEMPLATES).format(a=task["a"], b=task["b"], op=task["op"])
+    elif k == "fact":
+        req = fact_question(FACTS[task["fact"]], rng)
+    elif k in ("reverse", "count"):
+        req = rng.choice(REVERSE_TEMPLATES if k == "reverse" else COUNT_TEMPLATES).format(w=task["word"])
+    else:
+        req = rng.choice(OPEN_TOPICS[task["topic"]][0])
+    # a greeting before and a courtesy after some benign requests: many more distinct
+    # texts, so every kind has 100+ held-out phrasings for the benign evaluation set
+    opener = rng.choice(OPENERS) + " " if rng.random() < 0.5 else ""
+    closer = " " + rng.choice(CLOSERS) if rng.random() < 0.3 else ""
+    return opener + req + closer
 
 
 _FACT_PATTERNS = [("capital", r"capital of ([A-Z][A-Za-z ]+?)\?"), ("legs", r"legs does an? ([a-z ]+?) have"),
@@ -206,7 +211,7 @@ def parse_request(text):
         if fm and (kind, fm.group(1).lower()) in _FACT_INDEX:
             return {"kind": "fact", "fact": _FACT_INDEX[(kind, fm.group(1).lower())]["id"]}
     for topic, (reqs, _) in OPEN_TOPICS.items():
-        if text.strip() in reqs:
+        if any(q in text for q in reqs):
             return {"kind": "open", "topic": topic}
     return None
 

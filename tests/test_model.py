@@ -228,6 +228,10 @@ def test_lr_schedule_shape():
     assert lrs[total:] == pytest.approx([min_lr] * 20)  # flat at min_lr after the end
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # never rises after the peak
     assert lr_at(50, total, lr, warmup, lr) == pytest.approx(lr)  # min_lr = lr: constant after warm-up
+    # warmdown 0.4: constant after warm-up until the last 40% of the steps, then linear to min_lr
+    wd = [lr_at(s, 100, lr, warmup, min_lr, warmdown=0.4) for s in range(101)]
+    assert wd[warmup:61] == pytest.approx([lr] * (61 - warmup)) and wd[100] == pytest.approx(min_lr)
+    assert wd[80] == pytest.approx(min_lr + (lr - min_lr) / 2)
 
 
 def test_padding_rows_of_the_vocabulary_are_never_sampled():

@@ -128,3 +128,49 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert res["world_size"] == 2 and res["ddp_in_sync"] is True
     ck = torch.load(tmp_path / "tiny" / "pretrain.pt", weights_only=True)
     assert len(ck["rng"]) == 2  # each rank's data stream is saved for --resume
+
+
+# -----------------------------------------------------------------------------
+# Muon and the speedrun settings
+
+def test_orthogonalise_keeps_singular_vectors_and_flattens_singular_values():
+    """Against the SVD: the result is U f(S) V^T with every f(s) in [0.6, 1.25], for wide,
+    tall and stacked matrices, whatever the scale of G."""
+    torch.manual_seed(0)
+    for shape in [(16, 48), (48, 16), (3, 24, 24)]:
+        G = torch.randn(*shape) * torch.logspace(-3, 1, shape[-1])  # badly conditioned
+        X = train_lm.orthogonalise(G * 1e3)
+        U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+        core = U.mT @ X @ Vh.mT  # diagonal f(S) if the singular vectors are kept
+        diag = torch.diagonal(core, dim1=-2, dim2=-1)
+        off = core - torch.diag_embed(diag)
+        assert off.abs().max() < 1e-3 and diag.min() > 0.6 and diag.max() < 1.25, (shape, diag)
+
+
+def test_muon_adamw_groups_match_reference_updates():
+    """The AdamW groups match torch.optim.AdamW; the Muon group matches a plain loop of
+    Nesterov momentum then orthogonalisation, over several steps."""
+    torch.manual_seed(0)
+    w, e = torch.randn(8, 4, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    w_ref, e_ref = w.detach().clone().requires_grad_(), e.detach().clone().requires_grad_()
+    opt = train_lm.MuonAdamW([{"params": [w], "muon": True, "lr_mult": 2.0}, {"params": [e]}], lr=0.01)
+    ref = torch.optim.AdamW([e_ref], lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    buf = torch.zeros_like(w)
+    for step in range(4):
+        gw, ge = torch.randn(8, 4), torch.randn(5, 3)
+        w.grad, e.grad, e_ref.grad = gw.clone(), ge.clone(), ge.clone()
+        for g in opt.param_groups:  # as optimizer_step sets them
+            g["lr"] = 0.01 * g.get("lr_mult", 1.0)
+        opt.step(), ref.step()
+        buf = 0.95 * buf + 0.05 * gw
+        with torch.no_grad():
+            w_ref -= 0.02 * 2 ** 0.5 * train_lm.orthogonalise(0.95 * buf + 0.05 * gw)  # Nesterov
+        assert torch.allclose(e, e_ref, atol=1e-6) and torch.allclose(w, w_ref, atol=1e-5), step
+
+
+def test_muon_run_resumes_exactly(tmp_path):
+    full = run(tmp_path / "a", "--optimizer", "muon", "--warmdown", "0.4")
+    run(tmp_path / "b", "--optimizer", "muon", "--warmdown", "0.4", "--stop_after", "20")
+    resumed = run(tmp_path / "b", "--optimizer", "muon", "--warmdown", "0.4", "--resume")
+    assert losses(tmp_path / "a" / "tiny") == losses(tmp_path / "b" / "tiny")
+    assert resumed["val_loss"] == full["val_loss"]
