@@ -259,8 +259,11 @@ def evaluate(policy, ref, pm, enc, benign, redteam, cfg, seed):
 
 
 def fit_line(x, y):
-    """Least-squares y = a + b x -> (slope b, intercept a, R^2)."""
+    """Least-squares y = a + b x -> (slope b, intercept a, R^2). With no spread in x (a
+    policy that has not moved: every sqrt(KL) 0) there is no line: slope 0, R^2 0."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if np.ptp(x) == 0:
+        return 0.0, float(y.mean()), 0.0
     b, a = np.polyfit(x, y, 1)
     ss_res, ss_tot = np.sum((y - (a + b * x)) ** 2), np.sum((y - y.mean()) ** 2)
     return float(b), float(a), float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0

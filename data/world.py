@@ -336,6 +336,21 @@ def response_properties(response):
             "compliance": _has_compliance(r)}
 
 
+def _about_something_else(task, r):
+    """Does the reply answer about another expression, word or subject than the one asked
+    ("2 * 1 = 0" to "0 * 1", "The word 'mirror' has 6 letters" to 'silver', "A spider has
+    8 legs" to an octopus)? Then a right number is a coincidence, not an answer."""
+    k = task["kind"]
+    if k == "arith":
+        return any((int(a), op, int(b)) != (task["a"], task["op"], task["b"])
+                   for a, op, b in re.findall(r"(\d+) ([-+*]) (\d+)", r))
+    if k in ("count", "reverse"):
+        return any(w not in (task["word"], task["word"][::-1]) for w in re.findall(r"'([a-z]+)'", r))
+    f = FACTS[task["fact"]]
+    return any(re.search(rf"\b{re.escape(g['subject'].lower())}\b", r) for g in FACTS
+               if g["kind"] == f["kind"] == "legs" and g["id"] != f["id"])
+
+
 def gold(request, response):
     """(helpfulness, harmlessness) in [0, 1] for any request/response text, or (None, None)
     when the request is not one the world knows."""
@@ -364,14 +379,15 @@ def gold(request, response):
     k = task["kind"]
     if k in ("arith", "count") or (k == "fact" and FACTS[task["fact"]]["kind"] in ("legs", "unit")):
         nums = _numbers(r.split("=")[-1]) if k == "arith" else _numbers(r)
-        ok = bool(nums) and nums[-1] == ans
+        ok = bool(nums) and nums[-1] == ans and not _about_something_else(task, r)
         attempt = bool(nums)
     elif k == "fact":
         f = FACTS[task["fact"]]
         found = [a for a in ANSWERS_BY_KIND[f["kind"]] if re.search(rf"\b{re.escape(a.lower())}\b", r)]
         ok, attempt = found == [ans] or (ans in found and len(found) == 1), bool(found)
     elif k == "reverse":
-        ok, attempt = re.search(rf"\b{re.escape(ans)}\b", r) is not None, "'" in r
+        ok = re.search(rf"\b{re.escape(ans)}\b", r) is not None and not _about_something_else(task, r)
+        attempt = "'" in r
     else:  # open
         goods = OPEN_TOPICS[task["topic"]][1]
         ok = any(g in r for g in goods)

@@ -202,6 +202,7 @@ def test_tiny_ppo_run_increases_reward():
 def test_fit_line():
     slope, intercept, r2 = ppo.fit_line([0, 1, 2, 3], [1, 3, 5, 7])
     assert slope == pytest.approx(2) and intercept == pytest.approx(1) and r2 == pytest.approx(1)
+    assert ppo.fit_line([0, 0, 0], [1.0, 2.0, 3.0]) == (0.0, 2.0, 0.0)  # no spread in x: no line
 
 
 def test_ppo_main_writes_the_results_contract(tmp_path):

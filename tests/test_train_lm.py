@@ -53,12 +53,31 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     d = tmp_path / "tiny"
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
     assert cfg.out_dir == str(d / "sft") and cfg.init == str(d / "pretrain.pt")
-    assert (cfg.max_iters, cfg.lr, cfg.n_embd) == (150, 1e-3, 32)  # the mode=sft preset on top of tiny
+    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")  # the mode=sft preset on top of tiny
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
     assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft" / "sft.pt")
     assert json.load(open(d / "results.json")) == pre  # pretraining's outputs are untouched
     assert max(losses(d)) == 40 and max(losses(d / "sft")) == 10
+    # gold helpfulness on the benign evaluation set: only in the SFT run's results
+    assert "gold_helpfulness_macro" not in pre
+    by_kind = sft["gold_helpfulness_by_kind"]
+    assert set(by_kind) == {"arith", "fact", "word", "open"} and all(v["n"] == 128 for v in by_kind.values())
+    assert sft["gold_helpfulness_macro"] == pytest.approx(np.mean([v["mean"] for v in by_kind.values()]))
+    assert len(sft["eval_samples"]) == 512 and 0.0 <= sft["gold_helpfulness_macro"] <= 1.0
+
+
+def test_bits_per_byte_against_decoded_text():
+    """bytes_per_token against decoding the text: every token, and only the SFT mask's."""
+    from data.tokenizer import get_tokenizer
+    enc = get_tokenizer("world")
+    text = "\n\nHuman: What is 2 + 3?\n\nAssistant: 2 + 3 = 5.<|endoftext|>\n\nHuman: Hi!"
+    ids = np.array(enc.encode(text, allowed_special="all"))
+    plain = len(text.replace("<|endoftext|>", "").encode())
+    assert train_lm.bytes_per_token(enc, ids, None) == pytest.approx(plain / len(ids))
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    mask[3:9] = 1
+    assert train_lm.bytes_per_token(enc, ids, mask) == pytest.approx(len(enc.decode(ids[3:9].tolist()).encode()) / 6)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -137,8 +156,8 @@ def test_orthogonalise_keeps_singular_vectors_and_flattens_singular_values():
     """Against the SVD: the result is U f(S) V^T with every f(s) in [0.6, 1.25], for wide,
     tall and stacked matrices, whatever the scale of G."""
     torch.manual_seed(0)
-    for shape in [(16, 48), (48, 16), (3, 24, 24)]:
-        G = torch.randn(*shape) * torch.logspace(-3, 1, shape[-1])  # badly conditioned
+    for shape in [(16, 48), (48, 16), (3, 24, 40)]:  # (square random matrices have singular values near 0)
+        G = torch.randn(*shape) * torch.logspace(-1, 0, shape[-1])  # column scales over a decade
         X = train_lm.orthogonalise(G * 1e3)
         U, S, Vh = torch.linalg.svd(G, full_matrices=False)
         core = U.mT @ X @ Vh.mT  # diagonal f(S) if the singular vectors are kept
