@@ -9,9 +9,10 @@ experiment (Hernandez et al. 2022) builds on this script.
 
 The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
 model 2 CPU cores train in about 4 minutes, pretraining and SFT together. What it uses, each
-kept because it measurably helped at equal wall time (README, "Speedrun"): Muon for the
-hidden matrices, a constant learning rate with a linear warm-down, and a narrow model
-trained on more tokens rather than a wide one on fewer.
+kept because it measurably helped at equal wall time (README, "Speedrun"): a constant
+learning rate with a linear warm-down, Muon for the blocks' weight matrices (AdamW for the
+embedding and gains), higher learning rates, and smeared keys (Olsson et al. 2022). The
+gpu preset inherits them (not yet run at full length on a GPU).
 
 Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
     python train_lm.py                        # pretrain on the assistant world -> out/train_lm/pretrain.pt

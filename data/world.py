@@ -342,8 +342,8 @@ def _about_something_else(task, r):
     8 legs" to an octopus)? Then a right number is a coincidence, not an answer."""
     k = task["kind"]
     if k == "arith":
-        return any((int(a), op, int(b)) != (task["a"], task["op"], task["b"])
-                   for a, op, b in re.findall(r"(\d+) ([-+*]) (\d+)", r))
+        asked = {(task["a"], task["op"], task["b"])} | ({(task["b"], task["op"], task["a"])} if task["op"] in "+*" else set())
+        return any((int(a), op, int(b)) not in asked for a, op, b in re.findall(r"(\d+) ([-+*]) (\d+)", r))
     if k in ("count", "reverse"):
         return any(w not in (task["word"], task["word"][::-1]) for w in re.findall(r"'([a-z]+)'", r))
     f = FACTS[task["fact"]]
@@ -378,9 +378,15 @@ def gold(request, response):
     ans = task_answer(task)
     k = task["kind"]
     if k in ("arith", "count") or (k == "fact" and FACTS[task["fact"]]["kind"] in ("legs", "unit")):
-        nums = _numbers(r.split("=")[-1]) if k == "arith" else _numbers(r)
-        ok = bool(nums) and nums[-1] == ans and not _about_something_else(task, r)
-        attempt = bool(nums)
+        # the answer must be the only number besides a restated expression: "11 or 12" and
+        # "= 9999 = 7047" are guesses, not answers; a count must name the word it counts
+        nums = _numbers(r)
+        for a, _, b in re.findall(r"(\d+) ([-+*]) (\d+)", r) if k == "arith" else []:
+            for x in (a, b):
+                if x in nums:
+                    nums.remove(x)
+        ok = nums == [ans] and not _about_something_else(task, r) and (k != "count" or task["word"] in r)
+        attempt = bool(_numbers(r))
     elif k == "fact":
         f = FACTS[task["fact"]]
         found = [a for a in ANSWERS_BY_KIND[f["kind"]] if re.search(rf"\b{re.escape(a.lower())}\b", r)]
