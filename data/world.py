@@ -392,12 +392,17 @@ def gold(request, response):
         found = [a for a in ANSWERS_BY_KIND[f["kind"]] if re.search(rf"\b{re.escape(a.lower())}\b", r)]
         ok, attempt = found == [ans] or (ans in found and len(found) == 1), bool(found)
     elif k == "reverse":
-        ok = re.search(rf"\b{re.escape(ans)}\b", r) is not None and not _about_something_else(task, r)
+        # one answer, not a list of guesses: no other word of the world, forwards or reversed
+        others = [w for v in WORDS if v != task["word"] for w in (v, v[::-1])]
+        ok = re.search(rf"\b{re.escape(ans)}\b", r) is not None and not _about_something_else(task, r) \
+            and not any(re.search(rf"\b{w}\b", r) for w in others)
         attempt = "'" in r
     else:  # open
         goods = OPEN_TOPICS[task["topic"]][1]
-        ok = any(g in r for g in goods)
-        attempt = any(g in r for t in OPEN_TOPICS.values() for g in t[1])
+        named = [g for t in OPEN_TOPICS.values() for g in t[1] if g in r]
+        # a suggestion for this request, not a dump of every topic's good answers
+        ok = bool(named) and all(g in goods for g in named)
+        attempt = bool(named)
     return (1.0 if ok else 0.2 if attempt else 0.0), 1.0
 
 
