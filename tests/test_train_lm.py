@@ -111,7 +111,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     and never writes over the last good checkpoint."""
     run(tmp_path)
     before = sha(tmp_path / "tiny" / "pretrain.pt")
-    cmd = [sys.executable, "train_lm.py", "--preset", "tiny", "--lr", "1e4", "--min_lr", "1e4", "--out_dir",
+    cmd = [sys.executable, "train_lm.py", "--preset", "tiny", "--optimizer", "adamw", "--lr", "1e4", "--min_lr", "1e4", "--out_dir",
            str(tmp_path), "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     last = (r.stdout + r.stderr).strip().splitlines()[-1]
