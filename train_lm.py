@@ -253,8 +253,8 @@ def gold_helpfulness(model, enc, n_per_kind, max_new_tokens, device):
         x = np.array([s for s, it in zip(scores, items) if keep(it)])
         return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))), "n": len(x)}
     by_kind = {k: stats(lambda it, k=k: it["kind"] == k) for k in dict.fromkeys(it["kind"] for it in items)}
-    by_group = {f"{it['kind']}/{it['group']}": None for it in items}
-    by_group = {g: stats(lambda it, g=g: f"{it['kind']}/{it['group']}" == g) for g in sorted(by_group)}
+    by_group = {g: stats(lambda it, g=g: f"{it['kind']}/{it['group']}" == g)
+                for g in sorted({f"{it['kind']}/{it['group']}" for it in items})}
     return {"gold_helpfulness_by_kind": by_kind, "gold_helpfulness_macro": float(np.mean([v["mean"] for v in by_kind.values()])),
             "gold_helpfulness_macro_se": float(np.sqrt(sum(v["se"] ** 2 for v in by_kind.values())) / len(by_kind)),
             "gold_helpfulness_by_group": by_group, "eval_ended": float(out["ended"].float().mean()),
