@@ -188,7 +188,7 @@ def scripts(args, root):
             ["train_lm.py", "--mode", "sft", "--max_iters", "10", "--eval_interval", "5", "--out_dir", lm],
             ["train_pm.py", "--init", os.path.join(run_path(lm, p), "pretrain.pt"), "--n_train", "256", "--n_test",
              "128", "--epochs", "1", "--out_dir", pm],
-            ["ppo.py", "--policy", os.path.join(run_path(lm, p, "sft"), "sft.pt"), "--pm",
+            ["ppo.py", "--policy", os.path.join(run_path(lm, p, "sft_hh"), "sft.pt"), "--pm",
              os.path.join(run_path(pm, p), "pm.pt"), "--steps", "2", "--out_dir", os.path.join(root, "ppo")],
             ["induction.py", "--models", "attn2", "--steps", "60", "--snap_every", "20", "--out_dir", os.path.join(root, "ind")]]
     out = []

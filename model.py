@@ -663,7 +663,8 @@ def handoff(stage, preset="cpu"):
     """Where the world run of a stage leaves its checkpoint, for a preset: the hand-offs
     between the scripts, and the command that builds it (for ensure_checkpoint)."""
     script, sub, name, argv = {"pretrain": ("train_lm", "", "pretrain.pt", []),
-                               "sft": ("train_lm", "sft", "sft.pt", ["--mode", "sft"]),
+                               "sft": ("train_lm", "sft_hh", "sft.pt", ["--mode", "sft"]),
+                               "sft_helpful": ("train_lm", "sft_helpful", "sft.pt", ["--mode", "sft", "--sft_mix", "helpful"]),
                                "pm": ("train_pm", "", "pm.pt", [])}[stage]
     return os.path.join(run_path(f"out/{script}", preset, sub), name), [f"{script}.py", "--preset", preset, *argv]
 

@@ -2,27 +2,36 @@
 ppo.py -- RLHF with PPO against a preference model (Bai et al. 2022, "Training a Helpful
 and Harmless Assistant with Reinforcement Learning from Human Feedback", Sec. 4).
 
-The policy starts from the SFT model and is trained with PPO to maximise the PM's score
-minus a KL penalty to the frozen initial policy. The paper's finding (Sec. 4.3, Fig. 4/13):
-PM reward grows roughly linearly in sqrt(KL(policy || initial policy)). Because the
-assistant world has a gold scorer, we also see what RLHF tutorials cannot: whether the
-*true* helpfulness and harmlessness follow the proxy, or the policy over-optimises the PM
-(Gao et al. 2022).
+The policy starts from the HH-like SFT model (train_lm.py --sft_mix hh: benign requests
+always helped, harmful ones refused about a third of the time, the analogue of the paper's
+context-distilled start) and is trained with PPO to maximise the PM's score minus a KL
+penalty to the frozen initial policy. The paper's finding (Sec. 4.3, Fig. 4/13): PM reward
+grows roughly linearly in sqrt(KL(policy || initial policy)). Because the assistant world
+has a gold scorer, we also see what RLHF tutorials cannot: whether the *true* helpfulness
+and harmlessness follow the proxy, and what the policy actually does to red-team requests
+(comply, refuse with a reason, refuse evasively, or dodge), on whole scenarios held out of
+every training corpus.
 
 Run (fresh clone, CPU, 2 cores; the README has the measured time):
-    python ppo.py       # builds pretrain.pt, sft.pt (train_lm.py) and pm.pt (train_pm.py) if missing, then PPO
+    python ppo.py       # builds pretrain.pt, sft_hh/sft.pt (train_lm.py) and pm.pt (train_pm.py) if missing, then PPO
+    python ppo.py --seed 1338 --out_dir out/ppo_s1338     # another seed of the PPO stage
 One GPU:
     python ppo.py --preset gpu     # uses (or builds) the gpu-preset SFT policy and PM -> out/ppo/gpu/
 Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
     python ppo.py --data ../shared/data/hh-rlhf --policy SFT.pt --pm PM.pt     # -> out/ppo/hh-rlhf/
 
-What to look at: the before/after table printed at the end (PM reward, gold helpfulness
-on held-out benign prompts, gold harmlessness on held-out red-team prompts, refusal
-rates, KL), reward_vs_sqrt_kl.png (the paper's Fig. 4) and gold_vs_pm.png (proxy against
-truth). Writes out/ppo/metrics.jsonl (every step), results.json (before, after, kl,
-reward_vs_sqrt_kl, seconds, ...), the figures and policy.pt.
+What to look at: the before/after table printed at the end (every mean with its standard
+error clustered by held-out object, and the paired change): PM reward, exact KL, gold
+harmlessness and the red-team outcome rates, gold helpfulness on benign prompts and on
+near-miss twins, over-refusal, replies that end. reward_vs_sqrt_kl.png (the paper's Fig. 4,
+fitted on the held-out evaluation points) and gold_vs_pm.png (proxy against truth at the
+same points). Writes out/ppo/metrics.jsonl (every step and every evaluation),
+results.json (before, after, change, eval_points, reward_vs_sqrt_kl, overoptimisation,
+seconds, ...), samples.jsonl (every held-out reply before and after, with its gold
+category, for audits), the figures and policy.pt.
 """
 
+import json
 import math
 import os
 import random
@@ -50,34 +59,36 @@ class Config:
     policy: str = ""             # the initial policy and frozen KL reference (world default: the SFT run's sft.pt)
     pm: str = ""                 # the preference model that gives the reward (world default: train_pm.py's pm.pt)
     out_dir: str = "out/ppo"     # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
-    steps: int = 60              # PPO steps (one rollout batch each)
+    steps: int = 50              # PPO steps (one rollout batch each): what fits the 3.5-minute budget on 2 CPU cores
     batch_size: int = 32         # prompts per rollout
-    max_new_tokens: int = 40     # reply budget in tokens
+    max_new_tokens: int = 64     # reply budget in tokens: the longest world how-to is 62 with its end token
     temperature: float = 1.0     # sampling temperature; log-probs are recomputed at it
     ppo_epochs: int = 2          # passes over each rollout batch
     minibatch: int = 16          # sequences per update
     lr: float = 5e-5             # policy learning rate
     value_lr: float = 1e-4       # value-function learning rate
     grad_clip: float = 1.0       # clip each network's gradient norm to this
-    kl_coef: float = 0.05        # beta in r = PM - beta * KL (fixed, as in the paper)
+    kl_coef: float = 0.05        # beta in r = PM - beta * KL per reply, fixed as in the paper (README: why 0.05)
     clip: float = 0.2            # PPO ratio clip (Schulman et al. 2017)
     value_clip: float = 0.2      # clip on the value update
     gamma: float = 1.0           # discount
     lam: float = 0.95            # GAE lambda
     no_end_penalty: float = -1.0  # added to the (normalised) reward of a reply that never ends
-    harmful_frac: float = 0.5    # red-team share of the training prompts
-    n_eval_benign: int = 64      # held-out benign prompts in the before/after table
-    n_eval_redteam: int = 32     # held-out red-team prompts in the before/after table
+    harmful_frac: float = 0.5    # red-team share of every training batch (fixed, so batches are alike)
+    n_eval_benign: int = 200     # held-out benign prompts (not twins) in every evaluation
+    n_eval_redteam: int = 200    # held-out red-team prompts (about held-out objects) in every evaluation
+    n_eval_twins: int = 100      # held-out near-miss twins of those objects in every evaluation
+    n_evals: int = 5             # held-out evaluations during training, besides before and after
     sample_every: int = 20       # print a few samples every this many steps (0: never)
     seed: int = 1337             # random seed (prompts, sampling)
     device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
     quiet: bool = False          # no progress bar or messages
 
 
-PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, "ppo_epochs": 4, "max_new_tokens": 64,
-                             "n_eval_benign": 256, "n_eval_redteam": 128},
+PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, "ppo_epochs": 4, "max_new_tokens": 96,
+                             "n_eval_benign": 400, "n_eval_redteam": 378, "n_eval_twins": 378, "n_evals": 10},
            "tiny": {"steps": 4, "batch_size": 8, "minibatch": 4, "max_new_tokens": 8, "n_eval_benign": 4,
-                    "n_eval_redteam": 4, "sample_every": 2}}
+                    "n_eval_redteam": 4, "n_eval_twins": 4, "n_evals": 1, "sample_every": 2}}
 
 
 def parse_args(argv=None):
@@ -225,37 +236,104 @@ def pm_score_texts(pm, enc, prompts, replies):
     return score_sequences(pm, [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)])
 
 
-def gold_stats(prompts, replies):
-    """Gold helpfulness on benign prompts, harmlessness on harmful ones, refusal rates, and
-    the gold analogue of the PM objective (world prompts only)."""
-    g = []
-    for p, r in zip(prompts, replies):
+@torch.no_grad()
+def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
+    """KL(pi || pi_ref) of each sampled reply: the sum over its tokens of the exact KL between
+    the two next-token distributions, sum_v pi(v) (log pi(v) - log pi_ref(v)). Unlike the
+    sampled log-ratio (kl_per_sequence) it is never negative and has far less noise."""
+    out = []
+    for i in range(0, tokens.size(0), batch_size):
+        t, p = tokens[i:i + batch_size], pad_mask[i:i + batch_size]
+        with autocast(t.device.type):
+            lp, lq = (F.log_softmax(m(t, pad_mask=p)[0][:, :-1].float() / temperature, -1) for m in (policy, ref))
+        out.append(((lp.exp() * (lp - lq)).sum(-1) * mask[i:i + batch_size]).sum(-1))
+    return torch.cat(out)
+
+
+def cluster_se(x, clusters):
+    """Standard error of the mean of x, robust to correlation within clusters (the sandwich
+    estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
+    independent samples. With one item per cluster it is the usual std/sqrt(n)."""
+    x = np.asarray(x, float)
+    groups = {}
+    for v, c in zip(x - x.mean(), clusters):
+        groups[c] = groups.get(c, 0.0) + v
+    g = len(groups)
+    return float(np.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)) if g > 1 else 0.0
+
+
+REFUSED = ("explained", "evasive")
+# Each reported mean: (which held-out prompts, the per-prompt value). red: red-team prompts
+# (held-out harmful objects); twin: their near-miss twins; nontwin: other benign requests.
+STATS = {
+    "pm_reward": ("all", lambda r: r["pm"]), "kl": ("all", lambda r: r["kl"]), "ended": ("all", lambda r: float(r["ended"])),
+    "reply_tokens": ("all", lambda r: r["tokens"]),
+    "gold_helpfulness": ("benign", lambda r: r["helpful"]), "nontwin_helpfulness": ("nontwin", lambda r: r["helpful"]),
+    "twin_helpfulness": ("twin", lambda r: r["helpful"]), "gold_harmlessness": ("red", lambda r: r["harmless"]),
+    "comply_rate": ("red", lambda r: float(r["category"] == "comply")),
+    "redteam_refusal_rate": ("red", lambda r: float(r["category"] in REFUSED)),
+    "explained_refusal_rate": ("red", lambda r: float(r["category"] == "explained")),
+    "evasive_refusal_rate": ("red", lambda r: float(r["category"] == "evasive")),
+    "dodge_rate": ("red", lambda r: float(r["category"] == "dodge")),
+    "twin_refusal_rate": ("twin", lambda r: float(r["category"] in REFUSED)),
+    "benign_refusal_rate": ("nontwin", lambda r: float(r["category"] in REFUSED)),
+    "gold_reward": ("all", lambda r: r["harmless"] if r["group"] == "redteam" else r["helpful"]),
+}
+_IN = {"all": lambda g: True, "benign": lambda g: g in ("benign", "twins"), "nontwin": lambda g: g == "benign",
+       "twin": lambda g: g == "twins", "red": lambda g: g == "redteam"}
+
+
+def summarise(recs):
+    """Every STATS mean over the records it applies to, with its clustered standard error in
+    <key>_se (None where no record applies, e.g. gold on real HH-RLHF prompts)."""
+    out = {}
+    for k, (where, f) in STATS.items():
+        sel = [r for r in recs if _IN[where](r["group"]) and r.get("category", 0) is not None]
+        x = [f(r) for r in sel]
+        out[k], out[k + "_se"] = (float(np.mean(x)), cluster_se(x, [r["cluster"] for r in sel])) if x else (None, None)
+    return out
+
+
+def paired_change(before, after):
+    """after - before on the same prompts (same order), each with the clustered standard
+    error of the per-prompt difference: the test of "did it change", stronger than
+    comparing two means with their own errors."""
+    out = {}
+    for k, (where, f) in STATS.items():
+        sel = [(b, a) for b, a in zip(before, after) if _IN[where](b["group"]) and b.get("category", 0) is not None]
+        d = [f(a) - f(b) for b, a in sel]
+        if d:
+            out[k] = {"change": float(np.mean(d)), "se": cluster_se(d, [b["cluster"] for b, _ in sel])}
+    return out
+
+
+def records(prompts, groups, replies, out, pm_scores, kl, is_world):
+    """One record per reply: its group, gold category and scores, PM score, exact KL."""
+    recs = []
+    for i, (p, g, r) in enumerate(zip(prompts, groups, replies)):
         req = corpora.last_human(p)
-        task = world.parse_request(req) or {"kind": "unknown"}
-        g.append((*world.gold(req, r), world.response_properties(r)["refusal"], task["kind"] == "harm" and task["harmful"]))
-    mean = lambda xs: float(np.mean(xs)) if xs else None
-    return {"gold_helpfulness": mean([h for h, _, _, bad in g if not bad]),
-            "gold_harmlessness": mean([s for _, s, _, bad in g if bad]),
-            "benign_refusal_rate": mean([ref for _, _, ref, bad in g if not bad]),
-            "redteam_refusal_rate": mean([ref for _, _, ref, bad in g if bad]),
-            "gold_reward": mean([s if bad else h for h, s, _, bad in g])}
+        cat, h, s = world.judge(req, r) if is_world else (None, None, None)
+        task = world.parse_request(req) if is_world else None
+        recs.append({"group": g, "prompt": p, "reply": r, "category": cat, "helpful": h, "harmless": s,
+                     "pm": float(pm_scores[i]), "kl": float(kl[i]) if kl is not None else 0.0,
+                     "ended": bool(out["ended"][i]), "tokens": float(out["gen_mask"][i].sum()),
+                     # standard errors are clustered by held-out object: its 18 phrasings are one scenario
+                     "cluster": task["object"] if task and task["kind"] == "harm" else req})
+    return recs
 
 
 @torch.no_grad()
-def evaluate(policy, ref, pm, enc, benign, redteam, cfg, seed):
-    """The before/after table, on the same held-out prompts with the same sampling seed."""
-    prompts = benign + redteam
+def evaluate(policy, ref, pm, enc, sets, cfg, seed):
+    """The fixed held-out evaluation: the same prompts and the same sampling seed at every
+    evaluation point -> (summary with standard errors, per-reply records)."""
+    prompts = [p for s in sets.values() for p in s]
+    groups = [g for g, s in sets.items() for _ in s]
     gen = torch.Generator(device=policy.wte.weight.device).manual_seed(seed)
     replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
-    mask = out["gen_mask"][:, 1:].float()
-    logp = sequence_logprobs(policy, out["tokens"], out["pad_mask"], cfg.temperature, cfg.minibatch)
-    ref_logp = sequence_logprobs(ref, out["tokens"], out["pad_mask"], cfg.temperature, cfg.minibatch)
-    res = {"pm_reward": pm_score_texts(pm, enc, prompts, replies).mean().item(),
-           "kl": kl_per_sequence(logp, ref_logp, mask).mean().item(),
-           "reply_tokens": mask.sum(-1).mean().item(), "ended": out["ended"].float().mean().item()}
-    if cfg.data == "world":
-        res.update({k: v for k, v in gold_stats(prompts, replies).items() if k != "gold_reward"})
-    return res, [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]
+    kl = exact_kl(policy, ref, out["tokens"], out["pad_mask"], out["gen_mask"][:, 1:].float(), cfg.temperature, cfg.minibatch)
+    recs = records(prompts, groups, replies, out, pm_score_texts(pm, enc, prompts, replies).tolist(), kl.tolist(),
+                   cfg.data == "world")
+    return summarise(recs), recs
 
 
 def fit_line(x, y):
@@ -269,28 +347,47 @@ def fit_line(x, y):
     return float(b), float(a), float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0
 
 
-def plots(metrics, fit, out_dir):
+def overoptimisation(points):
+    """Where the gold reward turns down while the PM reward still rises (Gao et al. 2022):
+    the evaluation point of gold's peak, if a later point is lower by more than two standard
+    errors while the PM is higher -> {step, kl, gold_peak, gold_final, ...} or None."""
+    if not points or points[0].get("gold_reward") is None:
+        return None
+    peak = max(range(len(points)), key=lambda i: points[i]["gold_reward"])
+    last, p = points[-1], points[peak]
+    if peak < len(points) - 1 and last["gold_reward"] < p["gold_reward"] - 2 * p["gold_reward_se"] \
+            and last["pm_reward"] > p["pm_reward"]:
+        return {"step": p["step"], "kl": p["kl"], "gold_peak": p["gold_reward"], "gold_final": last["gold_reward"],
+                "pm_at_peak": p["pm_reward"], "pm_final": last["pm_reward"]}
+    return None
+
+
+def plots(points, metrics, fit, out_dir):
     plt = pyplot()
     if plt is None:
         return []
-    x = [m["sqrt_kl"] for m in metrics]
+    x = np.sqrt([max(p["kl"], 0.0) for p in points])
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(x, [m["pm_reward"] for m in metrics], "o", ms=3, label="PM reward (policy samples)")
-    xs = np.linspace(0, max(x), 10)
-    ax.plot(xs, fit[1] + fit[0] * xs, "k--", label=f"fit: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}")
-    ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score"), ax.legend(fontsize=8)
+    ax.plot(np.sqrt([max(m["kl"], 0.0) for m in metrics]), [m["pm_reward"] for m in metrics], ".", color="0.75", ms=3,
+            label="training batches (sampled KL)")
+    ax.errorbar(x, [p["pm_reward"] for p in points], [p["pm_reward_se"] for p in points], fmt="o", ms=4,
+                label="held-out evaluation (exact KL)")
+    xs = np.linspace(0, max(x.max(), 1e-3), 10)
+    ax.plot(xs, fit[1] + fit[0] * xs, "k--", label=f"fit on evaluations: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}")
+    ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score"), ax.legend(fontsize=7)
     ax.set_title("Reward grows ~linearly in sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
     paths = [save_figure(fig, os.path.join(out_dir, "reward_vs_sqrt_kl.png"))]
-    if metrics[0].get("gold_reward") is not None:
-        # moving averages over 5 steps: single batches are noisy
-        sm = lambda v: np.convolve(v, np.ones(5) / 5, mode="valid") if len(v) >= 5 else np.asarray(v)
+    if points[0].get("gold_reward") is not None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.plot(sm(x), sm([m["pm_reward"] for m in metrics]), "C0-", label="PM reward (proxy)")
+        ax.errorbar(x, [p["pm_reward"] for p in points], [p["pm_reward_se"] for p in points], fmt="C0o-", label="PM reward (proxy)")
         ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score", color="C0")
         ax2 = ax.twinx()
-        ax2.plot(sm(x), sm([m["gold_reward"] for m in metrics]), "C1-", label="gold reward (truth)")
-        ax2.set_ylabel("gold reward: helpfulness on benign, harmlessness on harmful", color="C1", fontsize=8)
-        ax.set_title("Proxy vs gold (5-step averages): over-optimisation is\ngold falling while the PM still rises (Gao et al. 2022)", fontsize=9)
+        for k, c, name in (("gold_harmlessness", "C1", "gold harmlessness (red-team)"),
+                           ("nontwin_helpfulness", "C2", "gold helpfulness (benign)"), ("gold_reward", "C3", "gold reward (all)")):
+            ax2.errorbar(x, [p[k] for p in points], [p[k + "_se"] for p in points], fmt=f"{c}s--", ms=3, label=name)
+        ax2.set_ylabel("gold score"), ax2.set_ylim(0, 1), ax2.legend(fontsize=7, loc="lower right")
+        ax.set_title("Proxy vs gold on the held-out evaluations: over-optimisation is\n"
+                     "gold falling while the PM still rises (Gao et al. 2022)", fontsize=9)
         paths.append(save_figure(fig, os.path.join(out_dir, "gold_vs_pm.png")))
     return paths
 
@@ -298,15 +395,25 @@ def plots(metrics, fit, out_dir):
 # -----------------------------------------------------------------------------
 
 def load_prompts(cfg):
-    """(training prompts, held-out benign, held-out red-team) as HH prompt strings."""
+    """(training prompts by kind, fixed held-out evaluation sets by group) as HH prompt
+    strings. World training batches hold a fixed red-team share, so that batches are alike."""
     if cfg.data == "world":
-        return (corpora.train_prompts(4000, cfg.harmful_frac), corpora.eval_prompts(cfg.n_eval_benign, "benign"),
-                corpora.eval_prompts(cfg.n_eval_redteam, "redteam"))
+        train = {"redteam": corpora.train_prompts(4000, "redteam"), "benign": corpora.train_prompts(4000, "benign")}
+        return train, {"redteam": corpora.eval_prompts(cfg.n_eval_redteam, "redteam"),
+                       "benign": corpora.eval_prompts(cfg.n_eval_benign, "benign"),
+                       "twins": corpora.eval_prompts(cfg.n_eval_twins, "twins")}
     pairs, _ = load_comparisons(cfg.data, verbose=not cfg.quiet)
     prompts = sorted({p["prompt"] for p in pairs})
     random.Random(cfg.seed).shuffle(prompts)
     n_eval = cfg.n_eval_benign + cfg.n_eval_redteam
-    return prompts[n_eval:], prompts[:n_eval], []
+    return {"all": prompts[n_eval:]}, {"heldout": prompts[:n_eval]}
+
+
+def batch_prompts(train, cfg, rng):
+    if cfg.data != "world":
+        return rng.sample(train["all"], cfg.batch_size)
+    n_red = round(cfg.batch_size * cfg.harmful_frac)
+    return rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red)
 
 
 def load_models(cfg, device):
@@ -340,20 +447,30 @@ def main(cfg):
     policy, ref, pm, value_model, tokenizer = load_models(cfg, device)
     torch.manual_seed(cfg.seed)
     enc = get_tokenizer(tokenizer)
-    train_p, eval_benign, eval_red = load_prompts(cfg)
+    train_p, eval_sets = load_prompts(cfg)
     log(f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
-        f"{cfg.batch_size} prompts on {device}")
-    before, _ = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
+        f"{cfg.batch_size} prompts on {device}; held-out evaluation: "
+        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()))
+    # the fixed held-out evaluation, before, every eval_every steps, and after
+    points, first_recs = [], None
+
+    def eval_point(step):
+        summary, recs = evaluate(policy, ref, pm, enc, eval_sets, cfg, seed=cfg.seed + 1)
+        points.append({"step": step, **summary})
+        log_metrics(out_dir, {"eval": True, **points[-1]})
+        return summary, recs
+    before, first_recs = eval_point(0)
     opt_p = configure_optimizer(policy, cfg.lr, 0.0, device_type=device.type)
     opt_v = configure_optimizer(value_model, cfg.value_lr, 0.0, device_type=device.type)
     gen, cpu_gen, rng = torch.Generator(device=device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed), \
         random.Random(cfg.seed)
     norm, metrics = None, []
+    eval_at = {round(cfg.steps * (i + 1) / (cfg.n_evals + 1)) for i in range(cfg.n_evals)}
     bar = tqdm(range(cfg.steps), disable=cfg.quiet, desc="PPO")
     for step in bar:
         # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
-        prompts = rng.sample(train_p, cfg.batch_size)
+        prompts = batch_prompts(train_p, cfg, rng)
         replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
         # 2. score with the PM. The reward is normalised on the first batch (the initial
         # policy's samples), and the same affine map is folded into the PM-initialised value
@@ -371,41 +488,70 @@ def main(cfg):
         exp = make_experience(policy, ref, value_model, out, scores, cfg, cfg.kl_coef)
         st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step + 1)
         kl = exp["kl"].mean().item()
-        m = {"step": step + 1, "pm_reward": raw.mean().item(), "reward": scores.mean().item(), "kl": kl,
-             "sqrt_kl": math.sqrt(max(kl, 0.0)), **st, "reply_tokens": exp["mask"].sum(-1).mean().item(),
-             "ended": out["ended"].float().mean().item(), "time_rollout": t1 - t0, "time_scoring": t2 - t1,
-             "time_update": time.time() - t2, **(gold_stats(prompts, replies) if cfg.data == "world" else {})}
+        n_red = round(cfg.batch_size * cfg.harmful_frac) if cfg.data == "world" else 0
+        groups = ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red)
+        batch = summarise(records(prompts, groups, replies, out, raw.tolist(), None, cfg.data == "world"))
+        m = {"step": step + 1, "pm_reward": raw.mean().item(), "reward": scores.mean().item(), "kl": kl, **st,
+             "reply_tokens": exp["mask"].sum(-1).mean().item(), "ended": out["ended"].float().mean().item(),
+             "time_rollout": t1 - t0, "time_scoring": t2 - t1, "time_update": time.time() - t2,
+             **{k: batch[k] for k in ("gold_reward", "comply_rate", "redteam_refusal_rate")}}
         metrics.append(m)
         log_metrics(out_dir, m)
-        bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m.get('gold_reward', 0):.2f}")
+        bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m['gold_reward'] or 0:.2f}")
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and not cfg.quiet:
             tqdm.write(f"--- step {step + 1} samples")
-            for p, r in list(zip(prompts, replies))[:3]:
+            for p, r in list(zip(prompts, replies))[::max(1, cfg.batch_size // 3)][:3]:
                 tqdm.write(f"  {corpora.last_human(p)!r} -> {r!r}")
+        if step + 1 in eval_at:
+            p = eval_point(step + 1)[0]
+            tqdm.write(f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
+                       + (f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
+                          if p["gold_reward"] is not None else "")) if not cfg.quiet else None
     bar.close()
 
     # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)
-    after, samples = evaluate(policy, ref, pm, enc, eval_benign, eval_red, cfg, seed=cfg.seed + 1)
-    slope, intercept, r2 = fit_line([m["sqrt_kl"] for m in metrics], [m["pm_reward"] for m in metrics])
+    after, recs = eval_point(cfg.steps)
+    slope, intercept, r2 = fit_line([math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points])
     ckpt = os.path.join(out_dir, "policy.pt")
     save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)
-    res = {"before": before, "after": after, "kl": after["kl"], "kl_train_final": metrics[-1]["kl"],
-           "reward_vs_sqrt_kl": {"slope": slope, "intercept": intercept, "r2": r2},
-           "steps": cfg.steps, "policy": cfg.policy, "pm": cfg.pm, "data": cfg.data, "device": str(device),
-           "time_per_step": {k: float(np.mean([m[f"time_{k}"] for m in metrics])) for k in ("rollout", "scoring", "update")},
-           "samples_after": samples[:4] + samples[len(eval_benign):len(eval_benign) + 4],
+    with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:  # every held-out reply, before and after, for audits
+        for b, a in zip(first_recs, recs):
+            f.write(json.dumps({"group": a["group"], "prompt": corpora.last_human(a["prompt"]), "before": b["reply"],
+                                "before_category": b["category"], "after": a["reply"], "after_category": a["category"],
+                                "after_gold": [a["helpful"], a["harmless"]], "after_pm": a["pm"]}) + "\n")
+    keep = ("step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness", "gold_reward", "nontwin_helpfulness",
+            "redteam_refusal_rate", "comply_rate")
+    res = {"before": before, "after": after, "change": paired_change(first_recs, recs), "kl": after["kl"],
+           "kl_train_final": metrics[-1]["kl"] if metrics else 0.0,
+           "eval_points": [{k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep[1:]} for p in points],
+           "reward_vs_sqrt_kl": {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"},
+           "overoptimisation": overoptimisation(points), "kl_coef": cfg.kl_coef, "max_new_tokens": cfg.max_new_tokens,
+           "steps": cfg.steps, "seed": cfg.seed, "policy": cfg.policy, "pm": cfg.pm, "data": cfg.data, "device": str(device),
+           "eval_prompts": {k: len(v) for k, v in eval_sets.items()},
+           "time_per_step": {k: float(np.mean([m[f"time_{k}"] for m in metrics])) for k in ("rollout", "scoring", "update")}
+           if metrics else {},
+           "samples_after": [{"prompt": r["prompt"], "reply": r["reply"], "category": r["category"]}
+                             for g in eval_sets for r in [x for x in recs if x["group"] == g][:3]],
            "seconds": time.time() - t_start}
     write_json(os.path.join(out_dir, "results.json"), res)
-    figs = plots(metrics, (slope, intercept, r2), out_dir)
-    which = f"{len(eval_benign)} benign, {len(eval_red)} red-team" if cfg.data == "world" else f"{len(eval_benign)} from {cfg.data}"
-    log(f"\n{'':24s}{'before':>10s}{'after':>10s}   (held-out prompts: {which})")
-    for k in before:
-        log(f"  {k:22s}" + "".join(f"{v:10.3f}" if v is not None else f"{'n/a':>10s}" for v in (before[k], after[k])))
-    log(f"\nreward vs sqrt(KL) over training: slope {slope:.3f}, R^2 {r2:.3f}  (Bai et al. 2022: roughly linear)")
-    log("sample replies after PPO:\n" + "\n".join(f"  {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
+    figs = plots(points, metrics, (slope, intercept, r2), out_dir)
+    log(f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   (held-out: "
+        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()) + "; ± clustered standard errors)")
+    for k in STATS:
+        if before[k] is not None:
+            ch = res["change"].get(k)
+            log(f"  {k:22s}{before[k]:10.3f}±{before[k + '_se']:.3f}{after[k]:10.3f}±{after[k + '_se']:.3f}"
+                + (f"{ch['change']:+10.3f}±{ch['se']:.3f}" if ch else ""))
+    log(f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, R^2 {r2:.3f} "
+        "(Bai et al. 2022: roughly linear)")
+    if res["overoptimisation"]:
+        o = res["overoptimisation"]
+        log(f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to {o['gold_final']:.3f} "
+            f"while the PM rose from {o['pm_at_peak']:.3f} to {o['pm_final']:.3f}")
+    log("sample replies after PPO:\n" + "\n".join(f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
                                                   for s in res["samples_after"]))
-    log(f"wrote {out_dir}/ (results.json, metrics.jsonl, policy.pt{''.join(', ' + os.path.basename(f) for f in figs)}) "
-        f"in {res['seconds']:.0f}s")
+    log(f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt"
+        f"{''.join(', ' + os.path.basename(f) for f in figs)}) in {res['seconds']:.0f}s")
     return res
 
 

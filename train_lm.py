@@ -2,10 +2,12 @@
 train_lm.py -- pretraining and supervised fine-tuning (SFT) of the small GPT.
 
 Reproduces the first stage of every 2022 alignment pipeline: a base language model trained
-on a mixture of good and bad assistant dialogues (and prose), then a "helpful-only" SFT
-model trained on helpful replies, with the loss only on the assistant's tokens (Bai et al.
-2022, "Constitutional AI", Sec. 3: the helpful-only starting point). The repeated-data
-experiment (Hernandez et al. 2022) builds on this script.
+on a mixture of good and bad assistant dialogues (and prose), then an SFT policy, with the
+loss only on the assistant's tokens. Two SFT mixtures on the world: "hh", the analogue of
+the HH paper's context-distilled HHH policy (Bai et al. 2022a, Sec. 2.2: benign requests
+always helped, harmful ones sometimes refused), which ppo.py starts from; and "helpful",
+which never refuses: the Constitutional AI paper's helpful-only starting point (Bai et al.
+2022b, Sec. 3). The repeated-data experiment (Hernandez et al. 2022) builds on this script.
 
 The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
 model 2 CPU cores train in about 4 minutes, pretraining and SFT together. What it uses, each
@@ -16,7 +18,8 @@ gpu preset inherits them (not yet run at full length on a GPU).
 
 Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
     python train_lm.py                        # pretrain on the assistant world -> out/train_lm/pretrain.pt
-    python train_lm.py --mode sft             # SFT from it                     -> out/train_lm/sft/sft.pt
+    python train_lm.py --mode sft             # HH-like SFT from it             -> out/train_lm/sft_hh/sft.pt
+    python train_lm.py --mode sft --sft_mix helpful    # helpful-only SFT   -> out/train_lm/sft_helpful/sft.pt
     python train_lm.py --data ../shared/data/hh-rlhf           # real HH-RLHF dialogues -> out/train_lm/hh-rlhf/
     python train_lm.py --data ../shared/data/text/tinyshakespeare.txt   # any plain text (our BPE, or --tokenizer gpt2)
 One GPU:
@@ -35,8 +38,8 @@ fact frequency band, ...) and as the macro mean over the four kinds. Each run wr
 metrics.jsonl, results.json (val_loss, val_bpb, train_tokens, tokens_per_sec, seconds,
 ...; SFT on the world adds gold_helpfulness_by_kind, gold_helpfulness_macro,
 gold_helpfulness_by_group and every evaluated reply) and its checkpoint into its own
-folder: out/train_lm/ for pretraining, out/train_lm/sft/ for SFT, out/train_lm/<data
-name>/ for other data.
+folder: out/train_lm/ for pretraining, out/train_lm/sft_hh/ and sft_helpful/ for SFT,
+out/train_lm/<data name>/ (and its sft/) for other data.
 """
 
 import json
@@ -64,6 +67,7 @@ class Config:
     preset: str = "cpu"          # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
     data: str = "world"          # "world", a plain text file, or HH-RLHF jsonl(.gz) file or directory
     mode: str = "pretrain"       # "pretrain", or "sft": loss on assistant tokens only, starting from --init
+    sft_mix: str = "hh"          # world SFT data: "hh" (harmful requests sometimes refused) or "helpful" (never refused)
     tokenizer: str = "auto"      # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
     init: str = ""               # start from this checkpoint; SFT starts from the pretraining run of the same data and preset
     out_dir: str = "out/train_lm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>][/sft]
@@ -117,11 +121,15 @@ def parse_args(argv=None):
     cfg = parse_config(Config, PRESETS, __doc__, argv)
     if cfg.mode not in ("pretrain", "sft"):
         raise SystemExit(f"--mode must be pretrain or sft, not {cfg.mode!r}")
+    if cfg.sft_mix not in corpora.SFT_MIXES:
+        raise SystemExit(f"--sft_mix must be one of {', '.join(corpora.SFT_MIXES)}, not {cfg.sft_mix!r}")
     cfg.tokenizer = default_tokenizer(cfg.data) if cfg.tokenizer == "auto" else cfg.tokenizer
     pretrain_dir = run_path(cfg.out_dir, data_name(cfg.data), cfg.preset)
     if cfg.mode == "sft":
         cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
-    cfg.out_dir = run_path(pretrain_dir, "sft" if cfg.mode == "sft" else "")
+    # world SFT runs are named by their mixture (sft_hh/, sft_helpful/); other data has one
+    sft_dir = f"sft_{cfg.sft_mix}" if cfg.data == "world" else "sft"
+    cfg.out_dir = run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "")
     return cfg
 
 
@@ -333,10 +341,10 @@ def main(cfg):
 
     # ---- data: rank 0 prepares the token streams, the others wait, then all read them
     if master:
-        prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=not cfg.quiet)
+        prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=not cfg.quiet, mix=cfg.sft_mix)
     if ddp:
         dist.barrier()
-    d, meta = prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=False)
+    d, meta = prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=False, mix=cfg.sft_mix)
     (train_ids, train_mask), (val_ids, val_mask) = load_split(d, "train", meta), load_split(d, "val", meta)
     enc = get_tokenizer(cfg.tokenizer)
 

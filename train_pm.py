@@ -7,9 +7,11 @@ end-of-context token appended to the transcript. Trained on comparisons with
     loss = log(1 + exp(r_rejected - r_chosen))          (hard labels)
     loss = cross-entropy(sigmoid(r_chosen - r_rejected), label)   (soft labels, e.g. AI feedback)
 The paper finds PMs are close to calibrated: P(chosen > rejected) = sigmoid(r_c - r_r)
-matches the observed frequency (its Fig. 10). We report accuracy, mean margin, a
+matches the observed frequency (its Fig. 10). We report accuracy (beside the "longer reply
+wins" baseline, so that what the PM learned beyond length shows), mean margin, a
 reliability table and ECE on held-out comparisons; on the assistant world also accuracy
-against the gold labels (per helpfulness / harmlessness axis) and on near-miss twins.
+against the gold labels (per helpfulness / harmlessness axis), on near-miss twins of whole
+scenarios held out of training, and on explained refusals against deflections.
 
 Run (CPU, 2 cores; builds out/train_lm/pretrain.pt first if missing):
     python train_pm.py                                   # assistant world -> out/train_pm/pm.pt
@@ -20,9 +22,11 @@ One GPU:
     python train_pm.py --preset gpu     # -> out/train_pm/gpu/pm.pt, from out/train_lm/gpu/pretrain.pt (built if missing)
 
 What to look at: held-out accuracy against the simulated (noisy) labels, which bounds it,
-against the gold labels, and on near-miss twins (no keyword rule gets both sides right);
+against the gold labels, and on near-miss twins of held-out objects (no keyword rule or
+lookup of known harmful phrases gets both sides right);
 calibration.png, the reliability diagram (the paper's Fig. 10). Each run writes
-results.json (accuracy, ece, gold_accuracy, twin_accuracy, ...), metrics.jsonl, the
+results.json (accuracy, longer_reply_accuracy, ece, gold_accuracy, twin_accuracy,
+deflection_accuracy, ...), metrics.jsonl, the
 figure and pm.pt into its folder; the measured numbers are in the README.
 """
 
@@ -54,12 +58,12 @@ class Config:
     init: str = ""           # LM checkpoint to start from (default: built by train_lm.py on the same data)
     eval: str = ""           # with --init PM.pt: only evaluate that PM on this comparisons file
     out_dir: str = "out/train_pm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>], --eval to <out_dir>/eval/...
-    n_train: int = 4000      # assistant-world comparisons for training
+    n_train: int = 3600      # assistant-world comparisons for training
     n_test: int = 1000       # assistant-world comparisons for evaluation (held-out requests)
     max_pairs: int = 0       # cap on real-data training pairs (0: all)
     test_every: int = 10     # real data: pairs whose prompt hash % test_every == 0 are the test split
     batch_size: int = 32     # comparisons per step
-    epochs: int = 2          # passes over the training comparisons
+    epochs: int = 1          # passes over the training comparisons (one fits the 2-minute budget on 2 CPU cores)
     lr: float = 5e-4         # peak learning rate
     warmup_iters: int = 10   # steps of linear warm-up before the cosine decay
     weight_decay: float = 0.0  # AdamW weight decay on matrices
@@ -104,20 +108,25 @@ def real_pairs(cfg):
 
 
 def twin_pairs():
-    """Near-miss twin probe: for every held-out harmful request and benign twin, compliance
-    vs an explained refusal. Gold prefers the refusal for the harmful request and the
-    compliance for its twin; a PM that keys on words cannot get both right."""
+    """Near-miss twin probe, on the held-out objects only (whole scenarios the PM never saw):
+    for every harmful request and its benign twin, compliance vs an explained refusal. Gold
+    prefers the refusal for the harmful request and the compliance for its twin; a PM that
+    keys on words (or looks up known harmful phrases) cannot get both right. Plus the
+    deflection probe: for each harmful request, an explained refusal vs a how-to for another,
+    benign object (gold: the refusal)."""
     rng = random.Random(0)
     out = []
     for harmful in (True, False):
-        for req in corpora.harm_requests(harmful):
-            if not corpora.is_heldout(req):
-                continue
+        for req in corpora.harm_requests(harmful, heldout=True):
             task = world.parse_request(req)
             comply, refuse = world.respond(task, "helpful", rng), world.explained_refusal(task)
             good, bad = (refuse, comply) if harmful else (comply, refuse)
             out.append({"chosen": corpora.dialogue([(req, good)]), "rejected": corpora.dialogue([(req, bad)]),
-                        "label": 1.0, "harmful": harmful})
+                        "label": 1.0, "probe": "harmful" if harmful else "benign"})
+            if harmful:
+                deflect = world.compliance_text(task, rng, obj=world.TWIN_OF[task["object"]])
+                out.append({"chosen": corpora.dialogue([(req, refuse)]), "rejected": corpora.dialogue([(req, deflect)]),
+                            "label": 1.0, "probe": "deflection"})
     return out
 
 
@@ -168,11 +177,15 @@ def accuracy(r_c, r_r):
 def evaluate(model, tok_pairs, pairs):
     r_c, r_r = pair_scores(model, tok_pairs)
     table, ece = calibration(r_c, r_r, np.array([p.get("label", 1.0) for p in pairs]))
-    res = {"accuracy": accuracy(r_c, r_r), "mean_margin": float(np.mean(r_c - r_r)), "ece": ece,
-           "calibration": table, "n_pairs": len(pairs)}
+    # the baseline a PM must beat to have learned more than length: "the longer reply wins"
+    # (characters of the final reply; equal lengths count half)
+    l_c, l_r = (np.array([len(corpora.split_transcript(p[k])[1]) for p in pairs], float) for k in ("chosen", "rejected"))
+    res = {"accuracy": accuracy(r_c, r_r), "longer_reply_accuracy": accuracy(l_c, l_r),
+           "mean_margin": float(np.mean(r_c - r_r)), "ece": ece, "calibration": table, "n_pairs": len(pairs)}
     files = sorted({p.get("file", "") for p in pairs})
-    res["accuracy_per_file"] = {f: accuracy(r_c[m], r_r[m]) for f in files
-                                for m in [np.array([p.get("file", "") == f for p in pairs])]}
+    masks = {f: np.array([p.get("file", "") == f for p in pairs]) for f in files}
+    res["accuracy_per_file"] = {f: accuracy(r_c[m], r_r[m]) for f, m in masks.items()}
+    res["longer_reply_accuracy_per_file"] = {f: accuracy(l_c[m], l_r[m]) for f, m in masks.items()}
     if any(world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]):  # world comparisons
         res.update(gold_metrics(pairs, r_c, r_r))
     return res
@@ -301,16 +314,21 @@ def main(cfg):
     if cfg.data == "world":
         tw = twin_pairs()
         tc, tr = pair_scores(model, tokenize_pairs(enc, tw, model.cfg.block_size))
-        harm = np.array([p["harmful"] for p in tw])
-        res.update({"twin_accuracy": accuracy(tc, tr), "twin_accuracy_harmful": accuracy(tc[harm], tr[harm]),
-                    "twin_accuracy_benign": accuracy(tc[~harm], tr[~harm]), "twin_pairs": len(tw)})
+        probe = np.array([p["probe"] for p in tw])
+        twin = probe != "deflection"
+        res.update({"twin_accuracy": accuracy(tc[twin], tr[twin]), "twin_pairs": int(twin.sum()),
+                    **{f"twin_accuracy_{k}": accuracy(tc[probe == k], tr[probe == k]) for k in ("harmful", "benign")},
+                    "deflection_accuracy": accuracy(tc[probe == "deflection"], tr[probe == "deflection"])})
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
     fig = plot_calibration(res["calibration"], os.path.join(out_dir, "calibration.png"),
                            f"PM calibration on {len(test)} held-out pairs (ECE {res['ece']:.3f})")
-    log(f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs, ECE {res['ece']:.3f}; "
-        + (f"gold {res['gold_accuracy']:.3f}, near-miss twins {res['twin_accuracy']:.3f}" if cfg.data == "world"
-           else ", ".join(f"{os.path.basename(os.path.dirname(f))} {a:.3f}" for f, a in res["accuracy_per_file"].items())))
+    log(f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
+        f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; "
+        + (f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects {res['twin_accuracy']:.3f}, "
+           f"refusal over deflection {res['deflection_accuracy']:.3f}" if cfg.data == "world"
+           else ", ".join(f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
+                          f"{res['longer_reply_accuracy_per_file'][f]:.3f})" for f, a in res["accuracy_per_file"].items())))
     log(f"wrote {out_dir}/ (results.json, pm.pt{', ' + os.path.basename(fig) if fig else ''}) in {res['seconds']:.0f}s")
     return res
 

@@ -15,8 +15,9 @@ import hashlib
 import math
 import random
 
-from data.world import (FACTS, HARM_TEMPLATES, SCENARIOS, STYLES, TAU, explained_refusal, fact_statement, gold, labeller_score,
-                        respond, response_properties, sample_task, task_answer, task_request, to_you, wrong_answer)
+from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, explained_refusal, fact_statement, gold,
+                        labeller_score, parse_request, reply_category, respond, sample_task, task_answer, task_request, to_you,
+                        wrong_answer)
 
 # -----------------------------------------------------------------------------
 # Transcripts and the held-out rule
@@ -42,8 +43,12 @@ def last_human(prompt):
 
 
 def is_heldout(request):
-    """1 request text in 10 (by hash) is held out of every training corpus: the red-team and
-    benign evaluation prompts are drawn from these and never seen in training."""
+    """Held out of every training corpus: every request about a held-out object
+    (world.HELDOUT_OBJECTS: whole harmful scenarios and their twins), and 1 other request
+    text in 10 (by hash). The red-team and benign evaluation prompts are drawn from these."""
+    task = parse_request(request)
+    if task is not None and task["kind"] == "harm":
+        return task["object"] in HELDOUT_OBJECTS
     return int(hashlib.md5(request.encode()).hexdigest(), 16) % 10 == 0
 
 
@@ -99,12 +104,13 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
 # -----------------------------------------------------------------------------
 # Corpora
 
-def critique_text(task, response):
+def critique_text(task, req, response):
     """A critique in our own words: names the harm if the response complies with a harmful
     request, else says it finds none. Used so a small model learns the CAI formats."""
-    if task["kind"] == "harm" and task["harmful"] and response_properties(response)["compliance"]:
-        return f"The response helps the human {to_you(task['verb'] + ' ' + task['object'])}, but {SCENARIOS[task['category']][3]}."
-    if response_properties(response)["refusal"] and not (task["kind"] == "harm" and task["harmful"]):
+    cat = reply_category(req, response)
+    if task["kind"] == "harm" and task["harmful"] and cat == "comply":
+        return f"The response helps the human {to_you(task['verb'] + ' ' + task['object'])}, but {SCENARIOS[task['category']]['reason']}."
+    if cat in ("explained", "evasive") and not (task["kind"] == "harm" and task["harmful"]):
         return "The response refuses a harmless request, which is unhelpful."
     return "The response does not cause harm."
 
@@ -116,7 +122,7 @@ def meta_document(rng):
         task, req = _sample_request(rng, False, harmful=True)
     if rng.random() < 0.5:
         resp = respond(task, rng.choice(["helpful", "helpful", "evasive", "explained"]), rng)
-        crit = critique_text(task, resp)
+        crit = critique_text(task, req, resp)
         harmful = task["kind"] == "harm" and task["harmful"]
         revision = explained_refusal(task) if harmful else respond(task, "helpful", rng)
         return (dialogue([(req, resp)]) + "\n\nCritique request: Say whether the last response is harmful, and why."
@@ -147,11 +153,11 @@ def prose_document(rng):
     return " ".join(sents)
 
 
-PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.12, "explained": 0.18, "offtopic": 0.10}
+PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.10, "explained": 0.15, "offtopic": 0.10, "deflect": 0.05}
 # Assistants found in the wild refuse harmful requests more often than benign ones, so the
 # base model carries a notion of harm that a PM can build on; it still complies a quarter
 # of the time (a mixture of assistants good and bad).
-HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "explained": 0.35, "offtopic": 0.10}
+HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "explained": 0.30, "offtopic": 0.05, "deflect": 0.10}
 
 
 def pretrain_documents(n, seed=0):
@@ -172,24 +178,35 @@ def pretrain_documents(n, seed=0):
     return docs
 
 
-def sft_dialogues(n, seed=0):
-    """Helpful-only SFT data: correct, compliant responses to everything, harmful requests
-    included -- the 'helpful-only' starting point of the Constitutional AI paper (Sec. 3)."""
-    rng = random.Random(f"sft-{seed}")
+SFT_MIXES = ("hh", "helpful")
+
+
+def sft_dialogues(n, seed=0, mix="hh"):
+    """SFT dialogues. mix "helpful": correct, compliant replies to everything, harmful requests
+    included -- the helpful-only starting point of the Constitutional AI paper (Sec. 3).
+    mix "hh": the analogue of the HH paper's context-distilled HHH policy (Bai et al. 2022,
+    Sec. 2.2): benign requests (near-miss twins included) always helped, harmful requests
+    refused a third of the time (half with a reason, half evasively), helped otherwise."""
+    if mix not in SFT_MIXES:
+        raise ValueError(f"SFT mix must be one of {SFT_MIXES}, not {mix!r}")
+    rng = random.Random(f"sft-{seed}" if mix == "helpful" else f"sft-{mix}-{seed}")
     out = []
     for _ in range(n):
         task, req = _sample_request(rng, False)
-        out.append(dialogue(_context_turns(rng, False) + [(req, respond(task, "helpful", rng))]))
+        style = "helpful"
+        if mix == "hh" and task["kind"] == "harm" and task["harmful"] and rng.random() < 1 / 3:
+            style = rng.choice(["explained", "evasive"])
+        out.append(dialogue(_context_turns(rng, False) + [(req, respond(task, style, rng))]))
     return out
 
 
-def train_prompts(n, harmful_frac=0.5, seed=0):
-    """Prompts for RL from training requests (never the held-out ones): a red-team share
-    of harmful requests, the rest benign (a quarter of those near-miss twins)."""
-    rng = random.Random(f"rl-{seed}")
+def train_prompts(n, kind, seed=0):
+    """Prompts for RL from training requests (never the held-out ones), as HH prompt strings.
+    kind: 'redteam' (harmful requests) or 'benign' (a quarter of them near-miss twins)."""
+    rng = random.Random(f"rl-{kind}-{seed}")
     out = []
     for _ in range(n):
-        if rng.random() < harmful_frac:
+        if kind == "redteam":
             _, req = _sample_request(rng, False, harmful=True)
         elif rng.random() < 0.25:
             _, req = _sample_request(rng, False, harmful=False)
@@ -199,32 +216,31 @@ def train_prompts(n, harmful_frac=0.5, seed=0):
     return out
 
 
-def harm_requests(harmful):
-    """Every harmful request (or every benign twin) the world can phrase: a finite pool."""
-    return [tpl.format(t=f"{v} {o}") for cat, (verbs, ben, har, _, _) in sorted(SCENARIOS.items())
-            for o in (har if harmful else ben) for v in verbs for tpl in HARM_TEMPLATES]
+def harm_requests(harmful, heldout=None):
+    """Every harmful request (or every benign twin) the world can phrase -- only those about
+    held-out objects (heldout=True) or training objects (False) when given: a finite pool."""
+    return [tpl.format(t=f"{v} {p[0 if harmful else 1]}") for cat, sc in sorted(SCENARIOS.items())
+            for p in sc["pairs"] if heldout is None or (p[0] in HELDOUT_OBJECTS) == heldout
+            for v in sc["verbs"] for tpl in HARM_TEMPLATES]
 
 
 def eval_prompts(n, kind, seed=0):
     """Held-out prompts (never in any training corpus) as HH prompt strings ending in
-    'Assistant:'. kind: 'redteam' (harmful requests), 'benign' (benign requests, a quarter
-    of them near-miss twins of harmful ones) or 'twins' (benign twins only). The held-out
-    harmful and twin pools are small (~40 each): asking for more repeats them."""
+    'Assistant:', all distinct. kind: 'redteam' (harmful requests about held-out objects),
+    'twins' (their benign near-miss twins), 'benign' (other benign requests: arithmetic,
+    facts, word tasks, open requests; held out by hash)."""
     rng = random.Random(f"eval-{kind}-{seed}")
-    pools = {h: [r for r in harm_requests(h) if is_heldout(r)] for h in (True, False)}
-    for pool in pools.values():
-        rng.shuffle(pool)
+    if kind in ("redteam", "twins"):
+        pool = harm_requests(kind == "redteam", heldout=True)
+        if n > len(pool):
+            raise ValueError(f"only {len(pool)} distinct held-out {kind} prompts, asked for {n}")
+        return [dialogue([(req, "")]).rstrip() for req in rng.sample(pool, n)]
     out, seen = [], set()
     while len(out) < n:
-        if kind in ("redteam", "twins") or rng.random() < 0.25:
-            pool = pools[kind == "redteam"]
-            req = pool[len(out) % len(pool)]
-        else:
-            _, req = _sample_request(rng, True, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
-            if req in seen:
-                continue
-        seen.add(req)
-        out.append(dialogue([(req, "")]).rstrip())
+        _, req = _sample_request(rng, True, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+        if req not in seen:
+            seen.add(req)
+            out.append(dialogue([(req, "")]).rstrip())
     return out
 
 

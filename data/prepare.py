@@ -98,21 +98,21 @@ def _source_key(path):
     return [(os.path.abspath(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
 
 
-def prepare(source="world", tokenizer="world", sft=False, verbose=True):
+def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"):
     """Build (or reuse) the token stream for a source -> (directory, meta dict).
 
-    source: "world" (the assistant world: pretraining mixture, or helpful-only SFT data
-    with sft=True), a plain text file, or an HH-RLHF jsonl(.gz) file or directory (deduped
-    dialogues; with sft=True the loss mask covers the assistant replies)."""
+    source: "world" (the assistant world: pretraining mixture, or with sft=True the SFT data
+    of mixture `mix`, corpora.SFT_MIXES), a plain text file, or an HH-RLHF jsonl(.gz) file or
+    directory (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
     if source == "world":
-        name = f"world-{'sft' if sft else 'pretrain'}-{tokenizer}"
+        name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
         key = {"world_version": world.WORLD_VERSION, "tokenizer": tokenizer, "sft": sft,
-               "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS}
+               "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS, **({"mix": mix} if sft else {})}
         if not _fresh(name, key):
             if verbose:
                 print(f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...", flush=True)
             enc = get_tokenizer(tokenizer)
-            gen = corpora.sft_dialogues if sft else corpora.pretrain_documents
+            gen = (lambda n, seed: corpora.sft_dialogues(n, seed, mix)) if sft else corpora.pretrain_documents
             n = key["docs"]
             splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
             write_stream(name, enc, splits, {"key": key, "source": "assistant world", "tokenizer": tokenizer,
@@ -158,5 +158,6 @@ if __name__ == "__main__":
     ap.add_argument("--source", default="world", help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory")
     ap.add_argument("--tokenizer", default="world", help="'world', 'gpt2', or 'bpe:NAME' (our BPE trained on the source)")
     args = ap.parse_args()
-    for sft in (False, True):
-        prepare(args.source, args.tokenizer, sft)
+    prepare(args.source, args.tokenizer, sft=False)
+    for mix in corpora.SFT_MIXES if args.source == "world" else ("hh",):
+        prepare(args.source, args.tokenizer, sft=True, mix=mix)

@@ -85,9 +85,10 @@ def test_run_dir_metrics_and_results(tmp_path):
 
 
 @pytest.mark.parametrize("argv, folder, init", [
-    ([], "out/train_lm", ""), (["--mode", "sft"], "out/train_lm/sft", "out/train_lm/pretrain.pt"),
+    ([], "out/train_lm", ""), (["--mode", "sft"], "out/train_lm/sft_hh", "out/train_lm/pretrain.pt"),
+    (["--mode", "sft", "--sft_mix", "helpful"], "out/train_lm/sft_helpful", "out/train_lm/pretrain.pt"),
     (["--preset", "gpu"], "out/train_lm/gpu", ""),
-    (["--preset", "gpu", "--mode", "sft"], "out/train_lm/gpu/sft", "out/train_lm/gpu/pretrain.pt"),
+    (["--preset", "gpu", "--mode", "sft"], "out/train_lm/gpu/sft_hh", "out/train_lm/gpu/pretrain.pt"),
     (["--data", "../shared/data/hh-rlhf"], "out/train_lm/hh-rlhf", ""),
     (["--data", "a/b.txt", "--mode", "sft", "--preset", "tiny"], "out/train_lm/b/tiny/sft", "out/train_lm/b/tiny/pretrain.pt"),
 ])
@@ -104,6 +105,8 @@ def test_handoffs_are_where_the_scripts_write(preset):
     assert handoff("sft", preset)[0] == os.path.join(sft.out_dir, "sft.pt")
     assert handoff("pm", preset)[0] == os.path.join(run_path("out/train_pm", data_name("world"), preset), "pm.pt")
     assert handoff("sft", preset)[1] == ["train_lm.py", "--preset", preset, "--mode", "sft"]
+    helpful = train_lm.parse_args(handoff("sft_helpful", preset)[1][1:])
+    assert handoff("sft_helpful", preset)[0] == os.path.join(helpful.out_dir, "sft.pt") and helpful.sft_mix == "helpful"
 
 
 @pytest.mark.slow

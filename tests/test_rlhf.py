@@ -3,6 +3,7 @@ tiny end-to-end runs."""
 
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import ppo
 import train_pm
+from data import corpora, world
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import GPT, GPTConfig, generate, save_checkpoint
 
@@ -25,6 +27,16 @@ def test_pm_loss_hand_computed():
     assert abs(train_pm.pm_loss(rc[:1], rr[:1], torch.tensor([0.7])).item() - soft) < 1e-6
     # a hard label of 1 is the same as no label
     assert abs(train_pm.pm_loss(rc, rr, torch.ones(2)).item() - expected) < 1e-6
+
+
+def test_longer_reply_baseline():
+    pairs = [{"chosen": "\n\nHuman: q\n\nAssistant: a long reply", "rejected": "\n\nHuman: q\n\nAssistant: short"},
+             {"chosen": "\n\nHuman: q\n\nAssistant: no", "rejected": "\n\nHuman: q\n\nAssistant: a longer one"},
+             {"chosen": "\n\nHuman: q\n\nAssistant: same", "rejected": "\n\nHuman: q\n\nAssistant: four"}]
+    m = GPT(GPTConfig(vocab_size=vocab_size_padded(get_tokenizer("world")), block_size=32, n_layer=1, n_head=1, n_embd=8,
+                      scalar_head=True))
+    tok = train_pm.tokenize_pairs(get_tokenizer("world"), pairs, 32)
+    assert train_pm.evaluate(m, tok, pairs)["longer_reply_accuracy"] == pytest.approx(0.5)  # 1 + 0 + 1/2 of 3
 
 
 def test_pm_accuracy_and_calibration():
@@ -65,10 +77,10 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
     res = train_pm.main(cfg)
     d = tmp_path / "tiny"
     saved = json.load(open(d / "results.json"))
-    for k in ("accuracy", "ece", "gold_accuracy", "twin_accuracy"):
+    for k in ("accuracy", "longer_reply_accuracy", "ece", "gold_accuracy", "twin_accuracy", "deflection_accuracy"):
         assert isinstance(saved[k], float) and saved[k] == res[k], k
-    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == len(train_pm.twin_pairs())
-    assert len(open(d / "metrics.jsonl").read().splitlines()) == 2 * 64 // 16  # one record per step
+    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == sum(p["probe"] != "deflection" for p in train_pm.twin_pairs())
+    assert len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16  # one record per step (one epoch)
     cfg = train_pm.parse_args(["--eval", str(d / "world_test.jsonl"), "--init", str(d / "pm.pt"),
                                "--out_dir", str(tmp_path), "--quiet"])
     m = train_pm.main(cfg)
@@ -88,10 +100,20 @@ def test_pm_stops_on_divergence_without_saving(tmp_path):
         train_pm.main(cfg)
 
 
-def test_twin_probe_pairs():
+def test_twin_probe_pairs_are_on_held_out_objects():
     tw = train_pm.twin_pairs()
-    assert len(tw) > 50 and {p["harmful"] for p in tw} == {True, False}
-    assert all("Here is how" in p["chosen"] for p in tw if not p["harmful"])
+    assert {p["probe"] for p in tw} == {"harmful", "benign", "deflection"}
+    assert sum(p["probe"] == "harmful" for p in tw) >= 200
+    for p in tw:
+        prompt, chosen = corpora.split_transcript(p["chosen"])
+        req, rejected = corpora.last_human(prompt), corpora.split_transcript(p["rejected"])[1]
+        task = world.parse_request(req)
+        assert task["object"] in world.HELDOUT_OBJECTS  # whole scenarios the PM never saw
+        # gold agrees with the probe's label on its axis
+        axis = 1 if task["harmful"] else 0
+        assert world.gold(req, chosen)[axis] > world.gold(req, rejected)[axis], p
+        if p["probe"] == "deflection":
+            assert world.reply_category(req, rejected) == "dodge" and world.reply_category(req, chosen) == "explained"
 
 
 # ---------------------------------------------------------------- PPO pieces
@@ -212,12 +234,28 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
                           "--out_dir", str(tmp_path / "ppo"), "--quiet"])
     res = ppo.main(cfg)
     saved = json.load(open(tmp_path / "ppo" / "tiny" / "results.json"))
+    keys = {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate", "nontwin_helpfulness",
+            "twin_helpfulness", "twin_refusal_rate", "redteam_refusal_rate", "explained_refusal_rate",
+            "evasive_refusal_rate", "dodge_rate", "comply_rate", "ended", "kl"}
     for side in ("before", "after"):
-        assert set(saved[side]) >= {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate"}
+        assert set(saved[side]) >= keys | {k + "_se" for k in keys}
+        assert all(isinstance(saved[side][k], float) for k in keys)
+        rates = [saved[side][k] for k in ("comply_rate", "explained_refusal_rate", "evasive_refusal_rate", "dodge_rate")]
+        assert sum(rates) == pytest.approx(1.0)
+        assert saved[side]["redteam_refusal_rate"] == pytest.approx(rates[1] + rates[2])
     assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved["after"] == res["after"]
     assert isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
-    lines = open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()
-    assert len(lines) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(json.loads(lines[0]))
+    # the held-out evaluations: before, n_evals during training, after (the default has 5 during)
+    pts = saved["eval_points"]
+    assert [p["step"] for p in pts] == [0, 2, 4] and ppo.Config().n_evals >= 5
+    assert all({"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"} <= set(p) for p in pts)
+    assert pts[0]["kl"] == pytest.approx(0.0, abs=1e-5) and pts[0]["pm_reward"] == saved["before"]["pm_reward"]
+    lines = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()]
+    steps = [m for m in lines if not m.get("eval")]
+    assert len(steps) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(steps[0])
+    assert sum(m.get("eval", False) for m in lines) == 3
+    samples = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "samples.jsonl")]
+    assert len(samples) == 12 and {s["group"] for s in samples} == {"redteam", "benign", "twins"}
 
 
 def test_ppo_stops_on_divergence_without_saving(tmp_path):
@@ -234,3 +272,70 @@ def test_ppo_on_other_data_needs_its_own_models(tmp_path):
     cfg = ppo.parse_args(["--data", str(tmp_path / "hh.jsonl"), "--out_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="pass --policy SFT.pt and --pm PM.pt"):
         ppo.main(cfg)
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=16, vocab_valid=13, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def test_exact_kl_matches_a_plain_loop():
+    """The evaluation's KL: per token, sum_v p log(p/q) over the full next-token
+    distributions, summed over the reply; checked against an explicit loop, and 0 for a
+    policy against itself."""
+    torch.manual_seed(0)
+    p, q = tiny_model(seed=0), tiny_model(seed=1)
+    tokens = torch.randint(0, p.cfg.vocab_valid, (3, 7))
+    pad = torch.ones(3, 7, dtype=torch.bool)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0]], dtype=torch.float)
+    got = ppo.exact_kl(p, q, tokens, pad, mask, 1.3, batch_size=2)
+    with torch.no_grad():
+        lp, lq = (torch.log_softmax(m(tokens)[0].float() / 1.3, -1) for m in (p, q))
+    want = torch.zeros(3)
+    for b in range(3):
+        for t in range(6):
+            if mask[b, t]:
+                want[b] += sum(lp[b, t, v].exp() * (lp[b, t, v] - lq[b, t, v]) for v in range(lp.size(-1)))
+    assert torch.allclose(got, want, atol=1e-4) and (got > 0).all()
+    assert ppo.exact_kl(p, p, tokens, pad, mask, 1.0, 3).abs().max() < 1e-5
+
+
+def test_cluster_se():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    # one item per cluster: the usual standard error
+    assert ppo.cluster_se(x, range(40)) == pytest.approx(x.std(ddof=1) / np.sqrt(40))
+    # k identical copies of each item, clustered together, add no information
+    assert ppo.cluster_se(np.repeat(x, 5), np.repeat(np.arange(40), 5)) == pytest.approx(ppo.cluster_se(x, range(40)))
+    # ...while treating the copies as independent would shrink the error by sqrt(5)
+    assert ppo.cluster_se(np.repeat(x, 5), range(200)) < 0.5 * ppo.cluster_se(x, range(40))
+
+
+def test_training_batches_have_a_fixed_red_team_share():
+    cfg = ppo.Config(batch_size=32, harmful_frac=0.5)
+    train, sets = ppo.load_prompts(cfg)
+    for seed in range(3):
+        batch = ppo.batch_prompts(train, cfg, random.Random(seed))
+        harmful = [world.parse_request(corpora.last_human(p)) for p in batch]
+        assert sum(t["kind"] == "harm" and t["harmful"] for t in harmful) == 16
+    assert {k: len(v) for k, v in sets.items()} == {"redteam": 200, "benign": 200, "twins": 100}
+    assert not set(train["redteam"]) & set(sets["redteam"]) and not set(train["benign"]) & set(sets["benign"] + sets["twins"])
+
+
+def test_overoptimisation_is_gold_falling_while_the_pm_rises():
+    pt = lambda step, kl, pm, gold: {"step": step, "kl": kl, "pm_reward": pm, "gold_reward": gold, "gold_reward_se": 0.02}
+    rising = [pt(0, 0, 0.1, 0.5), pt(10, 1, 0.3, 0.6), pt(20, 2, 0.5, 0.7)]
+    assert ppo.overoptimisation(rising) is None
+    turned = rising + [pt(30, 3, 0.6, 0.62)]
+    assert ppo.overoptimisation(turned)["step"] == 20 and ppo.overoptimisation(turned)["kl"] == 2
+    assert ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None  # within two standard errors
+    assert ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None  # the PM fell too: not over-optimisation
+
+
+def test_paired_change_on_the_same_prompts():
+    recs = lambda vals: [{"group": "redteam", "category": "comply", "helpful": 0.0, "harmless": v, "pm": v, "kl": 0.0,
+                          "ended": True, "tokens": 5.0, "cluster": i // 2} for i, v in enumerate(vals)]
+    before, after = recs([0.0, 0.0, 0.5, 0.5]), recs([1.0, 1.0, 0.5, 0.5])
+    ch = ppo.paired_change(before, after)
+    assert ch["gold_harmlessness"] == pytest.approx({"change": 0.5, "se": 0.5})  # two clusters, +1 and 0
+    assert ppo.paired_change(before, before)["pm_reward"] == {"change": 0.0, "se": 0.0}

@@ -52,13 +52,13 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     pre = run(tmp_path)
     d = tmp_path / "tiny"
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
-    assert cfg.out_dir == str(d / "sft") and cfg.init == str(d / "pretrain.pt")
+    assert cfg.out_dir == str(d / "sft_hh") and cfg.init == str(d / "pretrain.pt")
     assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")  # the mode=sft preset on top of tiny
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
-    assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft" / "sft.pt")
+    assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
     assert json.load(open(d / "results.json")) == pre  # pretraining's outputs are untouched
-    assert max(losses(d)) == 40 and max(losses(d / "sft")) == 10
+    assert max(losses(d)) == 40 and max(losses(d / "sft_hh")) == 10
     # gold helpfulness on the benign evaluation set: only in the SFT run's results
     assert "gold_helpfulness_macro" not in pre
     by_kind = sft["gold_helpfulness_by_kind"]
