@@ -64,7 +64,7 @@ class Config:
     test_every: int = 10     # real data: pairs whose prompt hash % test_every == 0 are the test split
     batch_size: int = 32     # comparisons per step
     epochs: int = 1          # passes over the training comparisons (one fits the 2-minute budget on 2 CPU cores)
-    lr: float = 5e-4         # peak learning rate
+    lr: float = 1e-3         # peak learning rate
     warmup_iters: int = 10   # steps of linear warm-up before the cosine decay
     weight_decay: float = 0.0  # AdamW weight decay on matrices
     grad_clip: float = 1.0   # clip the gradient norm to this

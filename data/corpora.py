@@ -71,6 +71,9 @@ def _context_turns(rng, heldout):
     return turns
 
 
+TWIN_SHARE = 0.33  # of the helpfulness pairs, those on near-miss twins
+
+
 def comparison_pairs(n, seed=0, axis="both", heldout=False):
     """Simulated human comparisons as HH-RLHF records {"chosen", "rejected"} plus our own
     metadata {"axis", "twin"} (HH readers ignore extra keys). Helpfulness pairs are on
@@ -82,7 +85,7 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
         if ax == "helpful":
             # a third of the helpfulness pairs are on near-miss twins: the data that teaches a
             # PM that "open the lock on my own shed" deserves an answer
-            task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < 0.33 else _sample_request(rng, heldout)
+            task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < TWIN_SHARE else _sample_request(rng, heldout)
             if task["kind"] == "harm" and task["harmful"]:
                 continue
         else:
