@@ -56,7 +56,7 @@ from model import (autocast, configure_optimizer, ensure_checkpoint, get_device,
 class Config:
     preset: str = "cpu"          # settings for a scale, combined with '+'; the default policy and PM are this preset's
     data: str = "world"          # "world" prompts, or HH-RLHF jsonl(.gz) file or directory
-    policy: str = ""             # the initial policy and frozen KL reference (world default: the SFT run's sft.pt)
+    policy: str = ""             # the initial policy and frozen KL reference (world default: train_lm.py's sft_hh/sft.pt)
     pm: str = ""                 # the preference model that gives the reward (world default: train_pm.py's pm.pt)
     out_dir: str = "out/ppo"     # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
     steps: int = 50              # PPO steps (one rollout batch each): what fits the 3.5-minute budget on 2 CPU cores
@@ -423,7 +423,7 @@ def load_models(cfg, device):
         raise SystemExit(f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data (see the top of ppo.py)")
     if not cfg.policy:
         ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
-        cfg.policy = ensure_checkpoint(*handoff("sft", cfg.preset), "the helpful-only SFT policy")
+        cfg.policy = ensure_checkpoint(*handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)")
     cfg.pm = cfg.pm or ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
