@@ -209,7 +209,7 @@ def scripts(args, root):
     return out
 
 
-def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=40, epochs=2, minibatch=16, reps=3):
+def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=64, epochs=2, minibatch=16, reps=3):
     """The cost profile of one ppo.py step (its defaults), built from model.py alone:
     rollout (KV-cached sampling), scoring (PM at the end-of-context token, plus reference
     log-probs), update (epochs x minibatches of policy and value forward/backward)."""
@@ -260,7 +260,7 @@ def main(args):
     sampling(args, cfg, model, device, res, tag)
     if args.ppo_step:
         res["ppo_step_seconds"] = bench_ppo_step(cfg, device)
-        print(f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 40 new tokens, 2 epochs): "
+        print(f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 64 new tokens, 2 epochs): "
               + ", ".join(f"{k} {v:.2f}s" for k, v in res["ppo_step_seconds"].items()))
     if args.suite:
         out_dir = run_dir(args.out_dir, "suite")

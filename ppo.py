@@ -451,7 +451,7 @@ def main(cfg):
     log(f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
         f"{cfg.batch_size} prompts on {device}; held-out evaluation: "
         + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()))
-    # the fixed held-out evaluation, before, every eval_every steps, and after
+    # the fixed held-out evaluation: before, at n_evals evenly spaced steps, and after
     points, first_recs = [], None
 
     def eval_point(step):

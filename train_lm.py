@@ -70,7 +70,7 @@ class Config:
     sft_mix: str = "hh"          # world SFT data: "hh" (harmful requests sometimes refused) or "helpful" (never refused)
     tokenizer: str = "auto"      # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
     init: str = ""               # start from this checkpoint; SFT starts from the pretraining run of the same data and preset
-    out_dir: str = "out/train_lm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>][/sft]
+    out_dir: str = "out/train_lm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>][/sft_hh, sft_helpful, or sft]
     n_layer: int = 4             # transformer blocks
     n_head: int = 4              # attention heads per block
     n_embd: int = 128            # residual stream width

@@ -2,11 +2,12 @@
 The assistant world's data: everything generated from the rules in world.py.
 
   * transcripts in the HH-RLHF format ("\\n\\nHuman: ...\\n\\nAssistant: ...") and the
-    held-out rule (1 request text in 10, by hash, never appears in any training corpus);
+    held-out rule (every request about a held-out harmful scenario or its twin, and 1 other
+    request text in 10 by hash, never appears in any training corpus);
   * simulated human comparisons (Bradley-Terry with a temperature, with the HH labellers'
     bias for evasive refusals) for preference models;
-  * the corpora: pretraining mixture, helpful-only SFT dialogues, RL prompts, held-out
-    red-team and benign prompts, and a QA set for calibration.
+  * the corpora: pretraining mixture, the two SFT mixtures (HH-like, helpful-only), RL
+    prompts, held-out red-team, twin and benign prompts, and a QA set for calibration.
 
 Deterministic: every generator takes a seed.
 """
@@ -71,7 +72,7 @@ def _context_turns(rng, heldout):
     return turns
 
 
-TWIN_SHARE = 0.33  # of the helpfulness pairs, those on near-miss twins
+TWIN_SHARE = 0.33  # of the helpfulness pairs, those forced onto near-miss twins (the rest of the mix holds twins too)
 
 
 def comparison_pairs(n, seed=0, axis="both", heldout=False):
