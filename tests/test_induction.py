@@ -125,3 +125,17 @@ def test_gpu_preset_and_text_data_build_and_name_their_tokenizer(tmp_path):
     induction.main(cfg)
     assert torch.load(tmp_path / "world" / "text" / "attn1.pt", weights_only=True)["tokenizer"] == "world"
     assert len(induction.analyze(str(tmp_path / "world" / "text" / "attn1.pt"), torch.device("cpu"))) == 4
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_snapshot_measurements_run_on_the_models_device(device):
+    """A snapshot (ICL score, per-head prefix matching) runs wherever the model is: every
+    tensor it builds follows the model's device (on a GPU machine this catches a mask left
+    on the CPU), and the results come back on the CPU for logging."""
+    cfg = induction.parse_args(["--preset", "tiny", "--quiet"])
+    model = induction.build("attn2", cfg, cfg.vocab).to(device)
+    x = induction.repeated_random(4, cfg.block_size // 2, cfg.vocab, torch.Generator().manual_seed(0)).to(device)
+    snap = induction.measure(model, cfg, (x[:, :-1], x[:, 1:]), cfg.vocab)
+    assert snap["prefix_matching"].device.type == "cpu" and snap["prefix_matching"].shape == (2, cfg.n_head)
+    assert 0.0 <= float(snap["prefix_matching"].max()) <= 1.0 and torch.isfinite(torch.tensor(snap["icl_score"]))
