@@ -148,12 +148,6 @@ def value_loss(v, old_v, returns, mask, clip):
     return 0.5 * masked_mean(torch.max((v - returns) ** 2, (v_clipped - returns) ** 2), mask)
 
 
-def kl_per_sequence(logp, ref_logp, mask):
-    """Sum over the reply of log pi - log pi_ref: an unbiased sample estimate of
-    KL(pi || pi_ref) for the sequence (zero when the policies are the same)."""
-    return ((logp - ref_logp) * mask).sum(-1)
-
-
 # -----------------------------------------------------------------------------
 # Experience and the update
 
@@ -240,7 +234,7 @@ def pm_score_texts(pm, enc, prompts, replies):
 def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
     """KL(pi || pi_ref) of each sampled reply: the sum over its tokens of the exact KL between
     the two next-token distributions, sum_v pi(v) (log pi(v) - log pi_ref(v)). Unlike the
-    sampled log-ratio (kl_per_sequence) it is never negative and has far less noise."""
+    sampled log-ratio the training step uses, it is never negative and has far less noise."""
     out = []
     for i in range(0, tokens.size(0), batch_size):
         t, p = tokens[i:i + batch_size], pad_mask[i:i + batch_size]
@@ -410,10 +404,12 @@ def load_prompts(cfg):
 
 
 def batch_prompts(train, cfg, rng):
+    """A training batch -> (prompts, their groups): on the world, a fixed red-team share."""
     if cfg.data != "world":
-        return rng.sample(train["all"], cfg.batch_size)
+        return rng.sample(train["all"], cfg.batch_size), ["all"] * cfg.batch_size
     n_red = round(cfg.batch_size * cfg.harmful_frac)
-    return rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red)
+    return (rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red),
+            ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red))
 
 
 def load_models(cfg, device):
@@ -452,7 +448,7 @@ def main(cfg):
         f"{cfg.batch_size} prompts on {device}; held-out evaluation: "
         + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()))
     # the fixed held-out evaluation: before, at n_evals evenly spaced steps, and after
-    points, first_recs = [], None
+    points = []
 
     def eval_point(step):
         summary, recs = evaluate(policy, ref, pm, enc, eval_sets, cfg, seed=cfg.seed + 1)
@@ -470,7 +466,7 @@ def main(cfg):
     for step in bar:
         # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
-        prompts = batch_prompts(train_p, cfg, rng)
+        prompts, groups = batch_prompts(train_p, cfg, rng)
         replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
         # 2. score with the PM. The reward is normalised on the first batch (the initial
         # policy's samples), and the same affine map is folded into the PM-initialised value
@@ -488,8 +484,6 @@ def main(cfg):
         exp = make_experience(policy, ref, value_model, out, scores, cfg, cfg.kl_coef)
         st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step + 1)
         kl = exp["kl"].mean().item()
-        n_red = round(cfg.batch_size * cfg.harmful_frac) if cfg.data == "world" else 0
-        groups = ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red)
         batch = summarise(records(prompts, groups, replies, out, raw.tolist(), None, cfg.data == "world"))
         m = {"step": step + 1, "pm_reward": raw.mean().item(), "reward": scores.mean().item(), "kl": kl, **st,
              "reply_tokens": exp["mask"].sum(-1).mean().item(), "ended": out["ended"].float().mean().item(),
@@ -504,9 +498,10 @@ def main(cfg):
                 tqdm.write(f"  {corpora.last_human(p)!r} -> {r!r}")
         if step + 1 in eval_at:
             p = eval_point(step + 1)[0]
-            tqdm.write(f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
-                       + (f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
-                          if p["gold_reward"] is not None else "")) if not cfg.quiet else None
+            if not cfg.quiet:
+                tqdm.write(f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
+                           + (f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
+                              if p["gold_reward"] is not None else ""))
     bar.close()
 
     # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)

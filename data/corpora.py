@@ -84,8 +84,9 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
     while len(out) < n:
         ax = axis if axis != "both" else rng.choice(["helpful", "harmless"])
         if ax == "helpful":
-            # a third of the helpfulness pairs are on near-miss twins: the data that teaches a
-            # PM that "open the lock on my own shed" deserves an answer
+            # a third of the helpfulness pairs forced onto near-miss twins (with those the whole
+            # mix holds, 43%): the data that teaches a PM that "open the lock on my own shed"
+            # deserves an answer
             task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < TWIN_SHARE else _sample_request(rng, heldout)
             if task["kind"] == "harm" and task["harmful"]:
                 continue

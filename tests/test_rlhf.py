@@ -315,9 +315,10 @@ def test_training_batches_have_a_fixed_red_team_share():
     cfg = ppo.Config(batch_size=32, harmful_frac=0.5)
     train, sets = ppo.load_prompts(cfg)
     for seed in range(3):
-        batch = ppo.batch_prompts(train, cfg, random.Random(seed))
+        batch, groups = ppo.batch_prompts(train, cfg, random.Random(seed))
         harmful = [world.parse_request(corpora.last_human(p)) for p in batch]
         assert sum(t["kind"] == "harm" and t["harmful"] for t in harmful) == 16
+        assert [g == "redteam" for g in groups] == [t["kind"] == "harm" and t["harmful"] for t in harmful]
     assert {k: len(v) for k, v in sets.items()} == {"redteam": 200, "benign": 200, "twins": 100}
     assert not set(train["redteam"]) & set(sets["redteam"]) and not set(train["benign"]) & set(sets["benign"] + sets["twins"])
 
