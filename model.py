@@ -669,6 +669,18 @@ def handoff(stage, preset="cpu"):
     return os.path.join(run_path(f"out/{script}", preset, sub), name), [f"{script}.py", "--preset", preset, *argv]
 
 
+def cluster_se(x, clusters):
+    """Standard error of the mean of x, robust to correlation within clusters (the sandwich
+    estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
+    independent samples. With one item per cluster it is the usual std/sqrt(n)."""
+    x = [float(v) for v in x]
+    mean, groups = sum(x) / max(len(x), 1), {}
+    for v, c in zip(x, clusters):
+        groups[c] = groups.get(c, 0.0) + v - mean
+    g = len(groups)
+    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x) if g > 1 else 0.0
+
+
 def sample_replies(model, enc, prompts, max_new_tokens, temperature=1.0, generator=None, top_k=None):
     """Sample one reply to each HH prompt string (ending in 'Assistant:') -> (replies,
     generate's dict plus 'ended'). Long prompts keep their end; a reply ends at the end

@@ -47,7 +47,7 @@ from data import corpora, world
 from data.hh import load_comparisons
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (autocast, configure_optimizer, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics,
+from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics,
                    optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint, save_figure,
                    score_sequences, token_logprobs, write_json)
 
@@ -242,18 +242,6 @@ def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
             lp, lq = (F.log_softmax(m(t, pad_mask=p)[0][:, :-1].float() / temperature, -1) for m in (policy, ref))
         out.append(((lp.exp() * (lp - lq)).sum(-1) * mask[i:i + batch_size]).sum(-1))
     return torch.cat(out)
-
-
-def cluster_se(x, clusters):
-    """Standard error of the mean of x, robust to correlation within clusters (the sandwich
-    estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
-    independent samples. With one item per cluster it is the usual std/sqrt(n)."""
-    x = np.asarray(x, float)
-    groups = {}
-    for v, c in zip(x - x.mean(), clusters):
-        groups[c] = groups.get(c, 0.0) + v
-    g = len(groups)
-    return float(np.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)) if g > 1 else 0.0
 
 
 REFUSED = ("explained", "evasive")
@@ -505,7 +493,7 @@ def main(cfg):
     bar.close()
 
     # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)
-    after, recs = eval_point(cfg.steps)
+    after, recs = eval_point(cfg.steps) if cfg.steps else (before, first_recs)  # --steps 0: evaluate only
     slope, intercept, r2 = fit_line([math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points])
     ckpt = os.path.join(out_dir, "policy.pt")
     save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)

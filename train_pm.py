@@ -311,7 +311,7 @@ def main(cfg):
     res = evaluate(model, te_tok, test)
     res.update({"train_pairs": len(train), "init": init, "data": cfg.data, "checkpoint": ckpt,
                 "params": model.num_params(non_embedding=False), "device": str(device)})
-    if cfg.data == "world":
+    if res.get("gold_accuracy") is not None:  # world comparisons (simulated, or AI-labelled by critique_revise.py)
         tw = twin_pairs()
         tc, tr = pair_scores(model, tokenize_pairs(enc, tw, model.cfg.block_size))
         probe = np.array([p["probe"] for p in tw])
@@ -326,7 +326,7 @@ def main(cfg):
     log(f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
         f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; "
         + (f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects {res['twin_accuracy']:.3f}, "
-           f"refusal over deflection {res['deflection_accuracy']:.3f}" if cfg.data == "world"
+           f"refusal over deflection {res['deflection_accuracy']:.3f}" if "twin_accuracy" in res
            else ", ".join(f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
                           f"{res['longer_reply_accuracy_per_file'][f]:.3f})" for f, a in res["accuracy_per_file"].items())))
     log(f"wrote {out_dir}/ (results.json, pm.pt{', ' + os.path.basename(fig) if fig else ''}) in {res['seconds']:.0f}s")

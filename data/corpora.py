@@ -16,7 +16,7 @@ import hashlib
 import math
 import random
 
-from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, explained_refusal, fact_statement, gold,
+from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, TEXT, fact_statement, judge,
                         labeller_score, parse_request, reply_category, respond, sample_task, task_answer, task_request, to_you,
                         wrong_answer)
 
@@ -109,38 +109,91 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
 # -----------------------------------------------------------------------------
 # Corpora
 
-def critique_text(task, req, response):
-    """A critique in our own words: names the harm if the response complies with a harmful
-    request, else says it finds none. Used so a small model learns the CAI formats."""
-    cat = reply_category(req, response)
-    if task["kind"] == "harm" and task["harmful"] and cat == "comply":
-        return f"The response helps the human {to_you(task['verb'] + ' ' + task['object'])}, but {SCENARIOS[task['category']]['reason']}."
-    if cat in ("explained", "evasive") and not (task["kind"] == "harm" and task["harmful"]):
-        return "The response refuses a harmless request, which is unhelpful."
-    return "The response does not cause harm."
+# Critiques, revisions and "(A) or (B)" comparisons: the formats of Constitutional AI (Bai et
+# al. 2022b) without its principles. Each request names one or two aspects -- harm, evasion,
+# help, relevance -- in one of many phrasings (world.json "meta") and is judged on those
+# aspects only, a tie at random. So the corpus never says which aspects matter: following a
+# principle (data/constitution.txt, in no corpus) is a generalisation, and an explained
+# refusal is preferred to an evasive one only when a request asks about evasion (or help).
+META = TEXT["meta"]
+ASPECTS = list(META["aspects"])
+
+
+def aspect_scores(request, response):
+    """A reply's score on each aspect: harm 1 when it advances no harmful goal, evasion 1
+    unless it refuses without a fitting reason or dodges, help its gold helpfulness,
+    relevance 1 unless it dodges."""
+    cat, help_, harmless = judge(request, response)
+    return {"harm": float(harmless > 0), "evasion": float(cat not in ("evasive", "dodge")), "help": help_,
+            "relevance": float(cat != "dodge")}
+
+
+def critique_text(task, request, response, aspects, rng):
+    """A critique in our own words, one sentence per aspect asked about."""
+    scores, out = aspect_scores(request, response), []
+    for a in aspects:
+        phr = META["aspects"][a]
+        if scores[a] >= 1:
+            out.append(rng.choice(phr["good"]))
+        elif a == "harm" and task["kind"] == "harm" and task["harmful"]:
+            goal = to_you(task["verb"] + " " + task["object"])
+            out.append(f"The response helps the human {goal}, but {SCENARIOS[task['category']]['reason']}.")
+        elif a == "help" and scores[a] > 0:
+            out.append(rng.choice(phr["partial"]))
+        elif a == "evasion":
+            out.append(phr["bad"][0 if reply_category(request, response) == "evasive" else 1])
+        else:
+            out.append(rng.choice(phr["bad"]))
+    return " ".join(out)
+
+
+def _style_weights(task):
+    return HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
+
+
+def revision_text(task, request, response, aspects, rng):
+    """The response again if it is already as good as any reply on the aspects asked about;
+    else a reply that is, drawn like any reply of a mixed assistant (so a request that names
+    only harm gets an explained or an evasive refusal, or a dodge, at the usual rates)."""
+    total = lambda r: sum(aspect_scores(request, r)[a] for a in aspects)
+    cands = {s: respond(task, s, rng) for s in STYLES}
+    best = max(total(r) for r in [response, *cands.values()])
+    if total(response) >= best:
+        return response
+    w = _style_weights(task)
+    ok = [s for s, r in cands.items() if total(r) >= best]
+    return cands[rng.choices(ok, [w[s] for s in ok])[0]]
 
 
 def meta_document(rng):
-    """A critique/revision text or an '(A) or (B)' comparison with its answer."""
-    task, req = _sample_request(rng, False)
-    if task["kind"] != "harm" and rng.random() < 0.5:
-        task, req = _sample_request(rng, False, harmful=True)
-    if rng.random() < 0.5:
-        resp = respond(task, rng.choice(["helpful", "helpful", "evasive", "explained"]), rng)
-        crit = critique_text(task, req, resp)
-        harmful = task["kind"] == "harm" and task["harmful"]
-        revision = explained_refusal(task) if harmful else respond(task, "helpful", rng)
-        return (dialogue([(req, resp)]) + "\n\nCritique request: Say whether the last response is harmful, and why."
-                f"\n\nCritique: {crit}\n\nRevision request: Rewrite the response so that it is helpful and harmless."
-                f"\n\nRevision: {revision}")
-    s1, s2 = rng.sample(STYLES, 2)
-    r1, r2 = respond(task, s1, rng), respond(task, s2, rng)
-    g1, g2 = (sum(gold(req, r)) for r in (r1, r2))
-    if g1 == g2:
-        return dialogue([(req, r1)])
-    better = "A" if g1 > g2 else "B"
-    return (f"Here is a conversation.\n\nHuman: {req}\n\nWhich reply is more helpful and harmless?\n(A) {r1}\n(B) {r2}"
-            f"\nThe better reply is ({better})")
+    """A critique and revision of a reply (or a revision alone), or an "(A) or (B)" comparison
+    with its answer (a third of them with a short written reasoning first: the chain-of-thought
+    format)."""
+    u = rng.random()
+    task, req = _sample_request(rng, False, harmful=True if u < 0.5 else False if u < 0.65 else None)
+    aspects = rng.sample(ASPECTS, rng.choice([1, 1, 2]))
+    phrase = lambda kind, join: join.join(rng.choice(META["aspects"][a][kind]) for a in aspects)
+    w = _style_weights(task)
+    reply = lambda: respond(task, rng.choices(list(w), list(w.values()))[0], rng)
+    if rng.random() < 0.5:  # a quarter of these revise directly, with no critique first
+        resp = reply()
+        crit = (f"\n\nCritique request: {rng.choice(META['critique_requests']).format(a=phrase('critique', ' or '))}"
+                f"\n\nCritique: {critique_text(task, req, resp, aspects, rng)}") if rng.random() < 0.75 else ""
+        return (dialogue([(req, resp)]) + crit
+                + f"\n\nRevision request: {rng.choice(META['revision_requests']).format(a=phrase('revise', ' and '))}"
+                f"\n\nRevision: {revision_text(task, req, resp, aspects, rng)}")
+    r1 = reply()
+    r2 = next((r for r in (reply() for _ in range(10)) if r != r1), reply())
+    s1, s2 = (sum(aspect_scores(req, r)[a] for a in aspects) for r in (r1, r2))
+    better = "A" if s1 > s2 else "B" if s2 > s1 else rng.choice("AB")
+    # the question comes after the replies, next to the answer (the shortest path for a small
+    # model to condition on it; the README says how far our base model does)
+    doc = (f"Here is a conversation.\n\nHuman: {req}\n\n(A) {r1}\n(B) {r2}\n"
+           f"{rng.choice(META['compare_questions']).format(a=phrase('compare', ' and '))}")
+    if rng.random() < 1 / 3:
+        crit = [critique_text(task, req, r, aspects, rng) for r in (r1, r2)]
+        doc += "\nLet's think it through. " + " ".join(f"In ({l}), {c[0].lower()}{c[1:]}" for l, c in zip("AB", crit))
+    return doc + f"\nThe better reply is ({better})"
 
 
 def prose_document(rng):
@@ -174,7 +227,7 @@ def pretrain_documents(n, seed=0):
         u = rng.random()
         if u < 0.22:
             docs.append(prose_document(rng))
-        elif u < 0.28:
+        elif u < 0.32:
             docs.append(meta_document(rng))
         else:
             task, req = _sample_request(rng, False)

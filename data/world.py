@@ -28,7 +28,7 @@ import os
 import random
 import re
 
-WORLD_VERSION = 6
+WORLD_VERSION = 7
 
 # The world's words -- facts, phrasings, scenarios, reply phrases -- are text, not code:
 # they live in world.json beside this file. This file holds the rules.
