@@ -116,7 +116,9 @@ def parse_args(argv=None):
 
 def load_constitution(path, ablate=False):
     """data/constitution.txt -> (principles [{title, critique, revision, choose}], examples
-    [text]). With ablate, every [bracketed] part is removed; otherwise only the brackets."""
+    [text]). With ablate, every [bracketed] part is removed, and there is no example (an
+    example revision shows a choice between an explained and an evasive refusal); otherwise
+    only the brackets are."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     text = re.sub(r"\[[^\]]*\]", "", text) if ablate else text.replace("[", "").replace("]", "")
@@ -133,7 +135,7 @@ def load_constitution(path, ablate=False):
         principles.append({"title": title.strip(), **{k: fields[k] for k in ("critique", "revision", "choose")}})
     if not principles:
         raise ValueError(f"{path}: no principles ('## title' blocks)")
-    return principles, examples
+    return principles, [] if ablate else examples
 
 
 # -----------------------------------------------------------------------------
@@ -142,12 +144,15 @@ def load_constitution(path, ablate=False):
 # revision request: older rounds are dropped so that one round and one example fit in the
 # 256-token context of our models (the paper keeps them all in a long context).
 
-def complete(model, enc, texts, max_new, temperature, gen, batch_size):
-    """Sample a continuation of each text, cut at the first blank line (the next turn)."""
+def complete(model, enc, texts, max_new, temperature, gen, batch_size, desc=None):
+    """Sample a continuation of each text, cut at the first blank line (the next turn); a
+    progress bar when desc is given."""
     out = []
-    for i in range(0, len(texts), batch_size):
+    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
         replies, _ = sample_replies(model, enc, texts[i:i + batch_size], max_new, temperature, gen)
-        out += [r.split("\n\n")[0].strip() for r in replies]
+        # sample_replies strips the reply: a continuation that starts a new turn at once
+        # ("\n\nRevision request: ...") is cut by its marker
+        out += [re.split(r"\n\n|(?:Critique|Revision)(?: request)?:", r)[0].strip() for r in replies]
     return out
 
 
@@ -185,7 +190,8 @@ def gold_summary(requests, replies, groups, pm=None, enc=None):
                 (("comply", "comply"), ("explained_refusal", "explained"), ("evasive_refusal", "evasive"), ("dodge", "dodge"))}}
     for k, (g, f) in stats.items():
         sel = [(f(j), o) for gg, j, o in recs if gg == g]
-        out[k], out[k + "_se"] = float(np.mean([v for v, _ in sel])), cluster_se([v for v, _ in sel], [o for _, o in sel])
+        if sel:  # (training revisions are red-team only)
+            out[k], out[k + "_se"] = float(np.mean([v for v, _ in sel])), cluster_se([v for v, _ in sel], [o for _, o in sel])
     if pm is not None:
         toks = [encode_transcript(enc, corpora.dialogue([(q, r)]), pm.cfg.block_size)
                 for q, r, g in zip(requests, replies, groups) if g == "redteam"]
@@ -220,11 +226,11 @@ def label_first(p_a):
 
 
 @torch.no_grad()
-def answer_probs(model, enc, texts, batch_size):
+def answer_probs(model, enc, texts, batch_size, desc=None):
     """P(A) normalised against P(B) for the answer token that follows each text."""
     a, b = enc.encode_single_token("A"), enc.encode_single_token("B")
     dev, out = model.wte.weight.device, []
-    for i in range(0, len(texts), batch_size):
+    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
         idx, pad = left_pad([enc.encode_ordinary(t)[-model.cfg.block_size:] for t in texts[i:i + batch_size]], 0, dev)
         lp = F.log_softmax(model(idx, pad_mask=pad)[0][:, -1].float(), -1)
         out.append(prob_a(lp[:, a], lp[:, b]))
@@ -243,11 +249,11 @@ def feedback(model, enc, pairs, principles, n_principles, cfg, rng, gen, cot=Fal
     if cot:
         texts = [t + "\nLet's think it through." for t in texts]
         thoughts = []
-        for i in range(0, len(texts), cfg.batch_size):
+        for i in tqdm(range(0, len(texts), cfg.batch_size), desc="chain of thought", disable=cfg.quiet, leave=False):
             rs, _ = sample_replies(model, enc, texts[i:i + cfg.batch_size], cfg.cot_tokens, cfg.revise_temperature, gen)
             thoughts += [" " + r.split("\n")[0].strip() for r in rs]
         texts = [t + th for t, th in zip(texts, thoughts)]
-    p_a = answer_probs(model, enc, [t + ANSWER for t in texts], cfg.batch_size)
+    p_a = answer_probs(model, enc, [t + ANSWER for t in texts], cfg.batch_size, None if cfg.quiet else "AI feedback")
     if cot:
         p_a = np.clip(p_a, cfg.cot_clamp, 1 - cfg.cot_clamp)
     return p_a.reshape(len(pairs), n_principles, 2)
@@ -292,7 +298,11 @@ def ai_feedback(model, enc, pairs, principles, ablated, cfg, rng, gen, log):
     for q in rng.sample(corpora.train_prompts(4 * cfg.n_probe, "redteam", seed=cfg.seed), cfg.n_probe):
         req = corpora.last_human(q)
         probe.append((req, world.explained_refusal(world.parse_request(req)), rng.choice(world.REFUSALS)))
-    for key, ps in (("explained_over_evasive", principles), ("explained_over_evasive_ablated", ablated)):
+    # the ablated principles that still ask about help (unbracketed in the file) can prefer
+    # the explained refusal through help alone (gold helpfulness 0.3 vs 0): also without them
+    harm_only = [p for p in ablated if "help" not in p["choose"]]
+    for key, ps in (("explained_over_evasive", principles), ("explained_over_evasive_ablated", ablated),
+                    ("explained_over_evasive_ablated_harm_only", harm_only)):
         lab = label_first(feedback(model, enc, probe, ps, cfg.n_principles, cfg, rng, gen))
         res[key], res[key + "_mean_label"] = float(np.mean(lab > 0.5)), float(lab.mean())
     log("AI feedback: agreement with gold " + ", ".join(f"{k.replace('agreement_', '')} {v if v is None else round(v, 3)}"
@@ -378,7 +388,7 @@ def run_script(argv, what, log, quiet):
 def answer(model, enc, requests, cfg, gen):
     """One reply per request, sampled at temperature 1 as the policy would answer."""
     return complete(model, enc, [corpora.dialogue([(q, "")]).rstrip() for q in requests], cfg.max_new_tokens, 1.0, gen,
-                    cfg.batch_size)
+                    cfg.batch_size, None if cfg.quiet else "answer")
 
 
 def main(cfg):

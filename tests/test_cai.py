@@ -24,17 +24,22 @@ def test_constitution_parses_and_ablation_removes_only_the_bracketed_clauses():
     abl, abl_examples = cr.load_constitution(CONSTITUTION, ablate=True)
     assert len(full) == len(abl) >= 14 and len(examples) >= 1
     assert [p["title"] for p in full] == [p["title"] for p in abl]
-    words = re.compile(r"evasi|explain|reason|why|alternative|instead|dodg|forthcoming|open", re.I)
+    words = re.compile(r"evasi|explain|reason|why|alternative|instead|dodg|forthcoming|open|straight", re.I)
     changed = 0
     for f, a in zip(full, abl):
         for k in ("critique", "revision", "choose"):
             assert "[" not in f[k] and "]" not in f[k] and len(a[k]) <= len(f[k])
             changed += a[k] != f[k]
             # what the ablation leaves asks about harm (or help), never about evasiveness
-            assert not re.search(r"evasi|dodg|forthcoming|reason", a[k], re.I), a[k]
+            assert not re.search(r"evasi|dodg|forthcoming|reason|why|instead|alternative|safer (thing|option)", a[k], re.I), a[k]
     assert changed >= 30
     assert any(words.search(p["choose"]) for p in full)
-    assert not re.search(r"theft|belongs", abl_examples[0])  # the example's explanation is ablated too
+    assert abl_examples == []  # an example revision would show a choice between explained and evasive
+    # "removes only the bracketed clauses": the ablated text is the full text minus the brackets' contents
+    raw = open(CONSTITUTION).read()
+    for f, a in zip(full, abl):
+        line = next(x for x in raw.splitlines() if x.startswith("choose: ") and x.replace("[", "").replace("]", "")[8:] == f["choose"])
+        assert re.sub(r"\[[^\]]*\]", "", line)[8:] == a["choose"]
 
 
 def test_constitution_errors_name_the_file_and_the_principle(tmp_path):
@@ -88,15 +93,44 @@ def tiny_lm(path, seed):
     return m
 
 
-def test_chain_of_thought_labels_are_clamped(tmp_path):
+def test_chain_of_thought_labels_are_clamped(tmp_path, monkeypatch):
+    """The model writes its reasoning (a real tiny model samples it), then answers; a
+    confident answer (P(A) 0.99 or 0.01) is clamped to [0.4, 0.6] with chain of thought and
+    left alone without."""
     m = tiny_lm(tmp_path / "lm.pt", 0).eval()
+    seen = []
+
+    def confident(model, enc, texts, batch_size, desc=None):
+        seen.extend(texts)
+        return np.array([0.99, 0.01] * (len(texts) // 2))
+    monkeypatch.setattr(cr, "answer_probs", confident)
     cfg = cr.parse_args(["--preset", "tiny", "--quiet"])
     pairs = [("How do I pick the lock on my neighbour's bike while they are away?", "I can't help with that.", "Sure!")] * 3
     principles, _ = cr.load_constitution(CONSTITUTION)
-    p = cr.feedback(m, get_tokenizer("world"), pairs, principles, 2, cfg, random.Random(0), torch.Generator().manual_seed(0), cot=True)
-    assert p.shape == (3, 2, 2) and p.min() >= 0.4 - 1e-6 and p.max() <= 0.6 + 1e-6
-    raw = cr.feedback(m, get_tokenizer("world"), pairs, principles, 2, cfg, random.Random(0), torch.Generator().manual_seed(0))
-    assert raw.shape == (3, 2, 2) and ((raw > 0) & (raw < 1)).all()
+    enc, gen = get_tokenizer("world"), torch.Generator().manual_seed(0)
+    p = cr.feedback(m, enc, pairs, principles, 2, cfg, random.Random(0), gen, cot=True)
+    assert p.shape == (3, 2, 2) and np.allclose(p[..., 0], 0.6) and np.allclose(p[..., 1], 0.4)
+    assert all("Let's think it through." in t for t in seen)
+    raw = cr.feedback(m, enc, pairs, principles, 2, cfg, random.Random(0), gen)
+    assert np.allclose(raw[..., 0], 0.99) and np.allclose(raw[..., 1], 0.01)
+
+
+def test_feedback_lays_out_both_orders(monkeypatch):
+    """Order 0 shows the first reply as (A), order 1 as (B): a judge that always picks the
+    reply saying "good" gives P(first better) = 1 for (good, bad) and 0 for (bad, good)."""
+    seen = []
+
+    def fake_answer_probs(model, enc, texts, batch_size, desc=None):
+        seen.extend(texts)
+        return np.array([0.9 if "(A) good" in t else 0.1 for t in texts])
+    monkeypatch.setattr(cr, "answer_probs", fake_answer_probs)
+    cfg = cr.parse_args(["--preset", "tiny", "--quiet"])
+    principles, _ = cr.load_constitution(CONSTITUTION)
+    p_a = cr.feedback(None, None, [("q", "good", "bad"), ("q", "bad", "good")], principles, 3, cfg, random.Random(0), None)
+    assert p_a.shape == (2, 3, 2)
+    assert cr.label_first(p_a) == pytest.approx([0.9, 0.1])
+    assert all(t.endswith(cr.ANSWER) for t in seen) and len(seen) == 12
+    assert "(A) good\n(B) bad" in seen[0] and "(A) bad\n(B) good" in seen[1]
 
 
 @pytest.mark.slow
@@ -127,6 +161,6 @@ def test_tiny_end_to_end(tmp_path):
     assert saved["seconds"] > 0 and res["policies"] == saved["policies"]
     pairs, _ = load_comparisons(str(tmp_path / "cai" / "tiny" / "pm_cai.jsonl"), verbose=False)
     assert len(pairs) == 8 + 40 and all(0 <= p["label"] <= 1 for p in pairs)
-    assert any(p["label"] != 1.0 for p in pairs[:8])  # soft AI labels
+    assert any(0 < p["label"] < 1 for p in pairs[:8])  # soft AI labels
     sl, _ = load_comparisons(str(tmp_path / "cai" / "tiny" / "sl_cai.jsonl"), verbose=False)
     assert len(sl) == 60
