@@ -47,8 +47,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -61,7 +59,7 @@ from data import corpora, world
 from data.hh import write_jsonl
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (cluster_se, ensure_checkpoint, get_device, handoff, left_pad, load_checkpoint, log_metrics, parse_config,
-                   printer, pyplot, run_dir, run_path, sample_replies, save_figure, score_sequences, write_json)
+                   printer, pyplot, run_dir, run_path, run_script, sample_replies, save_figure, score_sequences, write_json)
 
 
 @dataclass
@@ -144,15 +142,18 @@ def load_constitution(path, ablate=False):
 # revision request: older rounds are dropped so that one round and one example fit in the
 # 256-token context of our models (the paper keeps them all in a long context).
 
-def complete(model, enc, texts, max_new, temperature, gen, batch_size, desc=None):
-    """Sample a continuation of each text, cut at the first blank line (the next turn); a
-    progress bar when desc is given."""
+NEXT_TURN = r"\n\n|(?:Critique|Revision)(?: request)?:"
+
+
+def complete(model, enc, texts, max_new, temperature, gen, batch_size, desc=None, stop=NEXT_TURN):
+    """Sample a continuation of each text, cut where `stop` first matches (by default the
+    next turn: a blank line, or a turn marker, since sample_replies strips the leading
+    blank line of a continuation that starts a new turn at once); a progress bar when desc
+    is given."""
     out = []
     for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
         replies, _ = sample_replies(model, enc, texts[i:i + batch_size], max_new, temperature, gen)
-        # sample_replies strips the reply: a continuation that starts a new turn at once
-        # ("\n\nRevision request: ...") is cut by its marker
-        out += [re.split(r"\n\n|(?:Critique|Revision)(?: request)?:", r)[0].strip() for r in replies]
+        out += [re.split(stop, r)[0].strip() for r in replies]
     return out
 
 
@@ -248,11 +249,9 @@ def feedback(model, enc, pairs, principles, n_principles, cfg, rng, gen, cot=Fal
             texts += [choice_prompt(q, x, y, p["choose"]), choice_prompt(q, y, x, p["choose"])]
     if cot:
         texts = [t + "\nLet's think it through." for t in texts]
-        thoughts = []
-        for i in tqdm(range(0, len(texts), cfg.batch_size), desc="chain of thought", disable=cfg.quiet, leave=False):
-            rs, _ = sample_replies(model, enc, texts[i:i + cfg.batch_size], cfg.cot_tokens, cfg.revise_temperature, gen)
-            thoughts += [" " + r.split("\n")[0].strip() for r in rs]
-        texts = [t + th for t, th in zip(texts, thoughts)]
+        thoughts = complete(model, enc, texts, cfg.cot_tokens, cfg.revise_temperature, gen, cfg.batch_size,
+                            None if cfg.quiet else "chain of thought", stop=r"\n")  # the answer line follows
+        texts = [t + " " + th for t, th in zip(texts, thoughts)]
     p_a = answer_probs(model, enc, [t + ANSWER for t in texts], cfg.batch_size, None if cfg.quiet else "AI feedback")
     if cot:
         p_a = np.clip(p_a, cfg.cot_clamp, 1 - cfg.cot_clamp)
@@ -375,16 +374,6 @@ def plots(res, hh, rl, out_dir):
 
 # -----------------------------------------------------------------------------
 
-def run_script(argv, what, log, quiet):
-    """A stage that another script does, run as from the command line, with its own output."""
-    log(f"\n>>> {what}: python {' '.join(argv)}")
-    t0 = time.time()
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
-    if subprocess.run(cmd + (["--quiet"] if quiet else [])).returncode != 0:
-        raise SystemExit(f"`python {' '.join(argv)}` failed; fix that first")
-    log(f">>> {what}: done in {time.time() - t0:.0f}s\n")
-
-
 def answer(model, enc, requests, cfg, gen):
     """One reply per request, sampled at temperature 1 as the policy would answer."""
     return complete(model, enc, [corpora.dialogue([(q, "")]).rstrip() for q in requests], cfg.max_new_tokens, 1.0, gen,
@@ -408,7 +397,8 @@ def main(cfg):
     torch.manual_seed(cfg.seed)
     policy, ck = load_checkpoint(helpful, device, dropout=0.0)
     enc = get_tokenizer(ck["tokenizer"])
-    hh_pm = load_checkpoint(handoff("pm", cfg.preset)[0], device)[0].eval() if os.path.exists(handoff("pm", cfg.preset)[0]) else None
+    hh_pm_path = handoff("pm", cfg.preset)[0]  # scores the revisions round by round, when it exists
+    hh_pm = load_checkpoint(hh_pm_path, device)[0].eval() if os.path.exists(hh_pm_path) else None
     log(f"Constitutional AI: {len(principles)} principles{' (ablated)' if cfg.ablate else ''}, {len(examples)} examples "
         f"({cfg.shots} in context), {cfg.rounds} rounds; helpful-only policy {helpful}; reviser {cfg.reviser or base}; "
         f"feedback model {base}")
@@ -450,7 +440,7 @@ def main(cfg):
     iters = max(1, -(-tokens // (16 * policy.cfg.block_size)))  # one epoch at batch 16
     run_script(["train_lm.py", "--preset", cfg.preset, "--mode", "sft", "--data", sl_path, "--tokenizer", ck["tokenizer"],
                 "--init", base, "--out_dir", cfg.out_dir, "--batch_size", "16", "--max_iters", str(iters), "--seed", str(cfg.seed)],
-               "SL-CAI: fine-tuning the pretrained model on the revisions", log, cfg.quiet)
+               "SL-CAI: fine-tuning the pretrained model on the revisions", quiet=cfg.quiet)
     sl_ckpt = os.path.join(run_path(cfg.out_dir, "sl_cai", cfg.preset), "sft", "sft.pt")
 
     # ---- RL-CAI: the SL-CAI policy's reply pairs, labelled by the feedback model
@@ -467,13 +457,13 @@ def main(cfg):
                            "axis": "harmless", "source": "ai"} for (q, x, y), l in zip(pairs, labels)]
                 + [{**p, "source": "human"} for p in corpora.comparison_pairs(cfg.n_helpful_pairs, seed=cfg.seed, axis="helpful")])
     run_script(["train_pm.py", "--preset", cfg.preset, "--data", pm_path, "--init", base, "--out_dir", cfg.out_dir,
-                "--seed", str(cfg.seed)], "RL-CAI: the PM on AI harmlessness and human helpfulness labels", log, cfg.quiet)
+                "--seed", str(cfg.seed)], "RL-CAI: the PM on AI harmlessness and human helpfulness labels", quiet=cfg.quiet)
     pm_ckpt = os.path.join(run_path(cfg.out_dir, "pm_cai", cfg.preset), "pm.pt")
     ppo = ["ppo.py", "--preset", cfg.preset, "--pm", pm_ckpt, "--seed", str(cfg.seed)]
     run_script(ppo + ["--policy", sl_ckpt, "--steps", str(cfg.ppo_steps), "--out_dir", os.path.join(cfg.out_dir, "rl_cai")],
-               "RL-CAI: PPO from the SL-CAI policy against that PM", log, cfg.quiet)
+               "RL-CAI: PPO from the SL-CAI policy against that PM", quiet=cfg.quiet)
     run_script(ppo + ["--policy", helpful, "--steps", "0", "--out_dir", os.path.join(cfg.out_dir, "helpful_only")],
-               "the helpful-only policy on the same held-out evaluation", log, cfg.quiet)
+               "the helpful-only policy on the same held-out evaluation", quiet=cfg.quiet)
 
     # ---- the comparison
     load = lambda d: json.load(open(os.path.join(d, "results.json")))

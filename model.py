@@ -643,19 +643,26 @@ def save_figure(fig, path):
     return path
 
 
+def run_script(argv, announce, quiet=False):
+    """Run one of the project's scripts as from the command line, saying why first; stop
+    if it fails. argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"]."""
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
+    print(f"\n>>> {announce} with `python {' '.join(argv)}`", flush=True)
+    t0 = time.time()
+    r = subprocess.run(cmd + (["--quiet"] if quiet else []))
+    if r.returncode != 0:
+        raise SystemExit(f"`python {' '.join(argv)}` failed (exit {r.returncode}); fix that first")
+    print(f">>> done in {time.time() - t0:.0f}s\n", flush=True)
+
+
 def ensure_checkpoint(ckpt, argv, what):
     """Build a missing checkpoint by running the script that makes it with its defaults,
     telling the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh
-    clone). argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"]."""
-    if os.path.exists(ckpt):
-        return ckpt
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
-    print(f"\n>>> {ckpt} not found: building {what} with `python {' '.join(argv)}`", flush=True)
-    t0 = time.time()
-    r = subprocess.run(cmd)
-    if r.returncode != 0 or not os.path.exists(ckpt):
-        raise SystemExit(f"`python {' '.join(argv)}` failed (exit {r.returncode}); fix that first")
-    print(f">>> built {ckpt} in {time.time() - t0:.0f}s\n", flush=True)
+    clone)."""
+    if not os.path.exists(ckpt):
+        run_script(argv, f"{ckpt} not found: building {what}")
+        if not os.path.exists(ckpt):
+            raise SystemExit(f"`python {' '.join(argv)}` did not write {ckpt}")
     return ckpt
 
 
