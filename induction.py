@@ -1,35 +1,43 @@
 """
 induction.py -- induction heads and the in-context-learning phase change (Olsson et al.
-2022, "In-context Learning and Induction Heads").
+2022, "In-context Learning and Induction Heads"), argued the paper's way: six lines of
+evidence, each measured on small models trained from scratch.
 
-Claims examined at small scale:
-  * induction heads form in a sudden phase change early in training (Argument 1);
-  * in the same stretch of training the in-context-learning (ICL) score drops -- late
-    tokens become much easier than early ones -- and the loss falls off its plateau
-    (Sec. 3); how closely the two coincide is measured, not assumed (see the README);
-  * one-layer attention-only models show none of it: an induction head needs two layers
-    (a previous-token head feeding the key of an induction head, K-composition);
-  * the "smeared key" variant (Argument 2), whose keys mix in the previous token's key,
-    forms induction heads in one layer, and earlier than the plain two-layer model.
-The attention-only models have an untied unembedding: with W_U = W_E^T (the direct path
-votes for the current token) no induction head formed in 2,500 steps in our runs.
+  1. Co-occurrence (Argument 1): the phase-change window is the 10%-90% rise of the best
+     head's prefix-matching score; we report the share of the in-context-learning (ICL)
+     score's change, and of the loss's fall, that happens inside it, over several seeds.
+  2. Shifting the phase change (Argument 2): a 1-layer "smeared key" model, whose keys can
+     mix in the previous token's key, forms induction heads although 1-layer models cannot;
+     its smear starts at 1% (no previous-token mechanism at initialisation) and is learnt.
+  3. Ablation (Argument 3): at every snapshot each head's output is zeroed in turn and the
+     ICL score recomputed; removing the induction head should undo the ICL.
+  4. Behaviour on examples (Argument 4): the induction head's attention on one repeated
+     random sequence, and the per-token loss on its first and second copy.
+  5. Mechanism (Argument 5): previous-token scores (layer 0), K-composition from layer-0
+     heads into the induction head's keys (against its value at initialisation), and the
+     OV circuit's copying statistic (Elhage et al. 2021's eigenvalue score).
+  6. Models with MLPs (Argument 6): the same co-occurrence measurement on `mlp2`.
+Which of these the runs show, and with which numbers, is in the README.
 
-Run (CPU, 2 cores, under a minute: 1- and 2-layer attention-only models and a 1-layer smeared-key model):
+Run (CPU, 2 cores, under 5 minutes: attn1, attn2 x 3 seeds, smear1 x 3 seeds, mlp2):
     python induction.py
-    python induction.py --models attn1,attn2,attn3,smear1,smear2,mlp2      # the full set
-    python induction.py --preset text     # natural text: the assistant-world corpus -> out/induction/world/text/
-    python induction.py --data ../shared/data/text/tinyshakespeare.txt --preset gpu   # context 512, ICL as defined
+    python induction.py --preset text     # tinyshakespeare from ../shared/data/text (or --data PATH): natural text
+    python induction.py --preset gpu      # context 512, width 256, 3,000 steps
     python induction.py --analyze out/train_lm/pretrain.pt    # per-head scores of any checkpoint
-What to look at: the table printed at the end (phase-change step, ICL score, the top
-heads' prefix-matching and copying scores), phase_change.png (loss and ICL score with the
-phase-change window shaded, the paper's Fig. 1/5), prefix_matching.png (every head over
-training) and attention.png (the induction stripe). Writes results.json (models: layers,
-smeared_key, phase_change_step, final_icl_score, max_prefix_matching; seconds),
-metrics.jsonl, the figures and each model's checkpoint; measured numbers are in the README.
+What to look at: the table printed at the end (phase change, window, the share of the ICL
+change inside it, the ablation, K-composition), phase_change.png (loss, ICL score and
+prefix matching on shared steps, window shaded: the paper's Fig. 1/5/6), ablation.png
+(each head's ablation effect over training: the Argument 3 figure), prefix_matching.png,
+attention.png (the induction stripe). Writes results.json (models: layers, smeared_key,
+attn_only, phase_change_step, pm_window, icl_change_in_window, ablation, prev_token_max,
+k_composition_max/_init, max_prefix_matching, final_icl_score, runs per seed; seeds;
+targets; seconds), metrics.jsonl, the figures and each model's checkpoint.
 """
 
+import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,31 +53,39 @@ from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpo
 @dataclass
 class Config:
     preset: str = "cpu"       # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
-    models: str = "attn1,attn2,smear1"  # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
+    models: str = "attn1,attn2,smear1,mlp2"  # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
+    seeds: int = 3            # seeds for the models in --seed_models (the phase change's spread); others run seed --seed
+    seed_models: str = "attn2,smear1"  # models trained with --seeds seeds
     data: str = "synthetic"   # "synthetic" (repeated random segments), "world", or a text / HH file
-    steps: int = 1000         # training steps per model
+    steps: int = 1000         # training steps per attention-only model
+    mlp_steps: int = 2500     # training steps per mlpN model (in our runs they form induction heads later)
     batch_size: int = 32      # sequences per step
     block_size: int = 64      # context length in tokens
     vocab: int = 64           # synthetic vocabulary size (other data: the tokenizer's)
     p_repeat: float = 0.7     # synthetic: share of chunks that copy an earlier stretch
+    repeat_frac: float = 0.0  # text: share of windows in which an earlier span of the window is copied later
     n_embd: int = 64          # residual stream width
     n_head: int = 4           # attention heads per layer
     lr: float = 1e-3          # learning rate (constant after warm-up)
     warmup: int = 20          # steps of linear warm-up
     grad_clip: float = 0.0    # clip the gradient norm to this (0: no clipping)
+    smear_init: float = 0.01  # smeared keys: initial weight on the previous token's key (0.01: no previous-token mechanism)
+    smear_lr_mult: float = 30.0  # smeared keys: learning-rate multiple for the smear logits (see the note in build())
     snap_every: int = 25      # measurements every this many steps: resolves the phase change in time
-    threshold: float = 0.3    # prefix-matching score that marks an induction head
-    repeat_frac: float = 0.0  # natural text: share of documents replaced by a repeated random span
+    threshold: float = 0.3    # best prefix-matching score a model must reach to count as having an induction head
     analyze: str = ""         # print the per-head scores of this checkpoint and exit
     out_dir: str = "out/induction"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
-    seed: int = 0             # random seed (initialisation, data)
+    seed: int = 0             # random seed (initialisation, data) of the first (or only) run of each model
     device: str = "auto"      # "auto" (cuda if available), "cpu", "cuda", ...
     quiet: bool = False       # no progress bar or messages
 
 
-PRESETS = {"cpu": {}, "text": {"data": "world", "block_size": 256, "steps": 800},
-           "tiny": {"steps": 20, "snap_every": 10, "block_size": 32},  # seconds, for tests
-           "gpu": {"block_size": 512, "steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "snap_every": 50}}
+SHAKESPEARE = "../shared/data/text/tinyshakespeare.txt"
+PRESETS = {"cpu": {},
+           "text": {"data": SHAKESPEARE, "block_size": 256, "steps": 800, "repeat_frac": 0.5, "models": "attn1,attn2",
+                    "seeds": 1, "snap_every": 50},
+           "tiny": {"steps": 20, "mlp_steps": 20, "snap_every": 10, "block_size": 32, "seeds": 1},  # seconds, for tests
+           "gpu": {"block_size": 512, "steps": 3000, "mlp_steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "snap_every": 50}}
 
 
 def parse_args(argv=None):
@@ -83,45 +99,66 @@ def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
     """Uniform random tokens written in chunks of 4-12 tokens; each chunk is, with
     probability p_repeat, a copy of an earlier stretch of the same sequence taken from a
     random offset. Random offsets mean position alone cannot predict a repeat: only looking
-    back for the previous occurrence of the current token does. Fresh data every step."""
-    x = torch.multinomial(torch.full((batch, vocab), 1.0 / vocab), T + 1, replacement=True, generator=gen)
+    back for the previous occurrence of the current token does. Fresh data every step
+    (drawn with numpy, seeded from gen: scalar torch draws dominated a training step)."""
+    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen)))
+    x = rng.integers(0, vocab, (batch, T + 1))
+    n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
+    lengths, copy, where = rng.integers(4, 13, (batch, n)), rng.random((batch, n)) < p_repeat, rng.random((batch, n))
     for b in range(batch):
-        t = int(torch.randint(4, 13, (1,), generator=gen))
+        t, c = int(lengths[b, 0]), 1
         while t < T + 1:
-            L = min(int(torch.randint(4, 13, (1,), generator=gen)), T + 1 - t)
-            if float(torch.rand(1, generator=gen)) < p_repeat and t >= L + 1:
-                src = int(torch.randint(0, t - L + 1, (1,), generator=gen))
-                x[b, t:t + L] = x[b, src:src + L].clone()
-            t += L
+            L = min(int(lengths[b, c]), T + 1 - t)
+            if copy[b, c] and t >= L + 1:
+                src = int(where[b, c] * (t - L + 1))
+                x[b, t:t + L] = x[b, src:src + L]
+            t, c = t + L, c + 1
+    x = torch.from_numpy(x)
     return x[:, :-1], x[:, 1:]
 
 
-def repeated_random(batch, n, vocab, gen, lo=0):
-    """Uniform random tokens repeated twice: the probe for prefix matching (Olsson et al.
-    2022, Sec. 2: 'repeated sequences of random tokens')."""
-    r = torch.randint(lo, vocab, (batch, n), generator=gen)
-    return torch.cat([r, r], 1)
+def repeated_random(batch, n, vocab, gen, T=None):
+    """The probe for prefix matching: random tokens repeated twice (Olsson et al. 2022,
+    Sec. 2, 'repeated sequences of random tokens'). With T, each sequence draws its own
+    period from T/8..n and random tokens fill it up to T, so that a head attending at one
+    fixed offset cannot score -> (tokens (B, 2n or T), periods (B,))."""
+    if T is None:
+        r = torch.randint(0, vocab, (batch, n), generator=gen)
+        return torch.cat([r, r], 1), torch.full((batch,), n)
+    periods = torch.randint(max(2, T // 8), n + 1, (batch,), generator=gen)
+    x = torch.randint(0, vocab, (batch, T), generator=gen)
+    for b, p in enumerate(periods.tolist()):
+        x[b, p:2 * p] = x[b, :p]
+    return x, periods
 
 
 def text_stream(cfg):
     """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab, tokenizer)."""
+    if cfg.data != "world" and not os.path.exists(cfg.data):
+        raise SystemExit(f"{cfg.data}: no such file (the text preset reads tinyshakespeare from ../shared/data/text; "
+                         f"give another plain-text file with --data PATH)")
     tok = default_tokenizer(cfg.data)
     d, meta = prepare(cfg.data, tok, verbose=not cfg.quiet)
     return np.asarray(load_split(d, "train", meta)[0], dtype=np.int64), meta["vocab"], tok
 
 
-def text_batch(ids, batch, T, gen, vocab, repeat_frac):
+def text_batch(ids, batch, T, gen, repeat_frac):
+    """Random windows of the text; in a share repeat_frac of them an earlier natural span
+    (T/8 to T/4 tokens from the first half) is copied to a later place in the same window,
+    so that the late tokens of a window can be predicted from its early ones."""
     ix = torch.randint(len(ids) - T - 1, (batch,), generator=gen).tolist()
     x = torch.from_numpy(np.stack([ids[i:i + T + 1] for i in ix]))
-    for b in range(batch):  # optionally replace a document with a repeated random span
+    for b in range(batch):
         if float(torch.rand(1, generator=gen)) < repeat_frac:
-            n = (T + 1) // 2 + 1
-            x[b] = repeated_random(1, n, vocab, gen)[0, :T + 1]
+            L = int(torch.randint(T // 8, T // 4 + 1, (1,), generator=gen))
+            src = int(torch.randint(0, T // 2 - L + 1, (1,), generator=gen))
+            dst = int(torch.randint(src + L, T + 2 - L, (1,), generator=gen))
+            x[b, dst:dst + L] = x[b, src:src + L].clone()
     return x[:, :-1], x[:, 1:]
 
 
 # -----------------------------------------------------------------------------
-# Measurements (Olsson et al. 2022, Sec. 2 "Key concepts" and App. on methods)
+# Measurements (Olsson et al. 2022, Sec. 2 "Key concepts", Sec. 4-9 the six arguments)
 
 def icl_score(loss_per_pos, early=None, late=None):
     """In-context learning score: mean loss at a late token minus mean loss at an early one.
@@ -137,146 +174,283 @@ def icl_score(loss_per_pos, early=None, late=None):
 
 
 def prefix_matching(atts, tokens, n):
-    """Per-head prefix-matching score: on sequences of n random tokens repeated twice, the
-    attention from each token of the second repeat to the tokens that *followed earlier
-    occurrences of the current token* (Olsson et al. 2022, Sec. 2) -- above all position
-    i - n + 1, but also after chance duplicates in the random part. A perfect induction head
-    scores 1; a previous-token head scores ~0. atts: list over layers of (B, H, T, T);
-    tokens: (B, T)."""
-    T = tokens.size(1)
+    """Per-head prefix-matching score: on random tokens repeated once (period n, an int or
+    one per sequence), the attention from each token of the second copy to the tokens that
+    *followed earlier occurrences of the current token* (Olsson et al. 2022, Sec. 2) --
+    above all position i - n + 1, but also after chance duplicates. A perfect induction head
+    scores 1; a previous-token head ~0. atts: list over layers of (B, H, T, T); tokens: (B, T)."""
+    B, T = tokens.shape
+    pos = torch.arange(T, device=tokens.device)
+    n = torch.as_tensor(n, device=tokens.device).expand(B)[:, None]
+    query = ((pos >= n) & (pos < 2 * n)).to(atts[0].dtype)  # (B, T): the second copy
     prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
     target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
     out = []
     for a in atts:
         s = (a * target[:, None].to(a.dtype)).sum(-1)  # (B, H, Tq)
-        out.append(s[:, :, n:].mean(dim=(0, 2)))
+        out.append((s * query[:, None]).sum((0, 2)) / query.sum())
     return torch.stack(out)  # (layers, heads)
 
 
-def ov_circuits(model):
-    """For each head, the OV circuit's small form A_h = W_V^h W_O^h W_U W_E (head_dim x
-    head_dim), whose eigenvalues are the non-zero eigenvalues of the full vocab x vocab
-    circuit W_E W_V^h W_O^h W_U (eig(XY) = eig(YX)). LayerNorm gains are folded in (its
-    centering and scaling are left out, as is usual for this analysis)."""
-    cfg = model.cfg
-    hd = cfg.n_embd // cfg.n_head
-    V = cfg.vocab_valid or cfg.vocab_size
-    W_E = model.wte.weight[:V].detach().float()  # (V, d)
-    W_U = (model.unembedding()[:V].detach().float() * model.ln_f.detach()).T  # (d, V), with the final norm gain
-    circuits = []
-    for blk in model.blocks:
-        Wv = blk.attn.qkv.weight.detach().float()[2 * cfg.n_embd:].T * blk.ln1.detach()[:, None]  # (d, d)
-        Wo = blk.attn.proj.weight.detach().float().T  # (d, d)
-        for h in range(cfg.n_head):
-            sl = slice(h * hd, (h + 1) * hd)
-            circuits.append((Wv[:, sl], Wo[sl, :]))
-    return W_E, W_U, circuits
+def prev_token_scores(atts):
+    """Per-head mean attention from each token to the one just before it (Argument 5's
+    previous-token heads) -> (layers, heads)."""
+    return torch.stack([a.diagonal(offset=-1, dim1=-2, dim2=-1).mean((0, 2)) for a in atts])
+
+
+@contextmanager
+def ablated(model, heads):
+    """Inside the with block, the given (layer, head)s have their outputs zeroed -- their
+    slices of the input to the attention output projection (Argument 3)."""
+    hd = model.cfg.n_embd // model.cfg.n_head
+
+    def hook(layer):
+        def zero(_, args):
+            x = args[0].clone()
+            for l, h in heads:
+                if l == layer:
+                    x[..., h * hd:(h + 1) * hd] = 0
+            return (x,)
+        return zero
+    handles = [model.blocks[l].attn.proj.register_forward_pre_hook(hook(l)) for l in sorted({l for l, _ in heads})]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def circuits(model, layer):
+    """Per head of a layer, W_QK (key side -> query side) and W_OV (input -> output) as
+    d x d matrices in the residual basis, with the pre-attention norm's gain folded in; the
+    norm's scaling and the rotary rotation (position-dependent) are left out, as usual."""
+    C, H = model.cfg.n_embd, model.cfg.n_head
+    hd, blk = C // H, model.blocks[layer]
+    Wq, Wk, Wv = (blk.attn.qkv.weight.detach().float() * blk.ln1.detach().float()).split(C)
+    Wo = blk.attn.proj.weight.detach().float()
+    s = [slice(h * hd, (h + 1) * hd) for h in range(H)]
+    return [Wq[i].T @ Wk[i] for i in s], [Wo[:, i] @ Wv[i] for i in s]
+
+
+def k_composition(model):
+    """K-composition of each layer-0 head into each layer-1 head (Elhage et al. 2021):
+    |W_QK W_OV|_F / (|W_QK|_F |W_OV|_F), how much of the layer-1 head's key side reads what
+    the layer-0 head writes. (layer-0 heads, layer-1 heads), or None with one layer. Random
+    matrices compose too: compare with the value at initialisation."""
+    if model.cfg.n_layer < 2:
+        return None
+    (_, ov), (qk, _) = circuits(model, 0), circuits(model, 1)
+    return torch.tensor([[float(torch.linalg.norm(q @ o) / (torch.linalg.norm(q) * torch.linalg.norm(o)).clamp(min=1e-12))
+                          for q in qk] for o in ov])
 
 
 def copying_scores(model, top=5):
-    """Per-head copying score from the OV circuit's eigenvalues: sum(Re lambda) / sum(|lambda|),
-    1 for a head that copies every token it attends to, -1 for one that suppresses it
-    (Elhage et al. 2021; Olsson et al. 2022 use the positive-eigenvalue share). Also a
-    logit check: the share of tokens t whose own logit is in the top-`top` of the OV output
-    when the head attends to t. Note: a 2-layer head's OV reads the embedding directly here;
-    composition through earlier heads is ignored, as in the paper's per-head measure."""
-    W_E, W_U, circs = ov_circuits(model)
+    """Per-head copying score: Elhage et al. 2021's eigenvalue statistic sum(Re lambda) /
+    sum(|lambda|) of the OV circuit W_U W_OV W_E (1: the head raises the logit of every token
+    it attends to, -1: it lowers it; Olsson et al. use the positive share of the eigenvalues).
+    Also a logit check: the share of tokens t whose own logit is in the top-`top` of the OV
+    output when the head attends to t. A layer-1 head's OV reads the embedding directly here
+    (composition through layer 0 ignored, as in the paper's per-head measure)."""
+    V = model.cfg.vocab_valid or model.cfg.vocab_size
+    W_E = model.wte.weight[:V].detach().float()  # (V, d)
+    W_U = model.unembedding()[:V].detach().float() * model.ln_f.detach().float()  # (V, d), with the final norm's gain
     eig, logit = [], []
-    for Wv, Wo in circs:
-        small = Wo @ W_U @ W_E @ Wv  # (hd, hd): same non-zero eigenvalues as W_E Wv Wo W_U
-        lam = torch.linalg.eigvals(small)
-        eig.append(float(lam.real.sum() / lam.abs().sum().clamp(min=1e-12)))
-        out = W_E @ Wv @ Wo @ W_U  # (V, V): row t = logits when the head attends to token t
-        rank = (out > out.diagonal()[:, None]).sum(1)
-        logit.append(float((rank < top).float().mean()))
+    for layer in range(model.cfg.n_layer):
+        for ov in circuits(model, layer)[1]:
+            lam = torch.linalg.eigvals(ov @ W_E.T @ W_U)  # (d, d): the non-zero eigenvalues of W_U W_OV W_E^T
+            eig.append(float(lam.real.sum() / lam.abs().sum().clamp(min=1e-12)))
+            out = W_E @ ov.T @ W_U.T  # (V, V): row t = logits when the head attends to token t
+            logit.append(float(((out > out.diagonal()[:, None]).sum(1) < top).float().mean()))
     L, H = model.cfg.n_layer, model.cfg.n_head
     return torch.tensor(eig).view(L, H), torch.tensor(logit).view(L, H)
 
 
-def measure(model, cfg, eval_batch, vocab):
-    """Snapshot: ICL score on held-out data, per-head prefix matching, per-position loss."""
+def measure(model, eval_batch, probe, threshold):
+    """Snapshot: per-head prefix-matching and previous-token scores on the probe; the ICL
+    score and loss on held-out data, intact, with each head zeroed in turn, and with all the
+    induction heads (prefix matching >= threshold) or all the previous-token heads
+    (previous-token score >= threshold) zeroed together."""
     model.eval()
+    x, y = eval_batch
+    L, H = model.cfg.n_layer, model.cfg.n_head
+
+    def icl():
+        lpp = F.cross_entropy(model(x)[0].float().transpose(1, 2), y, reduction="none").mean(0).cpu()
+        return icl_score(lpp), float(lpp.mean())
     with torch.no_grad():
-        x, y = eval_batch
-        logits, _ = model(x)
-        lpp = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(0)
-        n = min(cfg.block_size // 2, 32)
-        probe = repeated_random(16, n, vocab, torch.Generator().manual_seed(1)).to(x.device)
-        prefix = prefix_matching(model.attention_patterns(probe), probe, n)
+        atts = model.attention_patterns(probe[0])
+        prefix, prev = prefix_matching(atts, *probe).cpu(), prev_token_scores(atts).cpu()
+        score, loss = icl()
+        single = torch.zeros(L, H)
+        for layer in range(L):
+            for head in range(H):
+                with ablated(model, [(layer, head)]):
+                    single[layer, head] = icl()[0]
+        out = {"icl_score": score, "eval_loss": loss, "prefix_matching": prefix, "prev_token": prev, "ablated_icl": single}
+        for kind, scores in (("induction_heads", prefix), ("prev_token_heads", prev)):
+            heads = [(l, h) for l in range(L) for h in range(H) if scores[l, h] >= threshold]
+            with ablated(model, heads):
+                out[f"icl_{kind}_ablated"] = icl()[0] if heads else None
+            out[kind] = [f"{l}.{h}" for l, h in heads]
     model.train()
-    return {"icl_score": icl_score(lpp.cpu()), "eval_loss": float(lpp.mean()), "prefix_matching": prefix.cpu()}
+    return out
 
 
-def phase_change(snaps, threshold):
-    """First snapshot step where the best head's prefix-matching score crosses threshold
-    (None if never), the step where the ICL score falls most between snapshots, and the
-    window from the last snapshot below a tenth of the way to the threshold to the crossing."""
-    steps = [s["step"] for s in snaps]
-    best = [s["max_prefix_matching"] for s in snaps]
-    cross = next((st for st, b in zip(steps, best) if b >= threshold), None)
-    drops = [snaps[i]["icl_score"] - snaps[i - 1]["icl_score"] for i in range(1, len(snaps))]
-    icl_step = steps[1 + int(np.argmin(drops))] if drops else None
-    window = None
-    if cross is not None:
-        k = steps.index(cross)
-        start = max([i for i in range(k) if best[i] < best[0] + 0.1 * (threshold - best[0])] or [0])
-        window = [steps[start], cross]
-    return cross, icl_step, window
+def phase_change(snaps, threshold, lo=0.1, hi=0.9):
+    """The phase change read off the best head's prefix-matching curve: none unless it
+    reaches `threshold`; otherwise its rise from the first snapshot's value to its maximum.
+    The window runs from the last snapshot before the curve first passes `lo` of the rise
+    to the first at `hi` of it; the phase-change step is the first snapshot at half of it.
+    Also the share of the ICL score's change (first to last snapshot) and of the loss's
+    that happens inside the window (Argument 1: do they change at the same time?)."""
+    pm = [s["max_prefix_matching"] for s in snaps]
+    out = {"phase_change_step": None, "pm_window": None, "icl_change_in_window": None, "loss_change_in_window": None}
+    if max(pm) < threshold:
+        return out
+    base, top = pm[0], max(pm)
+    first = lambda f: next(i for i, p in enumerate(pm) if p >= base + f * (top - base))
+    a, b = max(first(lo) - 1, 0), first(hi)
+
+    def share(key):
+        total = snaps[-1][key] - snaps[0][key]
+        return (snaps[b][key] - snaps[a][key]) / total if total else None
+    return {"phase_change_step": snaps[first(0.5)]["step"], "pm_window": {"start": snaps[a]["step"], "end": snaps[b]["step"]},
+            "icl_change_in_window": share("icl_score"), "loss_change_in_window": share("eval_loss")}
 
 
 # -----------------------------------------------------------------------------
+# Training
 
 def build(name, cfg, vocab):
-    kind, L = name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")):])
-    if kind not in ("attn", "smear", "mlp"):
+    kind, L = name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")):] or 0)
+    if kind not in ("attn", "smear", "mlp") or L < 1:
         raise SystemExit(f"unknown model {name!r}: use attnN, smearN or mlpN")
     mc = GPTConfig(vocab_size=vocab, block_size=cfg.block_size, n_layer=L, n_head=cfg.n_head, n_embd=cfg.n_embd,
                    attn_only=kind != "mlp", smeared_key=kind == "smear", tie_embeddings=False)
-    return GPT(mc)
+    model = GPT(mc)
+    if mc.smeared_key:
+        # Argument 2 without the confound: the smear starts near zero, so the model has no
+        # previous-token mechanism at initialisation and must learn to smear. Adam moves a
+        # parameter by about lr per step, so at lr 1e-3 a logit of -4.6 needs thousands of
+        # steps to reach 0 (a 5% start stayed stuck in our runs): the smear logits train
+        # at smear_lr_mult x lr instead (make_optimizer).
+        with torch.no_grad():
+            for blk in model.blocks:
+                blk.attn.smear.fill_(math.log(cfg.smear_init / (1 - cfg.smear_init)))
+    return model
 
 
-def train_one(name, cfg, device, text, vocab):
-    torch.manual_seed(cfg.seed)
-    model = build(name, cfg, vocab).to(device)
+def make_optimizer(model, cfg, device):
+    """AdamW without weight decay; the smear logits in their own group at smear_lr_mult x lr."""
     opt = configure_optimizer(model, cfg.lr, 0.0, device_type=device.type)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    eval_gen = torch.Generator().manual_seed(999)
-    batch = lambda g, n: (text_batch(text, n, cfg.block_size, g, vocab, cfg.repeat_frac) if text is not None
+    smear = [p for n, p in model.named_parameters() if n.endswith(".smear")]
+    if smear:
+        for g in opt.param_groups:
+            g["params"] = [p for p in g["params"] if all(p is not s for s in smear)]
+        opt.add_param_group({"params": smear, "weight_decay": 0.0, "lr_mult": cfg.smear_lr_mult})
+    return opt
+
+
+def train_one(name, cfg, device, text, vocab, seed):
+    torch.manual_seed(seed)
+    model = build(name, cfg, vocab).to(device)
+    steps = cfg.steps if model.cfg.attn_only else cfg.mlp_steps
+    k_init = k_composition(model)
+    opt = make_optimizer(model, cfg, device)
+    gen, eval_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(999)
+    batch = lambda g, n: (text_batch(text, n, cfg.block_size, g, cfg.repeat_frac) if text is not None
                           else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat))
-    ex, ey = batch(eval_gen, 128)
-    eval_batch = (ex.to(device), ey.to(device))
+    ex, ey = batch(eval_gen, 64)
+    probe = repeated_random(16, cfg.block_size // 2, vocab, torch.Generator().manual_seed(1), cfg.block_size)
+    eval_batch, probe = (ex.to(device), ey.to(device)), (probe[0].to(device), probe[1].to(device))
     snaps, losses = [], []
-    bar = tqdm(range(cfg.steps + 1), disable=cfg.quiet, desc=name, leave=False)
+    bar = tqdm(range(steps + 1), disable=cfg.quiet, desc=f"{name} seed {seed}", leave=False)
     for step in bar:
         if step % cfg.snap_every == 0:
-            m = measure(model, cfg, eval_batch, vocab)
-            prefix = m.pop("prefix_matching")
-            snap = {"model": name, "step": step, "tokens": step * cfg.batch_size * cfg.block_size,
+            m = {k: v.tolist() if torch.is_tensor(v) else v for k, v in measure(model, eval_batch, probe, cfg.threshold).items()}
+            snap = {"model": name, "seed": seed, "step": step, "tokens": step * cfg.batch_size * cfg.block_size,
                     "train_loss": float(np.mean(losses[-cfg.snap_every:])) if losses else None, **m,
-                    "max_prefix_matching": float(prefix.max()), "prefix_matching": prefix.tolist()}
+                    "max_prefix_matching": float(np.max(m["prefix_matching"]))}
+            if model.cfg.smeared_key:
+                snap["smear_weight"] = [torch.sigmoid(b.attn.smear).tolist() for b in model.blocks]
             snaps.append(snap)
-            bar.set_postfix(loss=f"{snap['train_loss'] or 0:.3f}", icl=f"{m['icl_score']:.3f}",
-                            prefix=f"{prefix.max():.2f}")
-        if step == cfg.steps:
+            bar.set_postfix(loss=f"{snap['eval_loss']:.3f}", icl=f"{m['icl_score']:.3f}",
+                            prefix=f"{snap['max_prefix_matching']:.2f}")
+        if step == steps:
             break
         x, y = batch(gen, cfg.batch_size)
         _, loss = model(x.to(device), y.to(device))
         loss.backward()
-        optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.lr))
+        optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr_at(step, steps, cfg.lr, cfg.warmup, cfg.lr))
         losses.append(loss.item())
-    return model, snaps
+    model.eval()
+    return model, snaps, k_init
 
 
-def head_table(model, vocab, n=32):
-    """Per-head (layer.head, prefix matching, copying eigen-score, copying logit check)."""
-    probe = repeated_random(16, min(n, model.cfg.block_size // 2), vocab, torch.Generator().manual_seed(1))
+def summarize(model, snaps, k_init, cfg):
+    """One run's numbers: the phase change (Argument 1), the ablation at the end
+    (Argument 3: the top induction head and its previous-token partner), previous-token
+    scores and K-composition against initialisation (Argument 5)."""
+    last = snaps[-1]
+    prefix, abl, prev = (np.array(last[k]) for k in ("prefix_matching", "ablated_icl", "prev_token"))
+    l, h = np.unravel_index(prefix.argmax(), prefix.shape)
+    worst = np.unravel_index(abl.argmax(), abl.shape)
+    ablation = {"icl_score_intact": last["icl_score"], "icl_score_top_head_ablated": float(abl[l, h]),
+                "top_head": f"{l}.{h}", "most_damaging_head": f"{worst[0]}.{worst[1]}",
+                "icl_score_most_damaging_ablated": float(abl.max()),
+                **{k: last[k] for k in ("induction_heads", "prev_token_heads")},
+                **{f"icl_score_{k}_ablated": last[f"icl_{k}_ablated"] for k in ("induction_heads", "prev_token_heads")}}
+    out = {"layers": model.cfg.n_layer, "smeared_key": model.cfg.smeared_key, "attn_only": model.cfg.attn_only,
+           **phase_change(snaps, cfg.threshold), "max_prefix_matching": max(s["max_prefix_matching"] for s in snaps),
+           "final_prefix_matching": last["max_prefix_matching"], "final_icl_score": last["icl_score"],
+           "final_loss": last["eval_loss"], "ablation": ablation, "prev_token_max": float(prev.max()),
+           "k_composition_max": None, "k_composition_init": None}
+    kc = k_composition(model)
+    if kc is not None:
+        p = int(prev[0].argmax())  # the layer-0 head most like a previous-token head
+        out.update(k_composition_max=float(kc.max()), k_composition_init=float(k_init.max()),
+                   k_composition_mean_init=float(k_init.mean()), prev_token_head=f"0.{p}")
+        if l >= 1:  # the induction head's partner: ablated, and its K-composition into it
+            ablation["icl_score_prev_token_head_ablated"] = float(abl[0, p])
+            out.update(k_composition_pair=float(kc[p, h]), k_composition_pair_init=float(k_init[p, h]))
+        ind = [int(x.split(".")[1]) for x in last["induction_heads"] if x.startswith("1.")] or list(range(kc.size(1)))
+        out["layer0_heads"] = [{"head": f"0.{i}", "prev_token": float(prev[0, i]),  # who composes with whom
+                                "k_composition_into_induction_heads": float(kc[i, ind].mean()),
+                                "k_composition_init": float(k_init[i, ind].mean())} for i in range(kc.size(0))]
+    if model.cfg.smeared_key:
+        out["smear_weight_init"], out["smear_weight_final"] = cfg.smear_init, last["smear_weight"]
+    return out
+
+
+def head_table(model, vocab, T=64):
+    """Per-head (layer.head, prefix matching, previous-token score, copying eigen-score,
+    copying logit check), sorted by prefix matching."""
+    T = min(T, model.cfg.block_size)
+    tokens, periods = repeated_random(16, T // 2, vocab, torch.Generator().manual_seed(1), T)
     with torch.no_grad():
-        probe = probe.to(model.wte.weight.device)
-        prefix = prefix_matching(model.attention_patterns(probe), probe, probe.size(1) // 2).cpu()
+        atts = model.attention_patterns(tokens.to(model.wte.weight.device))
+        prefix, prev = prefix_matching(atts, tokens.to(atts[0].device), periods.to(atts[0].device)).cpu(), \
+            prev_token_scores(atts).cpu()
     eig, logit = copying_scores(model)
-    rows = [{"head": f"{l}.{h}", "prefix_matching": float(prefix[l, h]), "copying": float(eig[l, h]),
-             "copying_logit": float(logit[l, h])} for l in range(prefix.size(0)) for h in range(prefix.size(1))]
+    rows = [{"head": f"{l}.{h}", "prefix_matching": float(prefix[l, h]), "prev_token": float(prev[l, h]),
+             "copying": float(eig[l, h]), "copying_logit": float(logit[l, h])}
+            for l in range(prefix.size(0)) for h in range(prefix.size(1))]
     return sorted(rows, key=lambda r: -r["prefix_matching"])
+
+
+def example(model, head, vocab, n=12):
+    """Argument 4 on one case: random tokens repeated once; for each token of the second
+    copy, where the head attends most, whether that is the token after the same token's
+    first occurrence, and the model's loss on the first vs the second copy."""
+    l, h = map(int, head.split("."))
+    x = repeated_random(1, n, vocab, torch.Generator().manual_seed(3))[0].to(model.wte.weight.device)
+    with torch.no_grad():
+        att = model.attention_patterns(x)[l][0, h].cpu()
+        loss = F.cross_entropy(model(x[:, :-1])[0][0].float(), x[0, 1:], reduction="none").cpu()
+    top = att[n:].argmax(-1)
+    return {"head": head, "tokens": x[0].tolist(), "attended": top.tolist(), "attention": att.tolist(),
+            "share_on_next_after_first_copy": float((top == torch.arange(n, 2 * n) - n + 1).float().mean()),
+            "loss_first_copy": float(loss[:n - 1].mean()), "loss_second_copy": float(loss[n:].mean())}
 
 
 def analyze(path, device):
@@ -285,58 +459,105 @@ def analyze(path, device):
     vocab = model.cfg.vocab_valid or model.cfg.vocab_size
     rows = head_table(model, vocab)
     print(f"{path}: {model.cfg.n_layer} layers x {model.cfg.n_head} heads (tokenizer {ck['tokenizer']})")
-    print(f"{'head':>6s} {'prefix-match':>13s} {'copying':>8s} {'copy-logit':>11s}")
+    print(f"{'head':>6s} {'prefix-match':>13s} {'prev-token':>11s} {'copying':>8s} {'copy-logit':>11s}")
     for r in rows:
-        print(f"{r['head']:>6s} {r['prefix_matching']:13.3f} {r['copying']:8.3f} {r['copying_logit']:11.3f}")
+        print(f"{r['head']:>6s} {r['prefix_matching']:13.3f} {r['prev_token']:11.3f} {r['copying']:8.3f} "
+              f"{r['copying_logit']:11.3f}")
     return rows
 
 
-def figures(all_snaps, summary, models, cfg, vocab, out_dir):
+# -----------------------------------------------------------------------------
+# Figures
+
+def figures(runs, summary, ex, out_dir):
     plt = pyplot()
     if plt is None:
         return []
-    paths = []
-    names = list(all_snaps)
-    fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 5.5), squeeze=False, sharex=True)
+    paths, names = [], list(runs)
+    # Argument 1: loss, ICL score and prefix matching on shared steps, every seed, windows shaded
+    fig, axes = plt.subplots(3, len(names), figsize=(3.4 * len(names), 7), squeeze=False, sharex="col")
     for j, name in enumerate(names):
-        s = all_snaps[name]
-        tok = [x["tokens"] for x in s]
-        axes[0, j].plot(tok[1:], [x["train_loss"] for x in s[1:]], color="C0")
-        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_ylabel("training loss")
-        axes[1, j].plot(tok, [x["icl_score"] for x in s], color="C1")
-        axes[1, j].set_ylabel("ICL score"), axes[1, j].set_xlabel("training tokens")
-        w = summary[name]["window"]
-        if w:
-            for ax in axes[:, j]:
-                ax.axvspan(w[0] * cfg.batch_size * cfg.block_size, w[1] * cfg.batch_size * cfg.block_size,
-                           color="grey", alpha=0.25, lw=0)
-    fig.suptitle("Phase change (shaded): loss and ICL score (Olsson et al. 2022, Fig. 1/5)", fontsize=10)
+        for k, (seed, snaps) in enumerate(runs[name]):
+            steps = [s["step"] for s in snaps]
+            for i, key in enumerate(("eval_loss", "icl_score", "max_prefix_matching")):
+                axes[i, j].plot(steps, [s[key] for s in snaps], color=f"C{k}", lw=1, label=f"seed {seed}")
+            w = summary[name]["runs"][k]["pm_window"]
+            if w:
+                for ax in axes[:, j]:
+                    ax.axvspan(w["start"], w["end"], color=f"C{k}", alpha=0.12, lw=0)
+        axes[0, j].set_title(name, fontsize=9)
+        axes[2, j].set_xlabel("training step")
+    for i, label in enumerate(("held-out loss", "ICL score", "best prefix matching")):
+        axes[i, 0].set_ylabel(label)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Argument 1: loss, ICL score and prefix matching; shaded: each seed's 10-90% prefix-matching rise",
+                 fontsize=9)
     paths.append(save_figure(fig, os.path.join(out_dir, "phase_change.png")))
 
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3), squeeze=False, sharey=True)
+    # Argument 3: each head's ablation effect on the ICL score over training (first seed)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
     for j, name in enumerate(names):
-        s = all_snaps[name]
-        prefix = np.array([x["prefix_matching"] for x in s])  # (snaps, L, H)
+        snaps = runs[name][0][1]
+        abl = np.array([s["ablated_icl"] for s in snaps]) - np.array([s["icl_score"] for s in snaps])[:, None, None]
+        for l in range(abl.shape[1]):
+            for h in range(abl.shape[2]):
+                axes[0, j].plot([s["step"] for s in snaps], abl[:, l, h], lw=1, label=f"{l}.{h}",
+                                ls="-" if l == abl.shape[1] - 1 else "--")
+        joint = [(s["step"], s["icl_induction_heads_ablated"] - s["icl_score"]) for s in snaps
+                 if s["icl_induction_heads_ablated"] is not None]
+        if joint:
+            axes[0, j].plot(*zip(*joint), color="k", lw=2, label="all induction heads")
+        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
+        axes[0, j].legend(fontsize=5, ncol=2)
+    axes[0, 0].set_ylabel("ICL score: head zeroed - intact")
+    fig.suptitle("Argument 3: the ICL score with one head zeroed (dashed: layer 0), or all induction heads (black), "
+                 "minus intact", fontsize=9)
+    paths.append(save_figure(fig, os.path.join(out_dir, "ablation.png")))
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
+    for j, name in enumerate(names):
+        snaps = runs[name][0][1]
+        prefix = np.array([s["prefix_matching"] for s in snaps])  # (snaps, L, H)
         for l in range(prefix.shape[1]):
             for h in range(prefix.shape[2]):
-                axes[0, j].plot([x["tokens"] for x in s], prefix[:, l, h], lw=1, label=f"{l}.{h}")
-        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training tokens")
+                axes[0, j].plot([s["step"] for s in snaps], prefix[:, l, h], lw=1, label=f"{l}.{h}")
+        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
     axes[0, 0].set_ylabel("prefix-matching score")
     paths.append(save_figure(fig, os.path.join(out_dir, "prefix_matching.png")))
 
-    best = max(summary, key=lambda k: summary[k]["max_prefix_matching"])
-    model = models[best]
-    top = summary[best]["top_heads"][0]["head"]
-    l, h = map(int, top.split("."))
-    probe = repeated_random(1, 24, vocab, torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        att = model.attention_patterns(probe.to(model.wte.weight.device))[l][0, h].cpu()
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(att, cmap="viridis")
-    ax.set_title(f"{best} head {top} on a repeated random sequence:\nthe off-diagonal stripe is induction", fontsize=8)
-    ax.set_xlabel("key position"), ax.set_ylabel("query position")
-    paths.append(save_figure(fig, os.path.join(out_dir, "attention.png")))
+    if ex:  # Argument 4: the induction head's attention on one repeated sequence
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(np.array(ex["attention"]), cmap="viridis")
+        ax.set_title(f"{ex['model']} head {ex['head']} on a repeated random sequence:\n"
+                     f"the off-diagonal stripe is induction", fontsize=8)
+        ax.set_xlabel("key position"), ax.set_ylabel("query position")
+        paths.append(save_figure(fig, os.path.join(out_dir, "attention.png")))
     return paths
+
+
+# -----------------------------------------------------------------------------
+
+def targets(summary):
+    """The issue's targets, each true or false (null when its model was not run)."""
+    s, t = summary, {}
+    seeds_ok = lambda name, f: all(f(r) for r in s[name]["runs"]) if name in s else None
+    t["attn2_half_icl_change_in_window_every_seed"] = seeds_ok(
+        "attn2", lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5)
+    t["attn1_no_phase_change"] = seeds_ok("attn1", lambda r: r["phase_change_step"] is None and r["max_prefix_matching"] < 0.2)
+    if "attn1" in s and "attn2" in s:  # the share of the gap to the 1-layer model's ICL score that an ablation closes
+        a = s["attn2"]["ablation"]
+        gap = s["attn1"]["final_icl_score"] - a["icl_score_intact"]
+        for key in ("top_head", "prev_token_head", "induction_heads", "prev_token_heads"):
+            v = a.get(f"icl_score_{key}_ablated")
+            a[f"gap_closed_{key}"] = (v - a["icl_score_intact"]) / gap if v is not None and gap else None
+        t["ablating_top_head_closes_half_the_gap_to_attn1"] = (a["gap_closed_top_head"] or 0) >= 0.5
+    if "smear1" in s and "attn2" in s:
+        steps = lambda name: [r["phase_change_step"] for r in s[name]["runs"]]
+        t["smear1_earlier_than_attn2_every_seed"] = None not in steps("smear1") + steps("attn2") and \
+            max(steps("smear1")) < min(steps("attn2"))
+    t["mlp2_half_icl_change_in_window"] = seeds_ok(
+        "mlp2", lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5)
+    return t
 
 
 def main(cfg):
@@ -347,40 +568,73 @@ def main(cfg):
     log = printer(cfg.quiet)
     out_dir = run_dir(cfg.out_dir, data_name(cfg.data, default="synthetic"), cfg.preset)
     text, vocab, tokenizer = (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)
-    log(f"induction heads: models {cfg.models}, {cfg.data} data (vocab {vocab}, context {cfg.block_size}), "
-        f"{cfg.steps} steps of {cfg.batch_size} sequences, snapshots every {cfg.snap_every} steps")
-    all_snaps, summary, models = {}, {}, {}
+    log(f"induction heads: models {cfg.models} ({cfg.seeds} seeds for {cfg.seed_models}), {cfg.data} data "
+        f"(vocab {vocab}, context {cfg.block_size}), {cfg.steps} steps of {cfg.batch_size} sequences, "
+        f"snapshots every {cfg.snap_every} steps")
+    runs, summary, ex = {}, {}, None
     for name in cfg.models.split(","):
-        t1 = time.time()
-        model, snaps = train_one(name, cfg, device, text, vocab)
-        for s in snaps:
-            log_metrics(out_dir, s)
-        cross, icl_step, window = phase_change(snaps, cfg.threshold)
-        model.eval()
-        rows = head_table(model, vocab)
-        summary[name] = {"layers": model.cfg.n_layer, "smeared_key": model.cfg.smeared_key,
-                         "attn_only": model.cfg.attn_only, "phase_change_step": cross, "icl_change_step": icl_step,
-                         "window": window, "final_icl_score": snaps[-1]["icl_score"],
-                         "max_prefix_matching": max(s["max_prefix_matching"] for s in snaps),
-                         "final_prefix_matching": snaps[-1]["max_prefix_matching"],
-                         "final_loss": snaps[-1]["eval_loss"], "top_heads": rows[:3], "seconds": time.time() - t1}
-        models[name], all_snaps[name] = model, snaps
-        save_checkpoint(os.path.join(out_dir, f"{name}.pt"), model, tokenizer)
-        log(f"  {name}: phase change {'at step ' + str(cross) if cross is not None else 'none'}, "
-            f"final ICL score {snaps[-1]['icl_score']:.3f}, best prefix matching {summary[name]['max_prefix_matching']:.2f} "
-            f"({time.time() - t1:.0f}s)")
-    figs = figures(all_snaps, summary, models, cfg, vocab, out_dir)
-    res = {"models": summary, "seconds": time.time() - t0, "data": cfg.data, "block_size": cfg.block_size,
-           "steps": cfg.steps, "threshold": cfg.threshold, "figures": figs}
+        seeds = [cfg.seed + i for i in range(cfg.seeds if name in cfg.seed_models.split(",") else 1)]
+        for seed in seeds:
+            t1 = time.time()
+            model, snaps, k_init = train_one(name, cfg, device, text, vocab, seed)
+            for s in snaps:
+                log_metrics(out_dir, s)
+            r = summarize(model, snaps, k_init, cfg)
+            r.update(seed=seed, seconds=time.time() - t1)
+            runs.setdefault(name, []).append((seed, snaps))
+            if seed == seeds[0]:  # the first seed is the model's entry; every seed is in its runs
+                summary[name] = {**r, "top_heads": head_table(model, vocab)[:3], "runs": []}
+                save_checkpoint(os.path.join(out_dir, f"{name}.pt"), model, tokenizer)
+                if r["max_prefix_matching"] >= cfg.threshold and (ex is None or name == "attn2"):
+                    ex = {"model": name, **example(model, r["ablation"]["top_head"], vocab)}
+            summary[name]["runs"].append({k: r[k] for k in ("seed", "phase_change_step", "pm_window",
+                                                            "icl_change_in_window", "loss_change_in_window",
+                                                            "max_prefix_matching", "final_icl_score")})
+            pc, w = r["phase_change_step"], r["pm_window"]
+            log(f"  {name} seed {seed}: phase change {'at step ' + str(pc) if pc is not None else 'none'}"
+                + (f" (window {w['start']}-{w['end']}, {r['icl_change_in_window']:.0%} of the ICL change in it)" if w else "")
+                + f", final ICL score {r['final_icl_score']:.3f}, best prefix matching {r['max_prefix_matching']:.2f} "
+                f"({time.time() - t1:.0f}s)")
+    res = {"models": summary, "seeds": [r["phase_change_step"] for r in summary.get("attn2", {}).get("runs", [])],
+           "seeds_by_model": {k: [r["phase_change_step"] for r in v["runs"]] for k, v in summary.items()},
+           "targets": targets(summary), "example": ex and {k: v for k, v in ex.items() if k != "attention"},
+           "data": cfg.data, "block_size": cfg.block_size, "steps": cfg.steps, "mlp_steps": cfg.mlp_steps,
+           "threshold": cfg.threshold}
+    res["figures"] = figures(runs, summary, ex, out_dir)
+    res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
-    log(f"\n{'model':8s}{'phase change (step)':>20s}{'window':>14s}{'ICL drop at':>12s}{'final ICL':>10s}  top induction heads (layer.head: prefix-matching / copying)")
-    for name, s in summary.items():
-        w = f"{s['window'][0]}-{s['window'][1]}" if s["window"] else "-"
-        heads = ", ".join(f"{r['head']}: {r['prefix_matching']:.2f}/{r['copying']:.2f}" for r in s["top_heads"][:2])
-        log(f"{name:8s}{str(s['phase_change_step']):>20s}{w:>14s}{str(s['icl_change_step']):>12s}{s['final_icl_score']:10.3f}  {heads}")
-    log(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{''.join(', ' + os.path.basename(f) for f in figs)}) "
+    report(res, log)
+    log(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{''.join(', ' + os.path.basename(f) for f in res['figures'])}) "
         f"in {res['seconds']:.0f}s")
     return res
+
+
+def report(res, log):
+    f = lambda v, fmt="{:.2f}": "-" if v is None else fmt.format(v)
+    log(f"\n{'model':7s}{'phase change (each seed)':>26s}{'window':>11s}{'ICL in window':>15s}{'loss in window':>15s}"
+        f"{'max prefix':>11s}{'prev-token':>11s}{'K-comp (init)':>15s}")
+    for name, s in res["models"].items():
+        w = s["pm_window"]
+        log(f"{name:7s}{', '.join(str(r['phase_change_step']) for r in s['runs']):>26s}"
+            f"{(str(w['start']) + '-' + str(w['end'])) if w else '-':>11s}"
+            f"{', '.join(f(r['icl_change_in_window'], '{:.0%}') for r in s['runs']):>15s}"
+            f"{f(s['loss_change_in_window'], '{:.0%}'):>15s}{s['max_prefix_matching']:11.2f}{s['prev_token_max']:11.2f}"
+            f"{f(s['k_composition_max']) + ' (' + f(s['k_composition_init']) + ')':>15s}")
+    log(f"\nICL score at the end (Argument 3), intact and with heads zeroed:\n{'model':7s}{'intact':>8s}"
+        f"{'top induction head':>20s}{'its prev-token partner':>24s}{'all induction heads':>21s}{'all prev-token heads':>22s}")
+    for name, s in res["models"].items():
+        a = s["ablation"]
+        log(f"{name:7s}{a['icl_score_intact']:8.3f}{a['top_head'] + ': ' + f(a['icl_score_top_head_ablated'], '{:.3f}'):>20s}"
+            f"{s.get('prev_token_head', '-') + ': ' + f(a.get('icl_score_prev_token_head_ablated'), '{:.3f}'):>24s}"
+            f"{str(len(a['induction_heads'])) + ' heads: ' + f(a['icl_score_induction_heads_ablated'], '{:.3f}'):>21s}"
+            f"{str(len(a['prev_token_heads'])) + ' heads: ' + f(a['icl_score_prev_token_heads_ablated'], '{:.3f}'):>22s}")
+    ex = res["example"]
+    if ex:
+        n = len(ex["attended"])
+        log(f"\nexample ({ex['model']} head {ex['head']}, random tokens repeated once): of the second copy's {n} tokens, "
+            f"{ex['share_on_next_after_first_copy']:.0%} attend most to the token after their first occurrence; "
+            f"loss {ex['loss_first_copy']:.2f} on the first copy, {ex['loss_second_copy']:.2f} on the second")
+    log("targets: " + ", ".join(f"{k} {v}" for k, v in res["targets"].items()))
 
 
 if __name__ == "__main__":
