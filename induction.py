@@ -23,9 +23,9 @@ The numbers, natural text and the GPU preset are in the README.
 
 Run (CPU, 2 cores, under 5 minutes: attn1, attn2 x 3 seeds, smear1 x 3 seeds, mlp2):
     python induction.py
-    python induction.py --preset text     # tinyshakespeare from ../shared/data/text (or --data PATH): natural text
+    python induction.py --preset text     # natural text: tinyshakespeare from ../shared/data/text (or --data PATH), ~17 min
     python induction.py --preset gpu      # context 512, width 256, 3,000 steps
-    python induction.py --analyze out/train_lm/pretrain.pt    # per-head scores of any checkpoint
+    python induction.py --analyze out/train_lm/pretrain.pt    # per-head scores of any checkpoint (-> pretrain.heads.json)
 What to look at: the table printed at the end (phase change, window, the share of the ICL
 change inside it, the ablation, K-composition), phase_change.png (loss, ICL score and
 prefix matching on shared steps, window shaded: the paper's Fig. 1/5/6), ablation.png
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.prepare import data_name, default_tokenizer, load_split, prepare
+from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare
 from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpoint, log_metrics, lr_at,
                    optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
 
@@ -146,16 +146,9 @@ def text_stream(cfg):
 
 def text_batch(ids, batch, T, gen, repeat_frac):
     """Random windows of the text; in a share repeat_frac of them an earlier natural span
-    (T/8 to T/4 tokens from the first half) is copied to a later place in the same window,
-    so that the late tokens of a window can be predicted from its early ones."""
+    is copied to a later place in the same window (data.prepare.copy_spans)."""
     ix = torch.randint(len(ids) - T - 1, (batch,), generator=gen).tolist()
-    x = torch.from_numpy(np.stack([ids[i:i + T + 1] for i in ix]))
-    for b in range(batch):
-        if float(torch.rand(1, generator=gen)) < repeat_frac:
-            L = int(torch.randint(T // 8, T // 4 + 1, (1,), generator=gen))
-            src = int(torch.randint(0, T // 2 - L + 1, (1,), generator=gen))
-            dst = int(torch.randint(src + L, T + 2 - L, (1,), generator=gen))
-            x[b, dst:dst + L] = x[b, src:src + L].clone()
+    x = copy_spans(torch.from_numpy(np.stack([ids[i:i + T + 1] for i in ix])), repeat_frac, gen)
     return x[:, :-1], x[:, 1:]
 
 
@@ -465,6 +458,7 @@ def analyze(path, device):
     for r in rows:
         print(f"{r['head']:>6s} {r['prefix_matching']:13.3f} {r['prev_token']:11.3f} {r['copying']:8.3f} "
               f"{r['copying_logit']:11.3f}")
+    write_json(os.path.splitext(path)[0] + ".heads.json", rows)  # read by train_lm.py's repeated-data sweep
     return rows
 
 

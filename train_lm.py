@@ -45,9 +45,11 @@ out/train_lm/<data name>/ (and its sft/) for other data.
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -55,7 +57,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from data import corpora, world
-from data.prepare import data_name, default_tokenizer, load_split, prepare
+from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
                    lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, sample_replies,
@@ -101,6 +103,12 @@ class Config:
     eval_per_kind: int = 128     # SFT on the world: held-out benign prompts per kind for gold helpfulness (0: skip)
     eval_tokens: int = 64        # longest reply sampled for that evaluation
     quiet: bool = False          # no progress bar or messages
+    copy_frac: float = 0.0       # share of training windows with an earlier span copied later (in-context repeats)
+    repeat_frac: float = 0.0     # repeated data: share of training sequences taken from a small repeated subset
+    repeat_count: int = 0        # repeated data: how many times each window of that subset is seen (0: none)
+    sweep: str = ""              # "repeated": the repeated-data experiment, every run in one process -> <out_dir>/repeated/
+    repeat_counts: str = "4,16,64,256"  # the sweep's repeat counts (it adds one run without repetition)
+    sweep_widths: str = "32,64,128"  # the sweep's widths without repetition (effective model size); repeats use --n_embd
 
 
 PRESETS = {
@@ -112,6 +120,10 @@ PRESETS = {
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 8, "max_iters": 40,
              "eval_interval": 20, "eval_iters": 2, "ckpt_interval": 20, "log_interval": 1, "warmup_iters": 5, "samples": 1},
     # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
+    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens each (README)
+    "sweep=repeated": {"n_layer": 2, "n_embd": 64, "block_size": 128, "max_iters": 400, "warmup_iters": 20,
+                       "eval_interval": 100, "eval_iters": 8, "ckpt_interval": 10 ** 9, "samples": 0, "copy_frac": 0.5,
+                       "repeat_frac": 0.1},
     "mode=sft": {"max_iters": 80, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 8, "eval_interval": 40,
                  "optimizer": "adamw", "warmdown": 0.0},
 }
@@ -129,7 +141,9 @@ def parse_args(argv=None):
         cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
     # world SFT runs are named by their mixture (sft_hh/, sft_helpful/); other data has one
     sft_dir = f"sft_{cfg.sft_mix}" if cfg.data == "world" else "sft"
-    cfg.out_dir = run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "")
+    cfg.out_dir = run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "repeated" if cfg.sweep else "")
+    if cfg.sweep not in ("", "repeated") or (cfg.sweep and cfg.mode != "pretrain"):
+        raise SystemExit(f"--sweep takes 'repeated' (pretraining), not {cfg.sweep!r}")
     return cfg
 
 
@@ -200,16 +214,63 @@ def make_optimizer(model, cfg, device):
     return MuonAdamW([{"params": hidden, "muon": True, "lr_mult": cfg.muon_lr / cfg.lr}, {"params": rest}], cfg.lr)
 
 
-def get_batch(ids, mask, block_size, batch_size, gen, device):
-    """Random windows of block_size + 1 tokens (nanoGPT). With an SFT mask, targets outside
-    assistant replies are -1 (ignored by the loss)."""
+def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
+    """Random windows of block_size + 1 tokens (nanoGPT), a share copy_frac of them with an
+    earlier span copied later. With an SFT mask, targets outside assistant replies are -1
+    (ignored by the loss)."""
     ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
-    x = torch.from_numpy(np.stack([ids[i:i + block_size].astype(np.int64) for i in ix]))
-    y = torch.from_numpy(np.stack([ids[i + 1:i + 1 + block_size].astype(np.int64) for i in ix]))
+    w = torch.from_numpy(np.stack([ids[i:i + block_size + 1].astype(np.int64) for i in ix]))
+    w = copy_spans(w, copy_frac, gen)
+    x, y = w[:, :-1], w[:, 1:]
     if mask is not None:
         m = torch.from_numpy(np.stack([mask[i + 1:i + 1 + block_size] for i in ix])).bool()
         y = y.masked_fill(~m, -1)
     return x.to(device), y.to(device)
+
+
+# -----------------------------------------------------------------------------
+# Repeated data (Hernandez et al. 2022, Sec. 2): at a fixed number of training tokens, a
+# share repeat_frac of the sequences comes from a small subset of the training split seen
+# repeat_count times; the rest from the rest of the split. The held-out split is untouched.
+
+def repeated_subset(cfg, ids):
+    """-> (the unique part of the training ids, the subset's windows (n, block_size + 1),
+    schedule (max_iters, batch_size): which subset window each batch slot takes, -1 for a
+    unique window). Each window appears exactly repeat_count times, at random slots."""
+    T1, slots = cfg.block_size + 1, cfg.max_iters * cfg.batch_size
+    n_win = round(cfg.repeat_frac * slots / cfg.repeat_count)
+    if n_win < 1 or n_win * T1 > len(ids) // 2:
+        raise SystemExit(f"--repeat_frac {cfg.repeat_frac} with --repeat_count {cfg.repeat_count} gives a subset of "
+                         f"{n_win} windows: need at least 1, and at most half the training split")
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(np.repeat(np.arange(n_win), cfg.repeat_count))
+    schedule = np.full(slots, -1)
+    schedule[rng.choice(slots, len(order), replace=False)] = order
+    windows = np.asarray(ids[:n_win * T1], dtype=np.int64).reshape(n_win, T1)
+    return ids[n_win * T1:], windows, schedule.reshape(cfg.max_iters, cfg.batch_size)
+
+
+@torch.no_grad()
+def window_loss(model, windows, device, first=0):
+    """Mean loss on given windows (n, T + 1) predicting positions first.. (at most 64 windows)."""
+    model.eval()
+    w = torch.as_tensor(windows[:64], dtype=torch.long, device=device)
+    with autocast(device.type):
+        logits = model(w[:, :-1])[0]
+    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), w[:, 1:], reduction="none")
+    model.train()
+    return float(loss[:, first:].mean())
+
+
+def copying(model, val_ids, T, device):
+    """Held-out text repeated within the context: 64 spans of T/2 tokens, each followed by
+    itself -> (loss on the first copy, loss on the second copy from its second token: the
+    copying that induction heads do; Hernandez et al. 2022, Sec. 5)."""
+    n = T // 2
+    starts = np.random.default_rng(0).integers(0, len(val_ids) - n, 64)
+    spans = np.stack([np.asarray(val_ids[i:i + n], dtype=np.int64) for i in starts])
+    w = np.concatenate([spans, spans], 1)
+    return window_loss(model, w[:, :n], device), window_loss(model, w, device, first=n)
 
 
 @torch.no_grad()
@@ -347,6 +408,11 @@ def main(cfg):
     d, meta = prepare(cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=False, mix=cfg.sft_mix)
     (train_ids, train_mask), (val_ids, val_mask) = load_split(d, "train", meta), load_split(d, "val", meta)
     enc = get_tokenizer(cfg.tokenizer)
+    windows = schedule = None
+    if cfg.repeat_count > 0 and cfg.repeat_frac > 0:
+        if ddp or cfg.grad_accum > 1 or cfg.mode != "pretrain":
+            raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
+        train_ids, windows, schedule = repeated_subset(cfg, train_ids)
 
     # ---- model and optimiser, restored exactly on --resume
     ckpt_path = os.path.join(cfg.out_dir, f"{cfg.mode}.pt")
@@ -377,10 +443,15 @@ def main(cfg):
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
             val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
-            record({"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss})
+            record({"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss,
+                    **({"repeated_train_loss": window_loss(raw, windows, device)} if windows is not None else {})})
         t0 = time.time()
         for micro in range(cfg.grad_accum):
-            x, y = get_batch(train_ids, train_mask, cfg.block_size, cfg.batch_size, gen, device)
+            x, y = get_batch(train_ids, train_mask, cfg.block_size, cfg.batch_size, gen, device, cfg.copy_frac)
+            if schedule is not None and (schedule[it] >= 0).any():  # this step's slots for the repeated subset
+                k = torch.from_numpy(schedule[it] >= 0)
+                w = torch.from_numpy(windows[schedule[it][k.numpy()]]).to(device)
+                x[k.to(device)], y[k.to(device)] = w[:, :-1], w[:, 1:]
             sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
             with sync, autocast(device.type):
                 _, loss = model(x, y)
@@ -421,6 +492,13 @@ def main(cfg):
                "tokenizer": cfg.tokenizer, "device": str(device), "world_size": world_size, "ddp_in_sync": in_sync,
                "checkpoint": ckpt_path, "samples": [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)]}
     results["val_bpb"] = val_loss / math.log(2) / bytes_per_token(enc, val_ids, val_mask)
+    if cfg.mode == "pretrain":
+        results["first_copy_loss"], results["copying_loss"] = copying(raw, val_ids, cfg.block_size, device)
+        results["params_non_embedding"] = raw.num_params()
+        n_rep = int((schedule >= 0).sum()) if schedule is not None else 0
+        results.update(repeat_count=cfg.repeat_count if n_rep else 0, repeated_fraction=n_rep / (end * cfg.batch_size),
+                       repeated_tokens=n_rep * cfg.block_size, unique_tokens=(end * cfg.batch_size - n_rep) * cfg.block_size,
+                       repeated_train_loss=window_loss(raw, windows, device) if n_rep else None)
     if cfg.mode == "sft" and cfg.data == "world" and cfg.eval_per_kind:
         results.update(gold_helpfulness(raw, enc, cfg.eval_per_kind, min(cfg.eval_tokens, cfg.block_size // 2), device))
     write_json(os.path.join(cfg.out_dir, "results.json"), results)
@@ -438,5 +516,108 @@ def main(cfg):
     return results
 
 
+# -----------------------------------------------------------------------------
+# The repeated-data sweep (Hernandez et al. 2022, Fig. 2 and Sec. 4-5)
+
+def sweep_repeated(cfg):
+    """One model size at repeat counts 0 and --repeat_counts (same training tokens), and
+    --sweep_widths without repetition; for each run the held-out loss, the loss on the
+    repeated subset, the copying loss and the best prefix-matching score (induction.py
+    --analyze, the same definition as the induction experiment); then each repeated run's
+    effective size on the no-repeat loss-vs-parameters fit."""
+    t0, log = time.time(), printer(cfg.quiet)
+    run_dir(cfg.out_dir)
+    grid = [(cfg.n_embd, int(r)) for r in ["0"] + cfg.repeat_counts.split(",")] + \
+        [(int(w), 0) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
+    log(f"repeated data: {len(grid)} runs of {cfg.max_iters * cfg.batch_size * cfg.block_size:,} training tokens "
+        f"({cfg.n_layer} layers, context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}")
+    points, sizes = [], []
+    for width, r in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
+        res = main(replace(cfg, sweep="", n_embd=width, repeat_count=r, repeat_frac=cfg.repeat_frac if r else 0.0,
+                           quiet=True, out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}")))
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "induction.py"),
+                        "--analyze", res["checkpoint"], "--device", cfg.device], check=True, capture_output=True)
+        heads = json.load(open(os.path.splitext(res["checkpoint"])[0] + ".heads.json"))
+        row = {"repeat_count": r, "repeated_fraction": res["repeated_fraction"], "params": res["params_non_embedding"],
+               "width": width, "heldout_loss": res["val_loss"], "repeated_train_loss": res["repeated_train_loss"],
+               "copying_loss": res["copying_loss"], "first_copy_loss": res["first_copy_loss"],
+               "max_prefix_matching": max(h["prefix_matching"] for h in heads), "seconds": res["seconds"]}
+        log_metrics(cfg.out_dir, row)
+        (points if width == cfg.n_embd else []).append(row)
+        if r == 0:
+            sizes.append({"params": row["params"], "heldout_loss": row["heldout_loss"], "width": width})
+    # effective size: held-out loss = a + b ln(params) fitted on the runs without repetition
+    sizes.sort(key=lambda p: p["params"])
+    b, a = np.polyfit(np.log([p["params"] for p in sizes]), [p["heldout_loss"] for p in sizes], 1)
+    for p in points:
+        p["effective_params"] = float(np.exp((p["heldout_loss"] - a) / b)) if b < 0 else None
+    base = points[0]
+    rep_pts = points[1:]
+    peak = max(rep_pts, key=lambda p: p["heldout_loss"])
+    rel = lambda p, k: p[k] / base[k] - 1
+    targets = {"peak_at_least_2pct_above_no_repeat": rel(peak, "heldout_loss") >= 0.02,
+               "a_point_beyond_the_peak_is_lower": any(p["heldout_loss"] < peak["heldout_loss"] for p in rep_pts
+                                                       if p["repeat_count"] > peak["repeat_count"]),
+               "copying_degrades_more_than_heldout_at_peak": rel(peak, "copying_loss") > rel(peak, "heldout_loss")}
+    res = {"points": points, "baseline_sizes": sizes, "fit": {"a": float(a), "b_per_ln_params": float(b)},
+           "effective_params": [{"repeat_count": p["repeat_count"], "effective_params": p["effective_params"],
+                                 "params": p["params"]} for p in rep_pts],
+           "peak": {"repeat_count": peak["repeat_count"], "heldout_excess": rel(peak, "heldout_loss"),
+                    "copying_excess": rel(peak, "copying_loss")}, "targets": targets, "seconds": time.time() - t0,
+           "config": {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "block_size", "batch_size", "max_iters",
+                                                   "repeat_frac", "copy_frac", "data", "seed")}}
+    res["figure"] = plot_repeated(cfg.out_dir, points, sizes, (a, b))
+    write_json(os.path.join(cfg.out_dir, "results.json"), res)
+    log(f"\n{'repeat count':>12s}{'held-out loss':>14s}{'repeated-subset loss':>21s}{'first copy':>11s}"
+        f"{'second copy':>12s}{'prefix match':>13s}{'effective params':>17s}")
+    for p in points:
+        log(f"{p['repeat_count']:12d}{p['heldout_loss']:14.4f}{p['repeated_train_loss'] or float('nan'):21.4f}"
+            f"{p['first_copy_loss']:11.3f}{p['copying_loss']:12.3f}{p['max_prefix_matching']:13.2f}"
+            f"{p['effective_params'] or float('nan'):17,.0f}")
+    log("no repetition by size: " + ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes))
+    log("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items())
+        + f"\nwrote {cfg.out_dir}/ (results.json, metrics.jsonl{', repeated.png' if res['figure'] else ''}) "
+        f"in {res['seconds']:.0f}s")
+    return res
+
+
+def plot_repeated(out_dir, points, sizes, fit):
+    plt = pyplot()
+    if plt is None:
+        return None
+    a, b = fit
+    rep_pts, base = points[1:], points[0]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    rc = [p["repeat_count"] for p in rep_pts]
+    ax[0].plot(rc, [p["heldout_loss"] for p in rep_pts], "o-", label="held-out loss (unique data)")
+    ax[0].axhline(base["heldout_loss"], color="grey", ls="--", label="no repetition")
+    ax2 = ax[0].twinx()
+    ax2.plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3", label="loss on the repeated subset")
+    ax2.set_ylabel("repeated-subset loss", color="C3")
+    ax[0].set_xscale("log"), ax[0].set_xlabel("repeat count"), ax[0].set_ylabel("held-out loss"), ax[0].legend(fontsize=7)
+    ax[0].set_title("Fig. 2 shape: damage vs repeat count", fontsize=9)
+    n = np.array([p["params"] for p in sizes])
+    ax[1].plot(n, [p["heldout_loss"] for p in sizes], "o", label="no repetition")
+    grid = np.geomspace(n.min() / 2, n.max() * 2, 50)
+    ax[1].plot(grid, a + b * np.log(grid), color="grey", lw=1, label="fit")
+    for p in rep_pts:
+        if p["effective_params"]:
+            ax[1].plot(p["effective_params"], p["heldout_loss"], "x", color="C3")
+            ax[1].annotate(str(p["repeat_count"]), (p["effective_params"], p["heldout_loss"]), fontsize=7)
+    ax[1].set_xscale("log"), ax[1].set_xlabel("non-embedding parameters"), ax[1].set_ylabel("held-out loss")
+    ax[1].set_title("effective size (x: repeated runs, by repeat count)", fontsize=9), ax[1].legend(fontsize=7)
+    ax[2].plot(rc, [p["heldout_loss"] / base["heldout_loss"] - 1 for p in rep_pts], "o-", label="held-out loss")
+    ax[2].plot(rc, [p["copying_loss"] / base["copying_loss"] - 1 for p in rep_pts], "s-", label="copying loss (second copy)")
+    ax[2].axhline(0, color="grey", lw=0.5)
+    ax3 = ax[2].twinx()
+    ax3.plot(rc, [p["max_prefix_matching"] for p in rep_pts], "^:", color="C2")
+    ax3.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
+    ax3.set_ylabel("best prefix matching (dashed: no repetition)", color="C2")
+    ax[2].set_xscale("log"), ax[2].set_xlabel("repeat count"), ax[2].set_ylabel("relative change vs no repetition")
+    ax[2].set_title("copying is damaged more", fontsize=9), ax[2].legend(fontsize=7)
+    return save_figure(fig, os.path.join(out_dir, "repeated.png"))
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    cfg = parse_args()
+    sweep_repeated(cfg) if cfg.sweep else main(cfg)

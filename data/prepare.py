@@ -153,6 +153,25 @@ def load_split(d, split, meta):
     return ids, mask
 
 
+
+def copy_spans(windows, frac, gen):
+    """In-context repeats for natural text: in a share `frac` of the windows (B, T), an
+    earlier span of the window (T/8 to T/4 tokens, from its first half) is copied to a later
+    place in the same window, in place, so that late tokens can be predicted from early ones
+    (the copying that induction heads do; Olsson et al. 2022). gen: a torch.Generator."""
+    import torch
+    if frac <= 0:  # draws nothing: runs without repeats keep their batches
+        return windows
+    T = windows.shape[1]
+    for b in range(windows.shape[0]):
+        if float(torch.rand(1, generator=gen)) < frac:
+            L = int(torch.randint(T // 8, T // 4 + 1, (1,), generator=gen))
+            src = int(torch.randint(0, T // 2 - L + 1, (1,), generator=gen))
+            dst = int(torch.randint(src + L, T + 1 - L, (1,), generator=gen))
+            windows[b, dst:dst + L] = windows[b, src:src + L].clone()
+    return windows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default="world", help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory")

@@ -193,3 +193,58 @@ def test_muon_run_resumes_exactly(tmp_path):
     resumed = run(tmp_path / "b", "--optimizer", "muon", "--warmdown", "0.4", "--resume")
     assert losses(tmp_path / "a" / "tiny") == losses(tmp_path / "b" / "tiny")
     assert resumed["val_loss"] == full["val_loss"]
+
+
+# ---- repeated data (Hernandez et al. 2022)
+
+def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_count_times():
+    cfg = train_lm.parse_args(["--preset", "tiny", "--repeat_frac", "0.25", "--repeat_count", "4", "--quiet"])
+    ids = np.arange(100_000)  # every token distinct: overlaps are visible
+    unique, windows, schedule = train_lm.repeated_subset(cfg, ids)
+    assert schedule.shape == (cfg.max_iters, cfg.batch_size)
+    n = windows.shape[0]
+    assert n == round(0.25 * cfg.max_iters * cfg.batch_size / 4) and windows.shape[1] == cfg.block_size + 1
+    assert np.array_equal(np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4))  # each window 4 times
+    assert (schedule >= 0).mean() == pytest.approx(0.25)
+    assert not set(windows.ravel().tolist()) & set(unique.tolist())  # the unique stream never holds subset tokens
+    assert unique[0] == windows[-1, -1] + 1  # the rest of the training split, nothing else
+    with pytest.raises(SystemExit, match="subset"):
+        train_lm.repeated_subset(train_lm.parse_args(["--preset", "tiny", "--repeat_frac", "0.01", "--repeat_count",
+                                                      "1000", "--quiet"]), ids)
+
+
+def test_repeated_run_token_counts_match_the_flags(tmp_path):
+    res = run(tmp_path, "--repeat_frac", "0.25", "--repeat_count", "4")
+    total = res["train_tokens"]
+    assert res["repeated_tokens"] + res["unique_tokens"] == total
+    assert res["repeated_tokens"] == 0.25 * total and res["repeated_fraction"] == 0.25 and res["repeat_count"] == 4
+    assert res["repeated_train_loss"] > 0 and res["copying_loss"] > 0 and res["first_copy_loss"] > 0
+    assert "repeated_train_loss" in [m for m in metrics(tmp_path / "tiny") if "val_loss" in m][0]
+    plain = run(tmp_path / "plain")
+    assert plain["repeated_tokens"] == 0 and plain["repeated_train_loss"] is None
+
+
+def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
+    from data.prepare import copy_spans
+    w = torch.arange(16 * 65).view(16, 65)
+    gen = torch.Generator().manual_seed(0)
+    out = copy_spans(w.clone(), 1.0, gen)
+    for row in out.tolist():
+        assert len(set(row)) <= 65 - 8  # a span of at least 65 // 8 tokens appears twice
+    state = gen.get_state()
+    assert torch.equal(copy_spans(w.clone(), 0.0, gen), w) and torch.equal(gen.get_state(), state)
+
+
+def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
+    cfg = train_lm.parse_args(["--sweep", "repeated", "--preset", "tiny", "--repeat_counts", "2,4", "--sweep_widths",
+                               "16,32", "--n_embd", "32", "--max_iters", "20", "--out_dir", str(tmp_path), "--quiet"])
+    res = train_lm.sweep_repeated(cfg)
+    saved = json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
+    assert [p["repeat_count"] for p in saved["points"]] == [0, 2, 4]
+    assert saved["points"][0]["repeated_fraction"] == 0 and saved["points"][1]["repeated_fraction"] == pytest.approx(0.1)
+    for p in saved["points"]:
+        assert set(p) >= {"repeat_count", "repeated_fraction", "params", "heldout_loss", "repeated_train_loss",
+                          "copying_loss", "max_prefix_matching"}
+        assert 0 <= p["max_prefix_matching"] <= 1
+    assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(saved["effective_params"]) == 2
+    assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
