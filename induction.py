@@ -6,19 +6,19 @@ evidence, each measured on small models trained from scratch.
   1. Co-occurrence (Argument 1), shown: the phase-change window is the 10%-90% rise of the
      best head's prefix-matching score; most of the in-context-learning (ICL) score's change,
      and of the loss's fall, happens inside it, in every seed of the 2-layer model.
-  2. Shifting the phase change (Argument 2), shown only with a head start: a 1-layer
+  2. Shifting the phase change (Argument 2), partly shown (only with a head start): a 1-layer
      "smeared key" model, whose keys can mix in the previous token's key, forms induction
      heads earlier than the 2-layer model when the smear starts at 15% or more; from 1% (the
      default: no previous-token mechanism at initialisation) the smear decays to zero.
-  3. Ablation (Argument 3), shown for the induction heads together: at every snapshot each
-     head's output is zeroed in turn, and all induction heads together; one head alone
-     removes little, because the induction heads are redundant.
+  3. Ablation (Argument 3), partly shown: at every snapshot each head's output is zeroed in
+     turn, and all induction heads (and all previous-token heads) together; together they
+     undo the ICL, one induction head alone removes little (the layer-1 heads all do it).
   4. Behaviour on examples (Argument 4), shown: the induction head's attention on one
      repeated random sequence, and the loss on its first and second copy.
   5. Mechanism (Argument 5), shown: previous-token heads in layer 0, their K-composition
      into the induction heads against its value at initialisation, and the OV circuit's
      copying statistic (Elhage et al. 2021's eigenvalue score).
-  6. Models with MLPs (Argument 6), shown in one seed: the same co-occurrence on `mlp2`.
+  6. Models with MLPs (Argument 6), partly shown (one seed): the same co-occurrence on `mlp2`.
 The numbers, natural text and the GPU preset are in the README.
 
 Run (CPU, 2 cores, under 5 minutes: attn1, attn2 x 3 seeds, smear1 x 3 seeds, mlp2):
@@ -594,8 +594,8 @@ def main(cfg):
     res = {"models": summary, "seeds": [r["phase_change_step"] for r in summary.get("attn2", {}).get("runs", [])],
            "seeds_by_model": {k: [r["phase_change_step"] for r in v["runs"]] for k, v in summary.items()},
            "targets": targets(summary), "example": ex and {k: v for k, v in ex.items() if k != "attention"},
-           "data": cfg.data, "block_size": cfg.block_size, "steps": cfg.steps, "mlp_steps": cfg.mlp_steps,
-           "threshold": cfg.threshold}
+           "config": {k: getattr(cfg, k) for k in ("data", "block_size", "steps", "mlp_steps", "threshold", "lr",
+                                                   "smear_init", "smear_lr_mult", "seed", "seeds")}}
     res["figures"] = figures(runs, summary, ex, out_dir)
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)

@@ -111,8 +111,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         if cfg.smeared_key:
             # per-head mixing logit; weight on the previous key is sigmoid(smear). Starts at
-            # 1/2: an even mix, from which each head learns how much to smear (from ~0.05 the
-            # sigmoid's small slope left the weights stuck and no induction head formed).
+            # 1/2, an even mix, from which each head learns how much to smear (induction.py
+            # starts it at 1% and trains it at 30x the learning rate: see its build()).
             self.smear = nn.Parameter(torch.zeros(cfg.n_head))
 
     def forward(self, x, rot, mask, prev_valid, cache=None, start=0, explicit=False):
