@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare
+from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare, synthetic_batch
 from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpoint, log_metrics, lr_at,
                    optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
 
@@ -96,28 +96,6 @@ def parse_args(argv=None):
 
 # -----------------------------------------------------------------------------
 # Data
-
-def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
-    """Uniform random tokens written in chunks of 4-12 tokens; each chunk is, with
-    probability p_repeat, a copy of an earlier stretch of the same sequence taken from a
-    random offset. Random offsets mean position alone cannot predict a repeat: only looking
-    back for the previous occurrence of the current token does. Fresh data every step
-    (drawn with numpy, seeded from gen: scalar torch draws dominated a training step)."""
-    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen)))
-    x = rng.integers(0, vocab, (batch, T + 1))
-    n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
-    lengths, copy, where = rng.integers(4, 13, (batch, n)), rng.random((batch, n)) < p_repeat, rng.random((batch, n))
-    for b in range(batch):
-        t, c = int(lengths[b, 0]), 1
-        while t < T + 1:
-            L = min(int(lengths[b, c]), T + 1 - t)
-            if copy[b, c] and t >= L + 1:
-                src = int(where[b, c] * (t - L + 1))
-                x[b, t:t + L] = x[b, src:src + L]
-            t, c = t + L, c + 1
-    x = torch.from_numpy(x)
-    return x[:, :-1], x[:, 1:]
-
 
 def repeated_random(batch, n, vocab, gen, T=None):
     """The probe for prefix matching: random tokens repeated twice (Olsson et al. 2022,

@@ -7,7 +7,18 @@ loss only on the assistant's tokens. Two SFT mixtures on the world: "hh", the an
 the HH paper's context-distilled HHH policy (Bai et al. 2022a, Sec. 2.2: benign requests
 always helped, harmful ones sometimes refused), which ppo.py starts from; and "helpful",
 which never refuses: the Constitutional AI paper's helpful-only starting point (Bai et al.
-2022b, Sec. 3). The repeated-data experiment (Hernandez et al. 2022) builds on this script.
+2022b, Sec. 3).
+
+The repeated-data experiment (Hernandez et al. 2022, "Scaling Laws and Interpretability of
+Learning from Repeated Data"): at a fixed number of training tokens, 10% of the sequences
+come from a small subset of the training data seen repeat_count times. `--sweep repeated`
+runs one model size at several repeat counts and a few sizes without repetition, in one
+process, on synthetic data in which copying pays (random tokens with in-context copies: on
+world text our small models do not learn to copy; README). What to look at: the table
+printed at the end and repeated.png -- held-out loss vs repeat count (the paper's Fig. 2
+shape: a peak of damage at an intermediate count?), each repeated run's effective size on
+the no-repeat loss-vs-parameters fit, and the copying loss (second copy of held-out text)
+and best prefix-matching score (induction.py --analyze) vs repeat count.
 
 The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
 model 2 CPU cores train in about 4 minutes, pretraining and SFT together. What it uses, each
@@ -22,8 +33,11 @@ Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
     python train_lm.py --mode sft --sft_mix helpful    # helpful-only SFT   -> out/train_lm/sft_helpful/sft.pt
     python train_lm.py --data ../shared/data/hh-rlhf           # real HH-RLHF dialogues -> out/train_lm/hh-rlhf/
     python train_lm.py --data ../shared/data/text/tinyshakespeare.txt   # any plain text (our BPE, or --tokenizer gpt2)
+    python train_lm.py --sweep repeated      # the repeated-data experiment -> out/train_lm/repeated/ (CPU: ~10 min)
 One GPU:
     python train_lm.py --preset gpu           # wider/deeper model, bf16, torch.compile
+    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 --max_iters 3000 --sweep_widths 64,128,512
+        # a larger repeated-data sweep (the sweep's own settings override the preset's shape; not yet run)
 Several devices (DDP; gloo on CPU, nccl on GPU):
     torchrun --nproc_per_node 2 train_lm.py ...
 Resume after an interruption (continues exactly, same losses):
@@ -67,7 +81,7 @@ from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, lo
 @dataclass
 class Config:
     preset: str = "cpu"          # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
-    data: str = "world"          # "world", a plain text file, or HH-RLHF jsonl(.gz) file or directory
+    data: str = "world"          # "world", "synthetic" (random tokens with copies), a text file, or HH-RLHF jsonl(.gz)
     mode: str = "pretrain"       # "pretrain", or "sft": loss on assistant tokens only, starting from --init
     sft_mix: str = "hh"          # world SFT data: "hh" (harmful requests sometimes refused) or "helpful" (never refused)
     tokenizer: str = "auto"      # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
@@ -107,7 +121,7 @@ class Config:
     repeat_frac: float = 0.0     # repeated data: share of training sequences taken from a small repeated subset
     repeat_count: int = 0        # repeated data: how many times each window of that subset is seen (0: none)
     sweep: str = ""              # "repeated": the repeated-data experiment, every run in one process -> <out_dir>/repeated/
-    repeat_counts: str = "4,16,64,256"  # the sweep's repeat counts (it adds one run without repetition)
+    repeat_counts: str = "2,10,40,160,640"  # the sweep's repeat counts (it adds one run without repetition)
     sweep_widths: str = "32,64,128"  # the sweep's widths without repetition (effective model size); repeats use --n_embd
 
 
@@ -120,9 +134,9 @@ PRESETS = {
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 8, "max_iters": 40,
              "eval_interval": 20, "eval_iters": 2, "ckpt_interval": 20, "log_interval": 1, "warmup_iters": 5, "samples": 1},
     # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
-    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens each (README)
-    "sweep=repeated": {"n_layer": 2, "n_embd": 64, "block_size": 128, "max_iters": 400, "warmup_iters": 20,
-                       "eval_interval": 100, "eval_iters": 8, "ckpt_interval": 10 ** 9, "samples": 0, "copy_frac": 0.5,
+    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic data each (README)
+    "sweep=repeated": {"data": "synthetic", "n_layer": 2, "n_embd": 64, "block_size": 128, "max_iters": 400,
+                       "warmup_iters": 20, "eval_interval": 100, "eval_iters": 8, "ckpt_interval": 10 ** 9, "samples": 0,
                        "repeat_frac": 0.1},
     "mode=sft": {"max_iters": 80, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 8, "eval_interval": 40,
                  "optimizer": "adamw", "warmdown": 0.0},
@@ -141,7 +155,8 @@ def parse_args(argv=None):
         cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
     # world SFT runs are named by their mixture (sft_hh/, sft_helpful/); other data has one
     sft_dir = f"sft_{cfg.sft_mix}" if cfg.data == "world" else "sft"
-    cfg.out_dir = run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "repeated" if cfg.sweep else "")
+    cfg.out_dir = run_path(cfg.out_dir, cfg.preset, "repeated") if cfg.sweep else \
+        run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "")
     if cfg.sweep not in ("", "repeated") or (cfg.sweep and cfg.mode != "pretrain"):
         raise SystemExit(f"--sweep takes 'repeated' (pretraining), not {cfg.sweep!r}")
     return cfg

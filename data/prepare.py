@@ -22,6 +22,7 @@ from data.tokenizer import eot_id, get_tokenizer
 OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "data")
 N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3 CPU minutes
 N_SFT_DOCS = 20000
+N_SYNTHETIC_DOCS = 40000  # sequences of 128 random tokens with copies: ~5M tokens
 
 
 def data_name(data, default="world"):
@@ -31,8 +32,9 @@ def data_name(data, default="world"):
 
 
 def default_tokenizer(data):
-    """Our world BPE on the world; our BPE trained on the data itself otherwise."""
-    return "world" if data == "world" else "bpe:" + data_name(data)
+    """Our world BPE on the world (and on synthetic data, whose ids are its first 64); our
+    BPE trained on the data itself otherwise."""
+    return "world" if data in ("world", "synthetic") else "bpe:" + data_name(data)
 
 
 def assistant_spans(text):
@@ -49,7 +51,7 @@ def tokenize_docs(enc, docs, sft=False):
     """-> (ids uint16, mask uint8 or None). With sft, mask=1 on tokens that start inside an
     assistant reply and on the end-of-text token after a document (learning to stop)."""
     eot = eot_id(enc)
-    ids_all = enc.encode_ordinary_batch(docs)
+    ids_all = [d for d in docs] if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)
     ids, mask = [], []
     for doc, toks in zip(docs, ids_all):
         ids += toks + [eot]
@@ -102,9 +104,18 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
     """Build (or reuse) the token stream for a source -> (directory, meta dict).
 
     source: "world" (the assistant world: pretraining mixture, or with sft=True the SFT data
-    of mixture `mix`, corpora.SFT_MIXES), a plain text file, or an HH-RLHF jsonl(.gz) file or
-    directory (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
-    if source == "world":
+    of mixture `mix`, corpora.SFT_MIXES), "synthetic" (synthetic_batch's sequences as
+    documents of token ids), a plain text file, or an HH-RLHF jsonl(.gz) file or directory
+    (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
+    if source == "synthetic":
+        name, key = f"synthetic-{tokenizer}", {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer}
+        if not _fresh(name, key):
+            import torch
+            gen = lambda n, seed: synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))[0].tolist()
+            splits = {"train": gen(N_SYNTHETIC_DOCS, 0), "val": gen(N_SYNTHETIC_DOCS // 20, 1)}
+            write_stream(name, get_tokenizer(tokenizer), splits, {"key": key, "source": "synthetic",
+                                                                  "tokenizer": tokenizer, "vocab": 64})
+    elif source == "world":
         name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
         key = {"world_version": world.WORLD_VERSION, "tokenizer": tokenizer, "sft": sft,
                "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS, **({"mix": mix} if sft else {})}
@@ -152,6 +163,30 @@ def load_split(d, split, meta):
     mask = np.memmap(os.path.join(d, f"{split}.mask.bin"), dtype=np.uint8, mode="r") if meta["sft_mask"] else None
     return ids, mask
 
+
+
+def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
+    """Uniform random tokens written in chunks of 4-12 tokens; each chunk is, with
+    probability p_repeat, a copy of an earlier stretch of the same sequence taken from a
+    random offset. Random offsets mean position alone cannot predict a repeat: only looking
+    back for the previous occurrence of the current token does (induction.py's data; the
+    repeated-data sweep's). Drawn with numpy, seeded from the torch.Generator gen (scalar
+    torch draws dominated a training step) -> (x, y) of shape (batch, T)."""
+    import torch
+    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen)))
+    x = rng.integers(0, vocab, (batch, T + 1))
+    n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
+    lengths, copy, where = rng.integers(4, 13, (batch, n)), rng.random((batch, n)) < p_repeat, rng.random((batch, n))
+    for b in range(batch):
+        t, c = int(lengths[b, 0]), 1
+        while t < T + 1:
+            L = min(int(lengths[b, c]), T + 1 - t)
+            if copy[b, c] and t >= L + 1:
+                src = int(where[b, c] * (t - L + 1))
+                x[b, t:t + L] = x[b, src:src + L]
+            t, c = t + L, c + 1
+    x = torch.from_numpy(x)
+    return x[:, :-1], x[:, 1:]
 
 
 def copy_spans(windows, frac, gen):
