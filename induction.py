@@ -76,6 +76,7 @@ class Config:
     snap_every: int = 25      # measurements every this many steps: resolves the phase change in time
     threshold: float = 0.3    # best prefix-matching score a model must reach to count as having an induction head
     analyze: str = ""         # print the per-head scores of this checkpoint and exit
+    probe_vocab: int = 0      # --analyze: probe with token ids below this, the ones the model was trained on (0: all)
     out_dir: str = "out/induction"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
     seed: int = 0             # random seed (initialisation, data) of the first (or only) run of each model
     device: str = "auto"      # "auto" (cuda if available), "cpu", "cuda", ...
@@ -426,10 +427,10 @@ def example(model, head, vocab, n=12):
             "loss_first_copy": float(loss[:n - 1].mean()), "loss_second_copy": float(loss[n:].mean())}
 
 
-def analyze(path, device):
+def analyze(path, device, probe_vocab=0):
     model, ck = load_checkpoint(path, device)
     model.eval()
-    vocab = model.cfg.vocab_valid or model.cfg.vocab_size
+    vocab = min(model.cfg.vocab_valid or model.cfg.vocab_size, probe_vocab or 10 ** 9)
     rows = head_table(model, vocab)
     print(f"{path}: {model.cfg.n_layer} layers x {model.cfg.n_head} heads (tokenizer {ck['tokenizer']})")
     print(f"{'head':>6s} {'prefix-match':>13s} {'prev-token':>11s} {'copying':>8s} {'copy-logit':>11s}")
@@ -538,7 +539,7 @@ def main(cfg):
     t0 = time.time()
     device = get_device(cfg.device)
     if cfg.analyze:
-        return analyze(cfg.analyze, device)
+        return analyze(cfg.analyze, device, cfg.probe_vocab)
     log = printer(cfg.quiet)
     out_dir = run_dir(cfg.out_dir, data_name(cfg.data, default="synthetic"), cfg.preset)
     text, vocab, tokenizer = (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)

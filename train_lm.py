@@ -71,7 +71,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from data import corpora, world
-from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare
+from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare, repeated_subset
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
                    lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, sample_replies,
@@ -246,24 +246,8 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
 # -----------------------------------------------------------------------------
 # Repeated data (Hernandez et al. 2022, Sec. 2): at a fixed number of training tokens, a
 # share repeat_frac of the sequences comes from a small subset of the training split seen
-# repeat_count times; the rest from the rest of the split. The held-out split is untouched.
-
-def repeated_subset(cfg, ids):
-    """-> (the unique part of the training ids, the subset's windows (n, block_size + 1),
-    schedule (max_iters, batch_size): which subset window each batch slot takes, -1 for a
-    unique window). Each window appears exactly repeat_count times, at random slots."""
-    T1, slots = cfg.block_size + 1, cfg.max_iters * cfg.batch_size
-    n_win = round(cfg.repeat_frac * slots / cfg.repeat_count)
-    if n_win < 1 or n_win * T1 > len(ids) // 2:
-        raise SystemExit(f"--repeat_frac {cfg.repeat_frac} with --repeat_count {cfg.repeat_count} gives a subset of "
-                         f"{n_win} windows: need at least 1, and at most half the training split")
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(np.repeat(np.arange(n_win), cfg.repeat_count))
-    schedule = np.full(slots, -1)
-    schedule[rng.choice(slots, len(order), replace=False)] = order
-    windows = np.asarray(ids[:n_win * T1], dtype=np.int64).reshape(n_win, T1)
-    return ids[n_win * T1:], windows, schedule.reshape(cfg.max_iters, cfg.batch_size)
-
+# repeat_count times (data.prepare.repeated_subset); the rest from the rest of the split.
+# The held-out split is untouched.
 
 @torch.no_grad()
 def window_loss(model, windows, device, first=0):
@@ -271,8 +255,7 @@ def window_loss(model, windows, device, first=0):
     model.eval()
     w = torch.as_tensor(windows[:64], dtype=torch.long, device=device)
     with autocast(device.type):
-        logits = model(w[:, :-1])[0]
-    loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), w[:, 1:], reduction="none")
+        loss = torch.nn.functional.cross_entropy(model(w[:, :-1])[0].float().transpose(1, 2), w[:, 1:], reduction="none")
     model.train()
     return float(loss[:, first:].mean())
 
@@ -283,8 +266,7 @@ def copying(model, val_ids, T, device):
     copying that induction heads do; Hernandez et al. 2022, Sec. 5)."""
     n = T // 2
     starts = np.random.default_rng(0).integers(0, len(val_ids) - n, 64)
-    spans = np.stack([np.asarray(val_ids[i:i + n], dtype=np.int64) for i in starts])
-    w = np.concatenate([spans, spans], 1)
+    w = np.stack([np.tile(np.asarray(val_ids[i:i + n], dtype=np.int64), 2) for i in starts])
     return window_loss(model, w[:, :n], device), window_loss(model, w, device, first=n)
 
 
@@ -427,7 +409,8 @@ def main(cfg):
     if cfg.repeat_count > 0 and cfg.repeat_frac > 0:
         if ddp or cfg.grad_accum > 1 or cfg.mode != "pretrain":
             raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
-        train_ids, windows, schedule = repeated_subset(cfg, train_ids)
+        train_ids, windows, schedule = repeated_subset(train_ids, cfg.block_size, cfg.max_iters, cfg.batch_size,
+                                                       cfg.repeat_frac, cfg.repeat_count, cfg.seed)
 
     # ---- model and optimiser, restored exactly on --resume
     ckpt_path = os.path.join(cfg.out_dir, f"{cfg.mode}.pt")
@@ -542,94 +525,87 @@ def sweep_repeated(cfg):
     effective size on the no-repeat loss-vs-parameters fit."""
     t0, log = time.time(), printer(cfg.quiet)
     run_dir(cfg.out_dir)
-    grid = [(cfg.n_embd, int(r)) for r in ["0"] + cfg.repeat_counts.split(",")] + \
-        [(int(w), 0) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
+    grid = [(cfg.n_embd, int(r), cfg.seed) for r in ["0"] + cfg.repeat_counts.split(",")] + \
+        [(int(w), 0, cfg.seed) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd] + \
+        [(cfg.n_embd, 0, cfg.seed + 1)]  # a second seed without repetition: how large is run-to-run noise?
     log(f"repeated data: {len(grid)} runs of {cfg.max_iters * cfg.batch_size * cfg.block_size:,} training tokens "
         f"({cfg.n_layer} layers, context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}")
-    points, sizes = [], []
-    for width, r in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
+    points, sizes, other_seed = [], [], []
+    for width, r, seed in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
         res = main(replace(cfg, sweep="", n_embd=width, repeat_count=r, repeat_frac=cfg.repeat_frac if r else 0.0,
-                           quiet=True, out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}")))
+                           seed=seed, quiet=True, out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}_seed{seed}")))
         subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "induction.py"),
-                        "--analyze", res["checkpoint"], "--device", cfg.device], check=True, capture_output=True)
+                        "--analyze", res["checkpoint"], "--device", cfg.device, "--probe_vocab",
+                        str(64 if cfg.data == "synthetic" else 0)], check=True, capture_output=True)
         heads = json.load(open(os.path.splitext(res["checkpoint"])[0] + ".heads.json"))
-        row = {"repeat_count": r, "repeated_fraction": res["repeated_fraction"], "params": res["params_non_embedding"],
-               "width": width, "heldout_loss": res["val_loss"], "repeated_train_loss": res["repeated_train_loss"],
-               "copying_loss": res["copying_loss"], "first_copy_loss": res["first_copy_loss"],
-               "max_prefix_matching": max(h["prefix_matching"] for h in heads), "seconds": res["seconds"]}
+        row = {"repeat_count": r, "params": res["params_non_embedding"], "width": width, "seed": seed,
+               "heldout_loss": res["val_loss"],
+               "max_prefix_matching": max(h["prefix_matching"] for h in heads), **{k: res[k] for k in (
+                   "repeated_fraction", "repeated_train_loss", "copying_loss", "first_copy_loss", "seconds")}}
         log_metrics(cfg.out_dir, row)
-        (points if width == cfg.n_embd else []).append(row)
-        if r == 0:
+        (other_seed if seed != cfg.seed else points if width == cfg.n_embd else []).append(row)
+        if r == 0 and seed == cfg.seed:
             sizes.append({"params": row["params"], "heldout_loss": row["heldout_loss"], "width": width})
-    # effective size: held-out loss = a + b ln(params) fitted on the runs without repetition
+    # effective size: the repeated run's held-out loss read on the no-repeat loss-vs-parameters curve
+    # (linear in log parameters between the two neighbouring sizes; None outside the measured range)
     sizes.sort(key=lambda p: p["params"])
-    b, a = np.polyfit(np.log([p["params"] for p in sizes]), [p["heldout_loss"] for p in sizes], 1)
+    n, loss = np.log([p["params"] for p in sizes]), np.array([p["heldout_loss"] for p in sizes])
     for p in points:
-        p["effective_params"] = float(np.exp((p["heldout_loss"] - a) / b)) if b < 0 else None
-    base = points[0]
-    rep_pts = points[1:]
+        inside = loss.min() <= p["heldout_loss"] <= loss.max() and np.all(np.diff(loss) < 0)
+        p["effective_params"] = float(np.exp(np.interp(-p["heldout_loss"], -loss, n))) if inside else None
+    base, rep_pts = points[0], points[1:]
     peak = max(rep_pts, key=lambda p: p["heldout_loss"])
     rel = lambda p, k: p[k] / base[k] - 1
     targets = {"peak_at_least_2pct_above_no_repeat": rel(peak, "heldout_loss") >= 0.02,
                "a_point_beyond_the_peak_is_lower": any(p["heldout_loss"] < peak["heldout_loss"] for p in rep_pts
                                                        if p["repeat_count"] > peak["repeat_count"]),
                "copying_degrades_more_than_heldout_at_peak": rel(peak, "copying_loss") > rel(peak, "heldout_loss")}
-    res = {"points": points, "baseline_sizes": sizes, "fit": {"a": float(a), "b_per_ln_params": float(b)},
+    res = {"points": points, "baseline_sizes": sizes, "other_seed_no_repeat": other_seed,
            "effective_params": [{"repeat_count": p["repeat_count"], "effective_params": p["effective_params"],
                                  "params": p["params"]} for p in rep_pts],
            "peak": {"repeat_count": peak["repeat_count"], "heldout_excess": rel(peak, "heldout_loss"),
                     "copying_excess": rel(peak, "copying_loss")}, "targets": targets, "seconds": time.time() - t0,
            "config": {k: getattr(cfg, k) for k in ("n_layer", "n_embd", "block_size", "batch_size", "max_iters",
                                                    "repeat_frac", "copy_frac", "data", "seed")}}
-    res["figure"] = plot_repeated(cfg.out_dir, points, sizes, (a, b))
+    res["figure"] = plot_repeated(cfg.out_dir, points, sizes)
     write_json(os.path.join(cfg.out_dir, "results.json"), res)
-    log(f"\n{'repeat count':>12s}{'held-out loss':>14s}{'repeated-subset loss':>21s}{'first copy':>11s}"
-        f"{'second copy':>12s}{'prefix match':>13s}{'effective params':>17s}")
     for p in points:
-        log(f"{p['repeat_count']:12d}{p['heldout_loss']:14.4f}{p['repeated_train_loss'] or float('nan'):21.4f}"
-            f"{p['first_copy_loss']:11.3f}{p['copying_loss']:12.3f}{p['max_prefix_matching']:13.2f}"
-            f"{p['effective_params'] or float('nan'):17,.0f}")
-    log("no repetition by size: " + ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes))
-    log("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items())
-        + f"\nwrote {cfg.out_dir}/ (results.json, metrics.jsonl{', repeated.png' if res['figure'] else ''}) "
-        f"in {res['seconds']:.0f}s")
+        log(f"repeat count {p['repeat_count']:4d}: held-out loss {p['heldout_loss']:.4f}, repeated subset "
+            f"{p['repeated_train_loss'] or float('nan'):.3f}, copies {p['first_copy_loss']:.3f} -> {p['copying_loss']:.3f}, "
+            f"prefix matching {p['max_prefix_matching']:.2f}, effective params {p['effective_params'] or 0:,.0f}")
+    log("no repetition by size: " + ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes)
+        + "; other seed: " + ", ".join(f"held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}" for p in other_seed)
+        + "\ntargets: " + ", ".join(f"{k} {v}" for k, v in targets.items()) + f"\nwrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
     return res
 
 
-def plot_repeated(out_dir, points, sizes, fit):
+def plot_repeated(out_dir, points, sizes):
     plt = pyplot()
     if plt is None:
         return None
-    a, b = fit
     rep_pts, base = points[1:], points[0]
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     rc = [p["repeat_count"] for p in rep_pts]
     ax[0].plot(rc, [p["heldout_loss"] for p in rep_pts], "o-", label="held-out loss (unique data)")
     ax[0].axhline(base["heldout_loss"], color="grey", ls="--", label="no repetition")
-    ax2 = ax[0].twinx()
-    ax2.plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3", label="loss on the repeated subset")
-    ax2.set_ylabel("repeated-subset loss", color="C3")
-    ax[0].set_xscale("log"), ax[0].set_xlabel("repeat count"), ax[0].set_ylabel("held-out loss"), ax[0].legend(fontsize=7)
-    ax[0].set_title("Fig. 2 shape: damage vs repeat count", fontsize=9)
+    ax[0].twinx().plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3")  # red: repeated-subset loss
+    ax[0].set(xscale="log", xlabel="repeat count", ylabel="held-out loss", title="Fig. 2 shape (red: repeated-subset loss)")
     n = np.array([p["params"] for p in sizes])
-    ax[1].plot(n, [p["heldout_loss"] for p in sizes], "o", label="no repetition")
-    grid = np.geomspace(n.min() / 2, n.max() * 2, 50)
-    ax[1].plot(grid, a + b * np.log(grid), color="grey", lw=1, label="fit")
+    ax[1].plot(n, [p["heldout_loss"] for p in sizes], "o-", label="no repetition")
     for p in rep_pts:
         if p["effective_params"]:
             ax[1].plot(p["effective_params"], p["heldout_loss"], "x", color="C3")
             ax[1].annotate(str(p["repeat_count"]), (p["effective_params"], p["heldout_loss"]), fontsize=7)
-    ax[1].set_xscale("log"), ax[1].set_xlabel("non-embedding parameters"), ax[1].set_ylabel("held-out loss")
-    ax[1].set_title("effective size (x: repeated runs, by repeat count)", fontsize=9), ax[1].legend(fontsize=7)
+    ax[1].set(xscale="log", xlabel="non-embedding parameters", ylabel="held-out loss", title="effective size (x: repeated)")
     ax[2].plot(rc, [p["heldout_loss"] / base["heldout_loss"] - 1 for p in rep_pts], "o-", label="held-out loss")
     ax[2].plot(rc, [p["copying_loss"] / base["copying_loss"] - 1 for p in rep_pts], "s-", label="copying loss (second copy)")
     ax[2].axhline(0, color="grey", lw=0.5)
-    ax3 = ax[2].twinx()
+    ax3 = ax[2].twinx()  # green: best prefix matching (dashed: no repetition)
     ax3.plot(rc, [p["max_prefix_matching"] for p in rep_pts], "^:", color="C2")
     ax3.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
-    ax3.set_ylabel("best prefix matching (dashed: no repetition)", color="C2")
-    ax[2].set_xscale("log"), ax[2].set_xlabel("repeat count"), ax[2].set_ylabel("relative change vs no repetition")
-    ax[2].set_title("copying is damaged more", fontsize=9), ax[2].legend(fontsize=7)
+    ax[2].set(xscale="log", xlabel="repeat count", ylabel="change vs no repetition", title="copying (green: prefix matching)")
+    for axis in ax:
+        axis.legend(fontsize=7)
     return save_figure(fig, os.path.join(out_dir, "repeated.png"))
 
 

@@ -207,6 +207,25 @@ def copy_spans(windows, frac, gen):
     return windows
 
 
+
+def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
+    """The repeated-data experiment's split of a training stream (Hernandez et al. 2022):
+    a share `frac` of the iters x batch training windows comes from a subset at the start
+    of the stream, each of its windows seen exactly `count` times at random slots; the rest
+    from the rest of the stream -> (the unique ids, the subset's windows (n, block_size + 1),
+    schedule (iters, batch): the subset window each slot takes, -1 for a unique window)."""
+    T1, slots = block_size + 1, iters * batch
+    n_win = round(frac * slots / count)
+    if n_win < 1 or n_win * T1 > len(ids) // 2:
+        raise SystemExit(f"--repeat_frac {frac} with --repeat_count {count} gives a subset of {n_win} windows: "
+                         f"need at least 1 and at most half the training split")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.repeat(np.arange(n_win), count))
+    schedule = np.full(slots, -1)
+    schedule[rng.choice(slots, len(order), replace=False)] = order
+    windows = np.asarray(ids[:n_win * T1], dtype=np.int64).reshape(n_win, T1)
+    return ids[n_win * T1:], windows, schedule.reshape(iters, batch)
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default="world", help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory")

@@ -198,9 +198,10 @@ def test_muon_run_resumes_exactly(tmp_path):
 # ---- repeated data (Hernandez et al. 2022)
 
 def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_count_times():
-    cfg = train_lm.parse_args(["--preset", "tiny", "--repeat_frac", "0.25", "--repeat_count", "4", "--quiet"])
+    from data.prepare import repeated_subset
+    cfg = train_lm.parse_args(["--preset", "tiny", "--quiet"])
     ids = np.arange(100_000)  # every token distinct: overlaps are visible
-    unique, windows, schedule = train_lm.repeated_subset(cfg, ids)
+    unique, windows, schedule = repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.25, 4, 0)
     assert schedule.shape == (cfg.max_iters, cfg.batch_size)
     n = windows.shape[0]
     assert n == round(0.25 * cfg.max_iters * cfg.batch_size / 4) and windows.shape[1] == cfg.block_size + 1
@@ -208,9 +209,8 @@ def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_cou
     assert (schedule >= 0).mean() == pytest.approx(0.25)
     assert not set(windows.ravel().tolist()) & set(unique.tolist())  # the unique stream never holds subset tokens
     assert unique[0] == windows[-1, -1] + 1  # the rest of the training split, nothing else
-    with pytest.raises(SystemExit, match="subset"):
-        train_lm.repeated_subset(train_lm.parse_args(["--preset", "tiny", "--repeat_frac", "0.01", "--repeat_count",
-                                                      "1000", "--quiet"]), ids)
+    with pytest.raises(SystemExit, match="subset of 0 windows"):
+        repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.01, 1000, 0)
 
 
 def test_repeated_run_token_counts_match_the_flags(tmp_path):
@@ -248,3 +248,4 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
         assert 0 <= p["max_prefix_matching"] <= 1
     assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(saved["effective_params"]) == 2
     assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
+    assert [p["seed"] for p in saved["other_seed_no_repeat"]] == [cfg.seed + 1]
