@@ -36,8 +36,9 @@ Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
     python train_lm.py --sweep repeated      # the repeated-data experiment -> out/train_lm/repeated/ (CPU: ~10 min)
 One GPU:
     python train_lm.py --preset gpu           # wider/deeper model, bf16, torch.compile
-    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 --max_iters 3000 --sweep_widths 64,128,512
-        # a larger repeated-data sweep (the sweep's own settings override the preset's shape; not yet run)
+    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 --batch_size 16 --max_iters 2000 \
+        --sweep_widths 64,128,512    # a larger repeated-data sweep, not yet run (the sweep's own settings override the
+        # preset's shape; 4.1M tokens a run, within the 5.1M-token synthetic stream)
 Several devices (DDP; gloo on CPU, nccl on GPU):
     torchrun --nproc_per_node 2 train_lm.py ...
 Resume after an interruption (continues exactly, same losses):
@@ -133,11 +134,11 @@ PRESETS = {
     # seconds-long runs for the tests
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "batch_size": 8, "max_iters": 40,
              "eval_interval": 20, "eval_iters": 2, "ckpt_interval": 20, "log_interval": 1, "warmup_iters": 5, "samples": 1},
-    # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
     # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic data each (README)
     "sweep=repeated": {"data": "synthetic", "n_layer": 2, "n_embd": 64, "block_size": 128, "max_iters": 400,
                        "warmup_iters": 20, "eval_interval": 100, "eval_iters": 8, "ckpt_interval": 10 ** 9, "samples": 0,
                        "repeat_frac": 0.1},
+    # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
     "mode=sft": {"max_iters": 80, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 8, "eval_interval": 40,
                  "optimizer": "adamw", "warmdown": 0.0},
 }
@@ -159,6 +160,8 @@ def parse_args(argv=None):
         run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "")
     if cfg.sweep not in ("", "repeated") or (cfg.sweep and cfg.mode != "pretrain"):
         raise SystemExit(f"--sweep takes 'repeated' (pretraining), not {cfg.sweep!r}")
+    if not cfg.sweep and (cfg.repeat_count > 0) != (cfg.repeat_frac > 0):
+        raise SystemExit("repeated data needs both --repeat_frac and --repeat_count (or neither)")
     return cfg
 
 
@@ -248,6 +251,14 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
 # share repeat_frac of the sequences comes from a small subset of the training split seen
 # repeat_count times (data.prepare.repeated_subset); the rest from the rest of the split.
 # The held-out split is untouched.
+
+def fill_repeated(x, y, slots, windows):
+    """Replace the batch rows whose slot holds a subset window (slots >= 0) with that window."""
+    k = torch.from_numpy(slots >= 0).to(x.device)
+    w = torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
+    x[k], y[k] = w[:, :-1], w[:, 1:]
+    return x, y
+
 
 @torch.no_grad()
 def window_loss(model, windows, device, first=0):
@@ -446,10 +457,8 @@ def main(cfg):
         t0 = time.time()
         for micro in range(cfg.grad_accum):
             x, y = get_batch(train_ids, train_mask, cfg.block_size, cfg.batch_size, gen, device, cfg.copy_frac)
-            if schedule is not None and (schedule[it] >= 0).any():  # this step's slots for the repeated subset
-                k = torch.from_numpy(schedule[it] >= 0)
-                w = torch.from_numpy(windows[schedule[it][k.numpy()]]).to(device)
-                x[k.to(device)], y[k.to(device)] = w[:, :-1], w[:, 1:]
+            if schedule is not None:  # this step's slots for the repeated subset
+                x, y = fill_repeated(x, y, schedule[it], windows)
             sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
             with sync, autocast(device.type):
                 _, loss = model(x, y)
@@ -525,26 +534,29 @@ def sweep_repeated(cfg):
     effective size on the no-repeat loss-vs-parameters fit."""
     t0, log = time.time(), printer(cfg.quiet)
     run_dir(cfg.out_dir)
-    grid = [(cfg.n_embd, int(r), cfg.seed) for r in ["0"] + cfg.repeat_counts.split(",")] + \
-        [(int(w), 0, cfg.seed) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd] + \
-        [(cfg.n_embd, 0, cfg.seed + 1)]  # a second seed without repetition: how large is run-to-run noise?
+    it, fewer = cfg.max_iters, round(cfg.max_iters * (1 - cfg.repeat_frac))
+    grid = [(cfg.n_embd, int(r), cfg.seed, it) for r in ["0"] + cfg.repeat_counts.split(",")] + \
+        [(int(w), 0, cfg.seed, it) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd] + \
+        [(cfg.n_embd, 0, cfg.seed + 1, it),  # a second seed without repetition: how large is run-to-run noise?
+         (cfg.n_embd, 0, cfg.seed, fewer)]  # only the unique tokens, nothing repeated: the cost of fewer tokens
     log(f"repeated data: {len(grid)} runs of {cfg.max_iters * cfg.batch_size * cfg.block_size:,} training tokens "
         f"({cfg.n_layer} layers, context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}")
     points, sizes, other_seed = [], [], []
-    for width, r, seed in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
+    for width, r, seed, iters in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
         res = main(replace(cfg, sweep="", n_embd=width, repeat_count=r, repeat_frac=cfg.repeat_frac if r else 0.0,
-                           seed=seed, quiet=True, out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}_seed{seed}")))
+                           seed=seed, max_iters=iters, quiet=True,
+                           out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}_seed{seed}_steps{iters}")))
         subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "induction.py"),
                         "--analyze", res["checkpoint"], "--device", cfg.device, "--probe_vocab",
                         str(64 if cfg.data == "synthetic" else 0)], check=True, capture_output=True)
         heads = json.load(open(os.path.splitext(res["checkpoint"])[0] + ".heads.json"))
-        row = {"repeat_count": r, "params": res["params_non_embedding"], "width": width, "seed": seed,
+        row = {"repeat_count": r, "params": res["params_non_embedding"], "width": width, "seed": seed, "steps": iters,
                "heldout_loss": res["val_loss"],
                "max_prefix_matching": max(h["prefix_matching"] for h in heads), **{k: res[k] for k in (
                    "repeated_fraction", "repeated_train_loss", "copying_loss", "first_copy_loss", "seconds")}}
         log_metrics(cfg.out_dir, row)
-        (other_seed if seed != cfg.seed else points if width == cfg.n_embd else []).append(row)
-        if r == 0 and seed == cfg.seed:
+        (other_seed if (seed, iters) != (cfg.seed, it) else points if width == cfg.n_embd else []).append(row)
+        if r == 0 and (seed, iters) == (cfg.seed, it):
             sizes.append({"params": row["params"], "heldout_loss": row["heldout_loss"], "width": width})
     # effective size: the repeated run's held-out loss read on the no-repeat loss-vs-parameters curve
     # (linear in log parameters between the two neighbouring sizes; None outside the measured range)
@@ -560,7 +572,7 @@ def sweep_repeated(cfg):
                "a_point_beyond_the_peak_is_lower": any(p["heldout_loss"] < peak["heldout_loss"] for p in rep_pts
                                                        if p["repeat_count"] > peak["repeat_count"]),
                "copying_degrades_more_than_heldout_at_peak": rel(peak, "copying_loss") > rel(peak, "heldout_loss")}
-    res = {"points": points, "baseline_sizes": sizes, "other_seed_no_repeat": other_seed,
+    res = {"points": points, "baseline_sizes": sizes, "other_seed_no_repeat": other_seed[:1], "fewer_tokens": other_seed[1:],
            "effective_params": [{"repeat_count": p["repeat_count"], "effective_params": p["effective_params"],
                                  "params": p["params"]} for p in rep_pts],
            "peak": {"repeat_count": peak["repeat_count"], "heldout_excess": rel(peak, "heldout_loss"),
@@ -574,7 +586,8 @@ def sweep_repeated(cfg):
             f"{p['repeated_train_loss'] or float('nan'):.3f}, copies {p['first_copy_loss']:.3f} -> {p['copying_loss']:.3f}, "
             f"prefix matching {p['max_prefix_matching']:.2f}, effective params {p['effective_params'] or 0:,.0f}")
     log("no repetition by size: " + ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes)
-        + "; other seed: " + ", ".join(f"held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}" for p in other_seed)
+        + "; other seed, then only the unique tokens: " + ", ".join(
+            f"held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}" for p in other_seed)
         + "\ntargets: " + ", ".join(f"{k} {v}" for k, v in targets.items()) + f"\nwrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
     return res
 
@@ -588,24 +601,23 @@ def plot_repeated(out_dir, points, sizes):
     rc = [p["repeat_count"] for p in rep_pts]
     ax[0].plot(rc, [p["heldout_loss"] for p in rep_pts], "o-", label="held-out loss (unique data)")
     ax[0].axhline(base["heldout_loss"], color="grey", ls="--", label="no repetition")
-    ax[0].twinx().plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3")  # red: repeated-subset loss
+    ax[0].twinx().plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3")[0].axes.set_ylabel(
+        "loss on the repeated subset (red)", color="C3")
     ax[0].set(xscale="log", xlabel="repeat count", ylabel="held-out loss", title="Fig. 2 shape (red: repeated-subset loss)")
-    n = np.array([p["params"] for p in sizes])
-    ax[1].plot(n, [p["heldout_loss"] for p in sizes], "o-", label="no repetition")
-    for p in rep_pts:
-        if p["effective_params"]:
-            ax[1].plot(p["effective_params"], p["heldout_loss"], "x", color="C3")
-            ax[1].annotate(str(p["repeat_count"]), (p["effective_params"], p["heldout_loss"]), fontsize=7)
-    ax[1].set(xscale="log", xlabel="non-embedding parameters", ylabel="held-out loss", title="effective size (x: repeated)")
+    ax[1].plot(rc, [(p["effective_params"] or np.nan) / p["params"] for p in rep_pts], "o-", label="effective / real size")
+    ax[1].axhline(1, color="grey", ls="--", lw=0.5)
+    ax[1].set(xscale="log", xlabel="repeat count", ylabel="effective / real parameters",
+              title=f"effective size on the no-repeat curve ({len(sizes)} sizes)")
     ax[2].plot(rc, [p["heldout_loss"] / base["heldout_loss"] - 1 for p in rep_pts], "o-", label="held-out loss")
     ax[2].plot(rc, [p["copying_loss"] / base["copying_loss"] - 1 for p in rep_pts], "s-", label="copying loss (second copy)")
     ax[2].axhline(0, color="grey", lw=0.5)
     ax3 = ax[2].twinx()  # green: best prefix matching (dashed: no repetition)
     ax3.plot(rc, [p["max_prefix_matching"] for p in rep_pts], "^:", color="C2")
     ax3.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
+    ax3.set_ylabel("best prefix matching (green; dashed: no repetition)", color="C2")
     ax[2].set(xscale="log", xlabel="repeat count", ylabel="change vs no repetition", title="copying (green: prefix matching)")
     for axis in ax:
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="center left")
     return save_figure(fig, os.path.join(out_dir, "repeated.png"))
 
 

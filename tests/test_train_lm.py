@@ -237,7 +237,8 @@ def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
 
 def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
     cfg = train_lm.parse_args(["--sweep", "repeated", "--preset", "tiny", "--repeat_counts", "2,4", "--sweep_widths",
-                               "16,32", "--n_embd", "32", "--max_iters", "20", "--out_dir", str(tmp_path), "--quiet"])
+                               "16,32", "--n_embd", "32", "--max_iters", "20", "--block_size", "32", "--eval_iters", "2",
+                               "--out_dir", str(tmp_path), "--quiet"])
     res = train_lm.sweep_repeated(cfg)
     saved = json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
     assert [p["repeat_count"] for p in saved["points"]] == [0, 2, 4]
@@ -249,3 +250,26 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
     assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(saved["effective_params"]) == 2
     assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
     assert [p["seed"] for p in saved["other_seed_no_repeat"]] == [cfg.seed + 1]
+    assert saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0  # 90% of 20 steps
+
+
+def test_repeated_slots_replace_exactly_their_batch_rows():
+    x, y = torch.zeros(4, 8, dtype=torch.long), torch.zeros(4, 8, dtype=torch.long)
+    windows = np.arange(3 * 9).reshape(3, 9) + 1
+    x, y = train_lm.fill_repeated(x, y, np.array([-1, 2, -1, 0]), windows)
+    assert x[0].eq(0).all() and x[2].eq(0).all()  # unique rows untouched
+    assert x[1].tolist() == windows[2, :-1].tolist() and y[1].tolist() == windows[2, 1:].tolist()
+    assert x[3].tolist() == windows[0, :-1].tolist() and y[3].tolist() == windows[0, 1:].tolist()
+
+
+def test_repeated_subset_of_the_synthetic_stream_shares_nothing_with_held_out_data():
+    """The subset comes from the training split of a prepared stream; no 16-gram of it
+    occurs in the validation split (random tokens: any shared 16-gram would be a leak)."""
+    from data.prepare import load_split, prepare, repeated_subset
+    d, meta = prepare("synthetic", "world", verbose=False)
+    train, val = (np.asarray(load_split(d, s, meta)[0]) for s in ("train", "val"))
+    _, windows, _ = repeated_subset(train, 128, 400, 16, 0.1, 2, 0)
+    vb = val.astype(np.uint16).tobytes()
+    assert not any(w[i:i + 16].astype(np.uint16).tobytes() in vb for w in windows for i in range(0, 129 - 16, 16))
+    with pytest.raises(SystemExit, match="both"):
+        train_lm.parse_args(["--repeat_count", "4"])
