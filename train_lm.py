@@ -254,8 +254,7 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
 
 def fill_repeated(x, y, slots, windows):
     """Replace the batch rows whose slot holds a subset window (slots >= 0) with that window."""
-    k = torch.from_numpy(slots >= 0).to(x.device)
-    w = torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
+    k, w = torch.from_numpy(slots >= 0).to(x.device), torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
     x[k], y[k] = w[:, :-1], w[:, 1:]
     return x, y
 
