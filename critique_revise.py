@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import corpora, world
+from data.calibration import reliability
 from data.hh import write_jsonl
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (cluster_se, ensure_checkpoint, get_device, handoff, left_pad, load_checkpoint, log_metrics, parse_config,
@@ -265,12 +266,11 @@ def agreement(labels, gold_first_better):
 
 
 def ece(p, y, n_bins=10):
-    """Expected calibration error of P(first better) against gold, both orientations counted."""
+    """Expected calibration error of P(first better) against gold, both orientations counted
+    (data.calibration, equal-width bins)."""
     if not len(p):
         return None
-    p, y = np.concatenate([p, 1 - p]), np.concatenate([y, 1 - y]).astype(float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    return float(sum(abs(p[bins == b].mean() - y[bins == b].mean()) * (bins == b).mean() for b in set(bins.tolist())))
+    return reliability(np.concatenate([p, 1 - p]), np.concatenate([y, 1 - y]).astype(float), n_bins)["ece"]
 
 
 def ai_feedback(model, enc, pairs, principles, ablated, cfg, rng, gen, log):

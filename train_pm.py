@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import corpora, world
+from data.calibration import reliability
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
@@ -155,19 +156,12 @@ def pair_scores(model, tok_pairs, batch_size=64):
 
 def calibration(r_c, r_r, labels, n_bins=10):
     """Reliability table and expected calibration error of P(chosen > rejected) =
-    sigmoid(r_c - r_r). Each pair is counted in both orientations, (p, y) and (1 - p, 1 - y),
-    so the table does not depend on which response happened to be listed first."""
+    sigmoid(r_c - r_r), in equal-width bins (data.calibration). Each pair is counted in both
+    orientations, (p, y) and (1 - p, 1 - y), so the table does not depend on which response
+    happened to be listed first."""
     p = 1 / (1 + np.exp(-(r_c - r_r)))
-    probs, ys = np.concatenate([p, 1 - p]), np.concatenate([labels, 1 - labels])
-    table, ece = [], 0.0
-    for b in range(n_bins):
-        lo, hi = b / n_bins, (b + 1) / n_bins
-        sel = (probs >= lo) & ((probs < hi) | (b == n_bins - 1))
-        if sel.any():
-            conf, freq = float(probs[sel].mean()), float(ys[sel].mean())
-            table.append({"bin": [lo, hi], "n": int(sel.sum()), "predicted": conf, "observed": freq})
-            ece += sel.sum() / len(probs) * abs(conf - freq)
-    return table, float(ece)
+    m = reliability(np.concatenate([p, 1 - p]), np.concatenate([labels, 1 - labels]), n_bins)
+    return m["table"], m["ece"]
 
 
 def accuracy(r_c, r_r):

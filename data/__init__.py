@@ -1,2 +1,3 @@
 """nanoalign data: the assistant world (world.py), our BPE tokenizer (tokenizer.py),
-HH-RLHF loading (hh.py) and prepared token streams (prepare.py)."""
+HH-RLHF loading (hh.py), prepared token streams (prepare.py) and the calibration metrics
+shared by the scripts (calibration.py)."""
