@@ -113,6 +113,12 @@ def repeated_random(batch, n, vocab, gen, T=None):
     return x, periods
 
 
+def probe_batch(vocab, T, device):
+    """The prefix-matching probe every measurement uses: 16 sequences of random tokens, each
+    repeated once with its own period (T/8..T/2), fixed seed -> (tokens, periods) on device."""
+    return tuple(t.to(device) for t in repeated_random(16, T // 2, vocab, torch.Generator().manual_seed(1), T))
+
+
 def text_stream(cfg):
     """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab, tokenizer)."""
     if cfg.data != "world" and not os.path.exists(cfg.data):
@@ -335,8 +341,7 @@ def train_one(name, cfg, device, text, vocab, seed):
     batch = lambda g, n: (text_batch(text, n, cfg.block_size, g, cfg.repeat_frac) if text is not None
                           else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat))
     ex, ey = batch(eval_gen, 64)
-    probe = repeated_random(16, cfg.block_size // 2, vocab, torch.Generator().manual_seed(1), cfg.block_size)
-    eval_batch, probe = (ex.to(device), ey.to(device)), (probe[0].to(device), probe[1].to(device))
+    eval_batch, probe = (ex.to(device), ey.to(device)), probe_batch(vocab, cfg.block_size, device)
     snaps, losses = [], []
     bar = tqdm(range(steps + 1), disable=cfg.quiet, desc=f"{name} seed {seed}", leave=False)
     for step in bar:
@@ -399,12 +404,10 @@ def summarize(model, snaps, k_init, cfg):
 def head_table(model, vocab, T=64):
     """Per-head (layer.head, prefix matching, previous-token score, copying eigen-score,
     copying logit check), sorted by prefix matching."""
-    T = min(T, model.cfg.block_size)
-    tokens, periods = repeated_random(16, T // 2, vocab, torch.Generator().manual_seed(1), T)
+    tokens, periods = probe_batch(vocab, min(T, model.cfg.block_size), model.wte.weight.device)
     with torch.no_grad():
-        atts = model.attention_patterns(tokens.to(model.wte.weight.device))
-        prefix, prev = prefix_matching(atts, tokens.to(atts[0].device), periods.to(atts[0].device)).cpu(), \
-            prev_token_scores(atts).cpu()
+        atts = model.attention_patterns(tokens)
+        prefix, prev = prefix_matching(atts, tokens, periods).cpu(), prev_token_scores(atts).cpu()
     eig, logit = copying_scores(model)
     rows = [{"head": f"{l}.{h}", "prefix_matching": float(prefix[l, h]), "prev_token": float(prev[l, h]),
              "copying": float(eig[l, h]), "copying_logit": float(logit[l, h])}

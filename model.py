@@ -645,12 +645,14 @@ def save_figure(fig, path):
 
 def run_script(argv, announce, quiet=False):
     """Run one of the project's scripts as from the command line, saying why first; stop
-    if it fails. argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"]."""
+    if it fails. argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"].
+    quiet: pass --quiet and keep its output back (shown only if it fails)."""
     cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
     print(f"\n>>> {announce} with `python {' '.join(argv)}`", flush=True)
     t0 = time.time()
-    r = subprocess.run(cmd + (["--quiet"] if quiet else []))
+    r = subprocess.run(cmd + (["--quiet"] if quiet else []), capture_output=quiet, text=True)
     if r.returncode != 0:
+        print((r.stdout or "")[-2000:] + (r.stderr or "")[-4000:], flush=True)
         raise SystemExit(f"`python {' '.join(argv)}` failed (exit {r.returncode}); fix that first")
     print(f">>> done in {time.time() - t0:.0f}s\n", flush=True)
 

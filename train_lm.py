@@ -60,8 +60,6 @@ out/train_lm/<data name>/ (and its sft/) for other data.
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -75,8 +73,8 @@ from data import corpora, world
 from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare, repeated_subset
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import (GPT, GPTConfig, autocast, configure_optimizer, get_device, load_checkpoint, log_metrics,
-                   lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, sample_replies,
-                   save_checkpoint, save_figure, write_json)
+                   lr_at, mfu, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, run_script,
+                   sample_replies, save_checkpoint, save_figure, write_json)
 
 
 @dataclass
@@ -545,9 +543,8 @@ def sweep_repeated(cfg):
         res = main(replace(cfg, sweep="", n_embd=width, repeat_count=r, repeat_frac=cfg.repeat_frac if r else 0.0,
                            seed=seed, max_iters=iters, quiet=True,
                            out_dir=os.path.join(cfg.out_dir, f"width{width}_repeat{r}_seed{seed}_steps{iters}")))
-        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "induction.py"),
-                        "--analyze", res["checkpoint"], "--device", cfg.device, "--probe_vocab",
-                        str(64 if cfg.data == "synthetic" else 0)], check=True, capture_output=True)
+        run_script(["induction.py", "--analyze", res["checkpoint"], "--device", cfg.device, "--probe_vocab",
+                    str(64 if cfg.data == "synthetic" else 0)], "prefix matching (induction.py's definition)", quiet=True)
         heads = json.load(open(os.path.splitext(res["checkpoint"])[0] + ".heads.json"))
         row = {"repeat_count": r, "params": res["params_non_embedding"], "width": width, "seed": seed, "steps": iters,
                "heldout_loss": res["val_loss"],

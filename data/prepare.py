@@ -51,7 +51,7 @@ def tokenize_docs(enc, docs, sft=False):
     """-> (ids uint16, mask uint8 or None). With sft, mask=1 on tokens that start inside an
     assistant reply and on the end-of-text token after a document (learning to stop)."""
     eot = eot_id(enc)
-    ids_all = [d for d in docs] if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)
+    ids_all = list(docs) if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)  # ids as given
     ids, mask = [], []
     for doc, toks in zip(docs, ids_all):
         ids += toks + [eot]
@@ -164,7 +164,6 @@ def load_split(d, split, meta):
     return ids, mask
 
 
-
 def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
     """Uniform random tokens written in chunks of 4-12 tokens; each chunk is, with
     probability p_repeat, a copy of an earlier stretch of the same sequence taken from a
@@ -207,7 +206,6 @@ def copy_spans(windows, frac, gen):
     return windows
 
 
-
 def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     """The repeated-data experiment's split of a training stream (Hernandez et al. 2022):
     a share `frac` of the iters x batch training windows comes from a subset at the start
@@ -225,6 +223,7 @@ def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     schedule[rng.choice(slots, len(order), replace=False)] = order
     windows = np.asarray(ids[:n_win * T1], dtype=np.int64).reshape(n_win, T1)
     return ids[n_win * T1:], windows, schedule.reshape(iters, batch)
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
