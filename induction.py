@@ -165,11 +165,8 @@ def prefix_matching(atts, tokens, n):
     query = ((pos >= n) & (pos < 2 * n)).to(atts[0].dtype)  # (B, T): the second copy
     prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
     target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-    out = []
-    for a in atts:
-        s = (a * target[:, None].to(a.dtype)).sum(-1)  # (B, H, Tq)
-        out.append((s * query[:, None]).sum((0, 2)) / query.sum())
-    return torch.stack(out)  # (layers, heads)
+    on_target = [(a * target[:, None].to(a.dtype)).sum(-1) for a in atts]  # per layer (B, H, Tq)
+    return torch.stack([(s * query[:, None]).sum((0, 2)) / query.sum() for s in on_target])  # (layers, heads)
 
 
 def prev_token_scores(atts):
@@ -184,14 +181,9 @@ def ablated(model, heads):
     slices of the input to the attention output projection (Argument 3)."""
     hd = model.cfg.n_embd // model.cfg.n_head
 
-    def hook(layer):
-        def zero(_, args):
-            x = args[0].clone()
-            for l, h in heads:
-                if l == layer:
-                    x[..., h * hd:(h + 1) * hd] = 0
-            return (x,)
-        return zero
+    def hook(layer):  # a copy of the projection's input with this layer's heads' columns zeroed
+        cols = torch.tensor([c for l, h in heads if l == layer for c in range(h * hd, (h + 1) * hd)])
+        return lambda _, args: (args[0].index_fill(-1, cols.to(args[0].device), 0),)
     handles = [model.blocks[l].attn.proj.register_forward_pre_hook(hook(l)) for l in sorted({l for l, _ in heads})]
     try:
         yield
@@ -284,9 +276,8 @@ def phase_change(snaps, threshold, lo=0.1, hi=0.9):
     Also the share of the ICL score's change (first to last snapshot) and of the loss's
     that happens inside the window (Argument 1: do they change at the same time?)."""
     pm = [s["max_prefix_matching"] for s in snaps]
-    out = {"phase_change_step": None, "pm_window": None, "icl_change_in_window": None, "loss_change_in_window": None}
     if max(pm) < threshold:
-        return out
+        return dict.fromkeys(("phase_change_step", "pm_window", "icl_change_in_window", "loss_change_in_window"))
     base, top = pm[0], max(pm)
     first = lambda f: next(i for i, p in enumerate(pm) if p >= base + f * (top - base))
     a, b = max(first(lo) - 1, 0), first(hi)
@@ -472,35 +463,33 @@ def figures(runs, summary, ex, out_dir):
                  fontsize=9)
     paths.append(save_figure(fig, os.path.join(out_dir, "phase_change.png")))
 
+    def head_curves(value, ylabel, dash_early_layers=False):
+        """One panel per model (its first seed): a curve per head of value(snapshot) (L, H) over training."""
+        fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
+        for j, name in enumerate(names):
+            snaps = runs[name][0][1]
+            v = np.array([value(s) for s in snaps])  # (snaps, L, H)
+            for l in range(v.shape[1]):
+                for h in range(v.shape[2]):
+                    axes[0, j].plot([s["step"] for s in snaps], v[:, l, h], lw=1, label=f"{l}.{h}",
+                                    ls="--" if dash_early_layers and l < v.shape[1] - 1 else "-")
+            axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
+        axes[0, 0].set_ylabel(ylabel)
+        return fig, axes
+
     # Argument 3: each head's ablation effect on the ICL score over training (first seed)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
+    fig, axes = head_curves(lambda s: np.array(s["ablated_icl"]) - s["icl_score"], "ICL score: head zeroed - intact",
+                            dash_early_layers=True)
     for j, name in enumerate(names):
-        snaps = runs[name][0][1]
-        abl = np.array([s["ablated_icl"] for s in snaps]) - np.array([s["icl_score"] for s in snaps])[:, None, None]
-        for l in range(abl.shape[1]):
-            for h in range(abl.shape[2]):
-                axes[0, j].plot([s["step"] for s in snaps], abl[:, l, h], lw=1, label=f"{l}.{h}",
-                                ls="-" if l == abl.shape[1] - 1 else "--")
-        joint = [(s["step"], s["icl_induction_heads_ablated"] - s["icl_score"]) for s in snaps
+        joint = [(s["step"], s["icl_induction_heads_ablated"] - s["icl_score"]) for s in runs[name][0][1]
                  if s["icl_induction_heads_ablated"] is not None]
         if joint:
             axes[0, j].plot(*zip(*joint), color="k", lw=2, label="all induction heads")
-        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
         axes[0, j].legend(fontsize=5, ncol=2)
-    axes[0, 0].set_ylabel("ICL score: head zeroed - intact")
     fig.suptitle("Argument 3: the ICL score with one head zeroed (dashed: layer 0), or all induction heads (black), "
                  "minus intact", fontsize=9)
     paths.append(save_figure(fig, os.path.join(out_dir, "ablation.png")))
-
-    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
-    for j, name in enumerate(names):
-        snaps = runs[name][0][1]
-        prefix = np.array([s["prefix_matching"] for s in snaps])  # (snaps, L, H)
-        for l in range(prefix.shape[1]):
-            for h in range(prefix.shape[2]):
-                axes[0, j].plot([s["step"] for s in snaps], prefix[:, l, h], lw=1, label=f"{l}.{h}")
-        axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
-    axes[0, 0].set_ylabel("prefix-matching score")
+    fig, _ = head_curves(lambda s: s["prefix_matching"], "prefix-matching score")
     paths.append(save_figure(fig, os.path.join(out_dir, "prefix_matching.png")))
 
     if ex:  # Argument 4: the induction head's attention on one repeated sequence
@@ -519,8 +508,8 @@ def targets(summary):
     """The issue's targets, each true or false (null when its model was not run)."""
     s, t = summary, {}
     seeds_ok = lambda name, f: all(f(r) for r in s[name]["runs"]) if name in s else None
-    t["attn2_half_icl_change_in_window_every_seed"] = seeds_ok(
-        "attn2", lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5)
+    half_in_window = lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5
+    t["attn2_half_icl_change_in_window_every_seed"] = seeds_ok("attn2", half_in_window)
     t["attn1_no_phase_change"] = seeds_ok("attn1", lambda r: r["phase_change_step"] is None and r["max_prefix_matching"] < 0.2)
     if "attn1" in s and "attn2" in s:  # the share of the gap to the 1-layer model's ICL score that an ablation closes
         a = s["attn2"]["ablation"]
@@ -533,8 +522,7 @@ def targets(summary):
         steps = lambda name: [r["phase_change_step"] for r in s[name]["runs"]]
         t["smear1_earlier_than_attn2_every_seed"] = None not in steps("smear1") + steps("attn2") and \
             max(steps("smear1")) < min(steps("attn2"))
-    t["mlp2_half_icl_change_in_window"] = seeds_ok(
-        "mlp2", lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5)
+    t["mlp2_half_icl_change_in_window"] = seeds_ok("mlp2", half_in_window)
     return t
 
 

@@ -123,9 +123,8 @@ class Attention(nn.Module):
         if self.cfg.smeared_key:
             # key_j <- (1 - w) key_j + w key_{j-1}, w = sigmoid(smear) per head. The previous
             # key is zero before the first real token (a pad or the start of the sequence).
-            prev = torch.cat([cache.prev_k[self.layer] if cache is not None and start > 0
-                              else torch.zeros_like(k[:, :, :1]), k[:, :, :-1]], dim=2)
-            prev = prev * prev_valid[:, None, :, None]
+            first = cache.prev_k[self.layer] if cache is not None and start > 0 else torch.zeros_like(k[:, :, :1])
+            prev = torch.cat([first, k[:, :, :-1]], dim=2) * prev_valid[:, None, :, None]
             if cache is not None:
                 cache.prev_k[self.layer] = k[:, :, -1:]
             w = torch.sigmoid(self.smear).view(1, -1, 1, 1).to(k.dtype)
@@ -139,10 +138,8 @@ class Attention(nn.Module):
             # the slow, obvious computation; also returns the attention pattern
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
             if mask is None:
-                Tk = k.size(2)
-                mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(Tk - T)
-            scores = scores.masked_fill(~mask, float("-inf"))
-            att = scores.softmax(dim=-1)
+                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+            att = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             y = att @ v
         else:
             drop = self.cfg.dropout if self.training else 0.0
@@ -180,8 +177,7 @@ def padding_mask_to_attn(pad_mask):
     row is not empty (its output is never used, but NaNs would poison the batch)."""
     T = pad_mask.size(1)
     causal = torch.ones(T, T, dtype=torch.bool, device=pad_mask.device).tril()
-    m = causal[None] & pad_mask[:, None, :]
-    m = m | torch.eye(T, dtype=torch.bool, device=pad_mask.device)[None]
+    m = (causal[None] & pad_mask[:, None, :]) | torch.eye(T, dtype=torch.bool, device=pad_mask.device)[None]
     return m[:, None]
 
 
@@ -290,13 +286,11 @@ def token_logprobs(logits, tokens, temperature=1.0):
 def left_pad(prompts, pad_id, device):
     """list of token lists -> (idx (B, T), pad_mask (B, T)), left padded."""
     T = max(len(p) for p in prompts)
-    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), T), dtype=torch.bool)
     for i, p in enumerate(prompts):
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty")
-        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, T - len(p):] = True
+    idx = torch.tensor([[pad_id] * (T - len(p)) + list(p) for p in prompts], dtype=torch.long)
+    mask = torch.tensor([[False] * (T - len(p)) + [True] * len(p) for p in prompts])
     return idx.to(device), mask.to(device)
 
 
@@ -349,20 +343,17 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
         # prefill: prompt queries against the whole (still empty beyond Tp) cache
         mask = (causal[:Tp][None] & valid[:, None, :]) | torch.eye(Tp, T_max, dtype=torch.bool, device=device)
         h, _ = model.hidden(idx, pmask, cache=cache, start=0, pos=pos_all[:, :Tp], mask=mask[:, None])
-        last = h[:, -1]
-    n = 0
+    end = Tp  # the prompt and the tokens sampled so far
     for t in range(Tp, T_max):
         if not use_cache:
             h, _ = model.hidden(tokens[:, :t], valid[:, :t])
-            last = h[:, -1]
-        logits = model.lm_logits(last)
+        logits = model.lm_logits(h[:, -1])
         if temperature == 0:
             nxt = logits.argmax(-1)
             lp = torch.zeros(B, device=device)
         else:
             flt = filter_logits(logits, temperature, top_k, top_p)
-            probs = flt.softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            nxt = torch.multinomial(flt.softmax(-1), 1, generator=generator).squeeze(-1)
             lp = F.log_softmax(flt, -1).gather(-1, nxt[:, None]).squeeze(-1)
         live = ~done
         nxt = torch.where(live, nxt, tokens[:, t])
@@ -370,7 +361,7 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
         logprobs[:, t] = torch.where(live, lp, torch.zeros_like(lp))
         gen_mask[:, t] = live
         valid[:, t] = True  # finished rows keep attending to their (masked-out) end tokens
-        n += 1
+        end = t + 1
         if eot_id is not None:
             done = done | (nxt == eot_id)
             if bool(done.all()):
@@ -378,8 +369,6 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
         if use_cache and t + 1 < T_max:
             mask = (causal[t][None] & valid)[:, None, None, :]  # (B, 1, 1, T_max): same shape every step
             h, _ = model.hidden(nxt[:, None], None, cache=cache, start=t, pos=pos_all[:, t:t + 1], mask=mask)
-            last = h[:, -1]
-    end = Tp + n
     return {"tokens": tokens[:, :end], "logprobs": logprobs[:, :end], "gen_mask": gen_mask[:, :end],
             "pad_mask": valid[:, :end]}
 
@@ -390,12 +379,9 @@ def score_sequences(model, seqs, batch_size=64):
     column is every row's last token): the PM reward read at the end-of-context token."""
     model.eval()
     device = model.wte.weight.device
-    out = []
-    for i in range(0, len(seqs), batch_size):
-        idx, pad = left_pad(seqs[i:i + batch_size], 0, device)
-        with autocast(device.type):
-            out.append(model.score(idx, pad)[:, -1])
-    return torch.cat(out)
+    with autocast(device.type):
+        return torch.cat([model.score(*left_pad(seqs[i:i + batch_size], 0, device))[:, -1]
+                          for i in range(0, len(seqs), batch_size)])
 
 
 # -----------------------------------------------------------------------------
@@ -462,12 +448,9 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
 def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
     """AdamW; weight decay only on matrices of linear layers, not on norms, biases or the
     (tied) embedding, following nanoGPT / GPT-3 practice."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and "wte" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = [(p.dim() >= 2 and "wte" not in name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for decay, p in params if decay], "weight_decay": weight_decay},
+              {"params": [p for decay, p in params if not decay], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
 
@@ -520,10 +503,7 @@ def device_peak_flops(device):
     if not str(device).startswith("cuda") or not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(device)
-    for key, v in PEAK_FLOPS.items():
-        if key in name:
-            return v
-    return None
+    return next((v for key, v in PEAK_FLOPS.items() if key in name), None)
 
 
 def flops_per_token(cfg, n_params_non_embedding):
@@ -536,9 +516,7 @@ def flops_per_token(cfg, n_params_non_embedding):
 def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
     """Model FLOPs utilisation as a fraction, or None (CPU / unknown GPU)."""
     peak = device_peak_flops(device)
-    if peak is None:
-        return None
-    return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
+    return None if peak is None else flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
 
 
 
@@ -580,8 +558,7 @@ def parse_config(config_cls, presets, doc, argv=None):
 
 def config_help(config_cls):
     """{field: help text} from the '# ...' comment at the end of each field's line."""
-    src = inspect.getsource(config_cls)
-    return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", src, re.M))
+    return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", inspect.getsource(config_cls), re.M))
 
 
 def get_device(name="auto"):

@@ -31,7 +31,6 @@ seconds, ...), samples.jsonl (every held-out reply before and after, with its go
 category, for audits), the figures and policy.pt.
 """
 
-import json
 import math
 import os
 import random
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import corpora, world
-from data.hh import load_comparisons
+from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics,
@@ -117,8 +116,7 @@ def gae(rewards, values, mask, gamma=1.0, lam=0.95):
     the last action is 0 (the episode ends there). Returns (advantages, returns)."""
     B, T = rewards.shape
     adv = torch.zeros_like(rewards)
-    last = torch.zeros(B, device=rewards.device)
-    next_value = torch.zeros(B, device=rewards.device)
+    last = next_value = torch.zeros(B, device=rewards.device)
     for t in reversed(range(T)):
         m = mask[:, t]
         delta = rewards[:, t] + gamma * next_value - values[:, t]
@@ -134,11 +132,10 @@ def policy_loss(logp, old_logp, adv, mask, clip):
     """Clipped surrogate objective (Schulman et al. 2017, eq. 7), as a loss to minimise."""
     ratio = torch.exp(logp - old_logp)
     l1, l2 = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
-    loss = masked_mean(torch.max(l1, l2), mask)
     stats = {"clip_frac": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
              "approx_kl": masked_mean((ratio - 1) - (logp - old_logp), mask).item(),  # k3 estimator, >= 0
              "ratio_max_dev": ((ratio - 1).abs() * mask).max().item()}
-    return loss, stats
+    return masked_mean(torch.max(l1, l2), mask), stats
 
 
 def value_loss(v, old_v, returns, mask, clip):
@@ -154,22 +151,16 @@ def value_loss(v, old_v, returns, mask, clip):
 def sequence_logprobs(model, tokens, pad_mask, temperature, batch_size):
     """log pi(token_t | tokens_<t) at each action position (B, T-1), computed in chunks of
     the PPO minibatch size so that the numbers are those the update will compute."""
-    out = []
-    for i in range(0, tokens.size(0), batch_size):
-        t, p = tokens[i:i + batch_size], pad_mask[i:i + batch_size]
-        with autocast(t.device.type):
-            logits, _ = model(t, pad_mask=p)
-        out.append(token_logprobs(logits[:, :-1], t[:, 1:], temperature))
-    return torch.cat(out)
+    with autocast(tokens.device.type):
+        return torch.cat([token_logprobs(model(t, pad_mask=p)[0][:, :-1], t[:, 1:], temperature)
+                          for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))])
 
 
 def sequence_values(value_model, tokens, pad_mask, batch_size):
     """V(state before token t) at each action position: the value head at position t-1."""
-    out = []
-    for i in range(0, tokens.size(0), batch_size):
-        with autocast(tokens.device.type):
-            out.append(value_model.score(tokens[i:i + batch_size], pad_mask[i:i + batch_size])[:, :-1])
-    return torch.cat(out)
+    with autocast(tokens.device.type):
+        return torch.cat([value_model.score(t, p)[:, :-1]
+                          for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))])
 
 
 @torch.no_grad()
@@ -206,8 +197,7 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
             with autocast(t.device.type):
                 logits, _ = policy(t, pad_mask=p)
             logits = logits[:, :-1].float() / cfg.temperature
-            logp = token_logprobs(logits, t[:, 1:])
-            pl, st = policy_loss(logp, exp["logp"][ix], exp["adv"][ix], m, cfg.clip)
+            pl, st = policy_loss(token_logprobs(logits, t[:, 1:]), exp["logp"][ix], exp["adv"][ix], m, cfg.clip)
             ent = masked_mean(-(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1), m)
             pl.backward()
             optimizer_step(opt_p, policy, pl, cfg.grad_clip, step)
@@ -236,11 +226,10 @@ def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
     the two next-token distributions, sum_v pi(v) (log pi(v) - log pi_ref(v)). Unlike the
     sampled log-ratio the training step uses, it is never negative and has far less noise."""
     out = []
-    for i in range(0, tokens.size(0), batch_size):
-        t, p = tokens[i:i + batch_size], pad_mask[i:i + batch_size]
+    for t, p, m in zip(tokens.split(batch_size), pad_mask.split(batch_size), mask.split(batch_size)):
         with autocast(t.device.type):
-            lp, lq = (F.log_softmax(m(t, pad_mask=p)[0][:, :-1].float() / temperature, -1) for m in (policy, ref))
-        out.append(((lp.exp() * (lp - lq)).sum(-1) * mask[i:i + batch_size]).sum(-1))
+            lp, lq = (F.log_softmax(net(t, pad_mask=p)[0][:, :-1].float() / temperature, -1) for net in (policy, ref))
+        out.append(((lp.exp() * (lp - lq)).sum(-1) * m).sum(-1))
     return torch.cat(out)
 
 
@@ -384,8 +373,7 @@ def load_prompts(cfg):
         return train, {"redteam": corpora.eval_prompts(cfg.n_eval_redteam, "redteam"),
                        "benign": corpora.eval_prompts(cfg.n_eval_benign, "benign"),
                        "twins": corpora.eval_prompts(cfg.n_eval_twins, "twins")}
-    pairs, _ = load_comparisons(cfg.data, verbose=not cfg.quiet)
-    prompts = sorted({p["prompt"] for p in pairs})
+    prompts = sorted({p["prompt"] for p in load_comparisons(cfg.data, verbose=not cfg.quiet)[0]})
     random.Random(cfg.seed).shuffle(prompts)
     n_eval = cfg.n_eval_benign + cfg.n_eval_redteam
     return {"all": prompts[n_eval:]}, {"heldout": prompts[:n_eval]}
@@ -416,11 +404,10 @@ def load_models(cfg, device):
     # predicts the final reward of a transcript, so the value starts near a useful baseline
     # instead of noise (Ouyang et al. 2022, App. C.3 initialise the value from the RM).
     value_model, _ = load_checkpoint(cfg.pm, device, dropout=0.0)
-    for p in list(ref.parameters()) + list(pm.parameters()):
-        p.requires_grad_(False)
     if ck["tokenizer"] != pck["tokenizer"]:
         raise SystemExit(f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}")
-    return policy, ref.eval(), pm.eval(), value_model, ck["tokenizer"]
+    # the reference policy and the PM are frozen
+    return policy, ref.eval().requires_grad_(False), pm.eval().requires_grad_(False), value_model, ck["tokenizer"]
 
 
 def main(cfg):
@@ -497,11 +484,10 @@ def main(cfg):
     slope, intercept, r2 = fit_line([math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points])
     ckpt = os.path.join(out_dir, "policy.pt")
     save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)
-    with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:  # every held-out reply, before and after, for audits
-        for b, a in zip(first_recs, recs):
-            f.write(json.dumps({"group": a["group"], "prompt": corpora.last_human(a["prompt"]), "before": b["reply"],
-                                "before_category": b["category"], "after": a["reply"], "after_category": a["category"],
-                                "after_gold": [a["helpful"], a["harmless"]], "after_pm": a["pm"]}) + "\n")
+    write_jsonl(os.path.join(out_dir, "samples.jsonl"), [  # every held-out reply, before and after, for audits
+        {"group": a["group"], "prompt": corpora.last_human(a["prompt"]), "before": b["reply"],
+         "before_category": b["category"], "after": a["reply"], "after_category": a["category"],
+         "after_gold": [a["helpful"], a["harmless"]], "after_pm": a["pm"]} for b, a in zip(first_recs, recs)])
     keep = ("step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness", "gold_reward", "nontwin_helpfulness",
             "redteam_refusal_rate", "comply_rate")
     res = {"before": before, "after": after, "change": paired_change(first_recs, recs), "kl": after["kl"],
@@ -527,8 +513,7 @@ def main(cfg):
                 + (f"{ch['change']:+10.3f}±{ch['se']:.3f}" if ch else ""))
     log(f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, R^2 {r2:.3f} "
         "(Bai et al. 2022: roughly linear)")
-    if res["overoptimisation"]:
-        o = res["overoptimisation"]
+    if o := res["overoptimisation"]:
         log(f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to {o['gold_final']:.3f} "
             f"while the PM rose from {o['pm_at_peak']:.3f} to {o['pm_final']:.3f}")
     log("sample replies after PPO:\n" + "\n".join(f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"

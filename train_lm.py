@@ -200,12 +200,11 @@ class MuonAdamW(torch.optim.Optimizer):
             if g["muon"]:  # matrices of one shape orthogonalised together: one batched matmul
                 for shape in {p.shape for p in ps}:
                     same = [p for p in ps if p.shape == shape]
-                    upd = []
-                    for p in same:
-                        buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in same]
+                    for p, buf in zip(same, bufs):
                         buf.lerp_(p.grad, 1 - g["momentum"])
-                        upd.append(p.grad.lerp(buf, g["momentum"]))
-                    for p, u in zip(same, orthogonalise(torch.stack(upd))):
+                    nesterov = torch.stack([p.grad.lerp(buf, g["momentum"]) for p, buf in zip(same, bufs)])
+                    for p, u in zip(same, orthogonalise(nesterov)):
                         p.add_(u, alpha=-g["lr"] * max(1.0, shape[0] / shape[1]) ** 0.5)
                 continue
             b1, b2 = g["betas"]
@@ -235,12 +234,10 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
     earlier span copied later. With an SFT mask, targets outside assistant replies are -1
     (ignored by the loss)."""
     ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
-    w = torch.from_numpy(np.stack([ids[i:i + block_size + 1].astype(np.int64) for i in ix]))
-    w = copy_spans(w, copy_frac, gen)
+    w = copy_spans(torch.from_numpy(np.stack([ids[i:i + block_size + 1].astype(np.int64) for i in ix])), copy_frac, gen)
     x, y = w[:, :-1], w[:, 1:]
     if mask is not None:
-        m = torch.from_numpy(np.stack([mask[i + 1:i + 1 + block_size] for i in ix])).bool()
-        y = y.masked_fill(~m, -1)
+        y = y.masked_fill(~torch.from_numpy(np.stack([mask[i + 1:i + 1 + block_size] for i in ix])).bool(), -1)
     return x.to(device), y.to(device)
 
 
@@ -284,11 +281,9 @@ def evaluate(model, ids, mask, cfg, device):
     are comparable across steps and runs."""
     model.eval()
     gen = torch.Generator().manual_seed(12345)
-    losses = []
-    for _ in range(cfg.eval_iters):
-        x, y = get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device)
-        with autocast(device.type):
-            losses.append(model(x, y)[1].item())
+    with autocast(device.type):
+        losses = [model(*get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device))[1].item()
+                  for _ in range(cfg.eval_iters)]
     model.train()
     return float(np.mean(losses))
 

@@ -176,8 +176,7 @@ def evaluate(model, tok_pairs, pairs):
     l_c, l_r = (np.array([len(corpora.split_transcript(p[k])[1]) for p in pairs], float) for k in ("chosen", "rejected"))
     res = {"accuracy": accuracy(r_c, r_r), "longer_reply_accuracy": accuracy(l_c, l_r),
            "mean_margin": float(np.mean(r_c - r_r)), "ece": ece, "calibration": table, "n_pairs": len(pairs)}
-    files = sorted({p.get("file", "") for p in pairs})
-    masks = {f: np.array([p.get("file", "") == f for p in pairs]) for f in files}
+    masks = {f: np.array([p.get("file", "") == f for p in pairs]) for f in sorted({p.get("file", "") for p in pairs})}
     res["accuracy_per_file"] = {f: accuracy(r_c[m], r_r[m]) for f, m in masks.items()}
     res["longer_reply_accuracy_per_file"] = {f: accuracy(l_c[m], l_r[m]) for f, m in masks.items()}
     if any(world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]):  # world comparisons

@@ -110,14 +110,11 @@ def read_pairs(path):
 
 def load_comparisons(path, verbose=True):
     """Comparisons from a file or directory -> (pairs, stats)."""
-    pairs, stats = [], {"files": {}}
-    for fp in find_files(path):
-        ps = read_pairs(fp)
-        stats["files"][fp] = len(ps)
-        pairs += ps
-    stats["pairs"] = len(pairs)
-    stats["prompt_mismatch"] = sum(split_transcript(p["rejected"])[0] != p["prompt"] for p in pairs)
-    stats["unique_prompts"] = len({p["prompt"] for p in pairs})
+    per_file = {fp: read_pairs(fp) for fp in find_files(path)}
+    pairs = [p for ps in per_file.values() for p in ps]
+    stats = {"files": {fp: len(ps) for fp, ps in per_file.items()}, "pairs": len(pairs),
+             "prompt_mismatch": sum(split_transcript(p["rejected"])[0] != p["prompt"] for p in pairs),
+             "unique_prompts": len({p["prompt"] for p in pairs})}
     if verbose:
         print(f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} unique prompts, "
               f"{stats['prompt_mismatch']} with differing prompts, in {len(stats['files'])} files")
@@ -127,8 +124,7 @@ def load_comparisons(path, verbose=True):
 def write_jsonl(path, records):
     """Comparisons (or any records) as jsonl, written atomically."""
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in records)
     os.replace(path + ".tmp", path)
 
 
@@ -136,10 +132,7 @@ def dialogue_corpus(pairs):
     """Language-model documents from comparisons. The chosen and rejected transcripts
     share their whole prefix, and many prompts recur across pairs, so we dedupe: every
     distinct prompt appears once, followed by its (first) chosen reply."""
-    seen, docs = set(), []
+    first = {}
     for p in pairs:
-        if p["prompt"] in seen:
-            continue
-        seen.add(p["prompt"])
-        docs.append(p["chosen"])
-    return docs
+        first.setdefault(p["prompt"], p["chosen"])
+    return list(first.values())

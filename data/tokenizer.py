@@ -67,12 +67,9 @@ def train_bpe(text, vocab_size, pat=PAT):
                 changed.add(p)
             out, i = [], 0
             while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == pair:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
+                merge = i + 1 < len(w) and (w[i], w[i + 1]) == pair
+                out.append(new_id if merge else w[i])
+                i += 2 if merge else 1
             words[wi] = out
             for p in zip(out, out[1:]):  # add the new pairs
                 pair_count[p] += f
@@ -80,9 +77,8 @@ def train_bpe(text, vocab_size, pat=PAT):
                 changed.add(p)
         del pair_count[pair], where[pair]
         for p in changed:
-            c = pair_count.get(p, 0)
-            if c > 0:
-                heapq.heappush(heap, (-c, vocab[p[0]] + vocab[p[1]], p))
+            if pair_count.get(p, 0) > 0:
+                heapq.heappush(heap, (-pair_count[p], vocab[p[0]] + vocab[p[1]], p))
     return {tok: rank for rank, tok in enumerate(vocab)}
 
 
@@ -109,9 +105,8 @@ def load_ranks(path):
 
 
 def encoding_from_ranks(name, ranks):
-    n = len(ranks)
     return tiktoken.Encoding(name=name, pat_str=PAT, mergeable_ranks=ranks,
-                             special_tokens={s: n + i for i, s in enumerate(SPECIALS)})
+                             special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIALS)})
 
 
 def _world_text():
