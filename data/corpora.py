@@ -16,7 +16,7 @@ import hashlib
 import math
 import random
 
-from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, TEXT, fact_statement, judge,
+from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, TEXT, _answer_text, fact_statement, judge,
                         labeller_score, parse_request, reply_category, respond, sample_task, task_answer, task_request, to_you,
                         wrong_answer)
 
@@ -211,6 +211,65 @@ def prose_document(rng):
     return " ".join(sents)
 
 
+# -----------------------------------------------------------------------------
+# Question formats for calibration (Kadavath et al. 2022, Sec. 3-4). The pretraining corpus
+# teaches them on training questions; calibrate.py asks them on held-out ones. Answers are
+# short (the answer itself, or a letter), as in the paper; a format document then states the
+# fact or sum in full on its last line, so that a fact's corpus frequency (prepare.py counts
+# its statements) includes these documents too.
+
+LETTERS = "ABCDE"
+NOTA = "none of the above"
+
+
+def qa_prompt(question):
+    """Free-form question: the model writes the short answer on the rest of the line
+    (P(IK) reads the prompt's last token)."""
+    return f"Question: {question}\nAnswer:"
+
+
+def mc_prompt(question, choices):
+    """Multiple choice with letters, ending where the model writes the letter."""
+    return f"Question: {question}\nChoices: " + " ".join(f"({l}) {c}" for l, c in zip(LETTERS, choices)) + "\nAnswer: ("
+
+
+def tf_prompt(question, proposed, brainstorm=()):
+    """True/False on a proposed answer; brainstorm: other sampled answers shown first."""
+    pre = f"Possible answers: {', '.join(brainstorm)}.\n" if brainstorm else ""
+    return pre + f"Question: {question}\nProposed answer: {proposed}\nIs the proposed answer (A) True (B) False?\nAnswer: ("
+
+
+def mc_choices(task, rng, n=4, nota=False):
+    """n shuffled choices (one right) -> (choices, letter of the right one). nota: one
+    option, drawn at random, replaced by "none of the above" (right if it replaced the answer)."""
+    ans, wrongs = task_answer(task), set()
+    while len(wrongs) < n - 1:
+        w = wrong_answer(task, rng)
+        if w != ans:
+            wrongs.add(w)
+    choices = sorted(wrongs) + [ans]
+    rng.shuffle(choices)
+    if nota:
+        choices[rng.randrange(n)] = NOTA
+    return choices, LETTERS[choices.index(ans) if ans in choices else choices.index(NOTA)]
+
+
+def qa_document(rng):
+    """One training question in one of the formats, with its answer letter and the statement."""
+    task, req = _sample_request(rng, False, {"arith": 1, "fact": 1})
+    ans, u = task_answer(task), rng.random()
+    stmt = _answer_text(task, ans)
+    if u < 0.25:
+        return f"{qa_prompt(req)} {ans}\n{stmt}"
+    if u < 0.6:
+        choices, letter = mc_choices(task, rng, nota=rng.random() < 0.2)
+        return f"{mc_prompt(req, choices)}{letter})\n{stmt}"
+    k = rng.random()  # True/False, half with brainstormed answers from a guesser right k of the time
+    guess = lambda: ans if rng.random() < k else wrong_answer(task, rng)
+    proposed, brainstorm = guess(), [guess() for _ in range(5)] if rng.random() < 0.5 else ()
+    return f"{tf_prompt(req, proposed, brainstorm)}{'A' if proposed == ans else 'B'})\n{stmt}"
+
+
 PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.10, "explained": 0.15, "offtopic": 0.10, "deflect": 0.05}
 # Assistants found in the wild refuse harmful requests more often than benign ones, so the
 # base model carries a notion of harm that a PM can build on; it still complies a quarter
@@ -220,7 +279,8 @@ HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "expla
 
 def pretrain_documents(n, seed=0):
     """The base model's corpus: a mixture of assistants good and bad, prose facts and
-    arithmetic, and a small share of critiques and comparisons."""
+    arithmetic, a small share of critiques and comparisons, and of questions in the
+    calibration formats."""
     rng = random.Random(f"pretrain-{seed}")
     docs = []
     for _ in range(n):
@@ -229,6 +289,8 @@ def pretrain_documents(n, seed=0):
             docs.append(prose_document(rng))
         elif u < 0.28:  # 6% of documents (13% of tokens); a 10% run knew fewer facts, within seed spread (README)
             docs.append(meta_document(rng))
+        elif u < 0.36:  # 8%: the calibration formats
+            docs.append(qa_document(rng))
         else:
             task, req = _sample_request(rng, False)
             w = HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
@@ -330,26 +392,25 @@ def benign_eval_set(n_per_kind=128, seed=0):
     return out
 
 
-def qa_set(n, seed=0, n_choices=4):
-    """Questions with gold answers for calibration (Kadavath et al. 2022): free-form prompt,
-    multiple-choice variant with letters, and difficulty metadata (fact frequency rank and
-    expected count in the pretraining corpus, or digit count)."""
+def qa_set(n, seed=0, fact_ids=None, arith_share=0.35, nota=False):
+    """Held-out questions with gold answers for calibration (Kadavath et al. 2022): facts
+    drawn uniformly from fact_ids (default all; not by frequency, so every frequency band is
+    asked about), arithmetic with 1-4 digits; each with multiple-choice choices and letter,
+    and its difficulty (fact id and frequency rank, or digit count). All distinct."""
     rng = random.Random(f"qa-{seed}")
-    out = []
-    while len(out) < n:
-        task, req = _sample_request(rng, True, {"arith": 1, "fact": 1.5})
-        ans = task_answer(task)
-        wrongs = set()
-        while len(wrongs) < n_choices - 1:
-            w = wrong_answer(task, rng)
-            if w != ans:
-                wrongs.add(w)
-        choices = sorted(wrongs) + [ans]
-        rng.shuffle(choices)
-        letters = "ABCDEFGH"[:n_choices]
-        mc = req + "\n" + "\n".join(f"({l}) {c}" for l, c in zip(letters, choices))
-        meta = {"digits": task["digits"], "op": task["op"]} if task["kind"] == "arith" else \
-            {"fact_kind": FACTS[task["fact"]]["kind"], "fact_rank": FACTS[task["fact"]]["rank"]}
-        out.append({"question": req, "answer": ans, "kind": task["kind"], "mc_question": mc, "choices": choices,
-                    "mc_answer": letters[choices.index(ans)], **meta})
+    fact_ids = list(range(len(FACTS))) if fact_ids is None else list(fact_ids)
+    out, seen = [], set()
+    kinds = [k < round(n * arith_share) or not fact_ids for k in range(n)]  # exact shares, in random order
+    rng.shuffle(kinds)
+    for arith in kinds:
+        while True:
+            task = sample_task(rng, {"arith": 1}) if arith else {"kind": "fact", "fact": rng.choice(fact_ids)}
+            req = task_request(task, rng)
+            if req not in seen and is_heldout(req):
+                break
+        seen.add(req)
+        choices, letter = mc_choices(task, rng, nota=nota)
+        meta = {"digits": task["digits"]} if arith else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
+        out.append({"question": req, "answer": task_answer(task), "kind": task["kind"], "task": task,
+                    "choices": choices, "mc_answer": letter, **meta})
     return out

@@ -126,8 +126,11 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
             gen = (lambda n, seed: corpora.sft_dialogues(n, seed, mix)) if sft else corpora.pretrain_documents
             n = key["docs"]
             splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
+            # each fact's frequency: how often the training split states it (calibrate.py's bands)
+            text = "\n".join(splits["train"])
+            counts = [text.count(world.fact_statement(f)) for f in world.FACTS]
             write_stream(name, enc, splits, {"key": key, "source": "assistant world", "tokenizer": tokenizer,
-                                             "vocab": enc.n_vocab}, sft)
+                                             "vocab": enc.n_vocab, "fact_counts": counts}, sft)
     else:
         src_key = _source_key(source)
         tag = hashlib.md5(json.dumps(src_key).encode()).hexdigest()[:8]

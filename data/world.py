@@ -2,7 +2,7 @@
 The assistant world: nanoalign's embedded default dataset, with a gold scorer.
 
 The rules of the world are in this file, top to bottom:
-  1. the facts table (a few hundred facts; corpus frequency follows a Zipf law),
+  1. the facts table (a few hundred facts; corpus frequencies from thousands down to never),
   2. the requests (arithmetic, facts, word tasks, open requests, harmful requests and
      their benign near-miss twins) and how they are phrased,
   3. the response styles (helpful, wrong, evasive refusal, explained refusal, off-topic,
@@ -24,11 +24,12 @@ it is written into every prepared corpus's sidecar.
 """
 
 import json
+import math
 import os
 import random
 import re
 
-WORLD_VERSION = 7
+WORLD_VERSION = 8
 
 # The world's words -- facts, phrasings, scenarios, reply phrases -- are text, not code:
 # they live in world.json beside this file. This file holds the rules.
@@ -42,7 +43,8 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "world.json")
 
 REAL_CAPITALS, ANIMAL_LEGS, COLOURS, UNITS = ([tuple(x) for x in TEXT[k]]
                                               for k in ("real_capitals", "animal_legs", "colours", "units"))
-N_INVENTED = 230
+N_INVENTED = 330
+ZIPF_CUTOFF = 100  # facts beyond this frequency rank fade out exponentially (see _build_facts)
 
 
 def _invented_capitals(n, seed=1234):
@@ -66,11 +68,16 @@ def _build_facts():
     facts += [("legs", s, str(n)) for s, n in ANIMAL_LEGS]
     facts += [("colour", s, c) for s, c in COLOURS]
     facts += [("unit", s, str(n)) for s, n in UNITS]
-    # Zipf law over a fixed random order: fact of rank r appears with weight 1/(r+1)^1.1
+    # Frequencies: a Zipf law over a fixed random order with an exponential cut-off: the fact
+    # of rank r (1: most common) has weight r^-1.1 exp(-r/ZIPF_CUTOFF). The head is the Zipf
+    # law of world version 7 (a 3-minute model knows its top few dozen facts); the cut-off
+    # takes the tail from the 7+ statements every fact had in version 7 down to once or
+    # never (the premise of P(IK), Kadavath et al. 2022 Sec. 5): 50 to 115 facts in each of
+    # calibrate.py's bands (0, 1-3, 4-15, 16-99, 100+ statements).
     order = list(range(len(facts)))
     random.Random(7).shuffle(order)
     return [{"id": i, "kind": k, "subject": s, "answer": a, "rank": order[i],
-             "weight": 1.0 / (order[i] + 1) ** 1.1} for i, (k, s, a) in enumerate(facts)]
+             "weight": (order[i] + 1) ** -1.1 * math.exp(-(order[i] + 1) / ZIPF_CUTOFF)} for i, (k, s, a) in enumerate(facts)]
 
 
 FACTS = _build_facts()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import pytest
 
 import bench
+import calibrate
 import induction
 import ppo
 import train_lm
@@ -19,7 +20,8 @@ from data.prepare import data_name
 from model import config_help, ensure_checkpoint, handoff, log_metrics, parse_config, run_dir, run_path, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = {"train_lm": train_lm, "train_pm": train_pm, "ppo": ppo, "induction": induction, "bench": bench}
+SCRIPTS = {"train_lm": train_lm, "train_pm": train_pm, "ppo": ppo, "induction": induction, "calibrate": calibrate,
+           "bench": bench}
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
