@@ -1,7 +1,7 @@
 """
 calibrate.py -- calibration, P(True) and P(IK) (Kadavath et al. 2022, "Language Models
 (Mostly) Know What They Know", arXiv 2207.05221), on the assistant world's questions:
-facts whose pretraining frequency runs from ~1,000 statements down to once or never
+facts whose pretraining frequency runs from thousands of statements down to once or never
 (data/world.py), and arithmetic with 1-4 digits. The base model is train_lm.py's.
 
   1. Multiple choice (Sec. 3, Fig. 4): "Question: ... Choices: (A) ... (D) ... Answer: (",
@@ -50,7 +50,7 @@ from data.calibration import auroc, reliability
 from data.corpora import LETTERS, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
 from data.tokenizer import get_tokenizer
-from model import (autocast, configure_optimizer, ensure_checkpoint, generate, get_device, handoff, left_pad,
+from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, generate, get_device, handoff, left_pad,
                    load_checkpoint, log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir, run_path,
                    save_figure, score_sequences, token_logprobs, write_json)
 
@@ -126,8 +126,7 @@ def answer_logprobs(model, enc, prompts, answers, batch_size=64):
 
 
 def softmax(x, temperature=1.0):
-    z = x / temperature
-    e = np.exp(z - z.max(1, keepdims=True))
+    e = np.exp(x / temperature - (x / temperature).max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
 
@@ -138,8 +137,8 @@ def sample_answers(model, enc, prompts, n, max_new_tokens, gen, quiet, desc, bat
     for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet):
         with autocast(model.wte.weight.device.type):
             out = generate(model, flat[i:i + batch_size], max_new_tokens, 1.0, eot_id=enc.eot_token, generator=gen)
-        for row, g in zip(out["tokens"].tolist(), out["gen_mask"].tolist()):
-            texts.append(enc.decode([t for t, m in zip(row, g) if m and t < enc.eot_token]).strip().split("\n")[0])
+        texts += [enc.decode([t for t, m in zip(row, g) if m and t < enc.eot_token]).strip().split("\n")[0]
+                  for row, g in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
     return [texts[j * n:(j + 1) * n] for j in range(len(prompts))]
 
 
@@ -175,16 +174,20 @@ def choice_metrics(logits, answers, rng, n_boot, temperature=1.0):
     return calibration_metrics(p.max(1), p.argmax(1) == np.asarray(answers), rng, n_boot)
 
 
-def auroc_se(scores, labels, clusters, rng, n_boot):
-    """AUROC and its bootstrap standard error, resampling whole questions (clusters)."""
-    scores, labels, clusters = np.asarray(scores, float), np.asarray(labels), np.asarray(clusters)
+def auroc_se(scores, labels, clusters, rng, n_boot, base=None):
+    """AUROC and its bootstrap standard error, resampling whole clusters (a question with its
+    samples, or a fact with all its questions); with base, another score of the same samples,
+    also the standard error of AUROC(scores) - AUROC(base) over the same resamples (paired)."""
+    s, labels, clusters = [np.asarray(x, float) for x in [scores] + ([] if base is None else [base])], \
+        np.asarray(labels), np.asarray(clusters)
     groups = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
     boot = []
     for _ in range(n_boot // 5):
         i = np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
-        boot.append(auroc(scores[i], labels[i]))
-    boot = [b for b in boot if b is not None]
-    return auroc(scores, labels), float(np.std(boot)) if boot else None
+        boot.append([auroc(x[i], labels[i]) for x in s])
+    boot = np.array([b for b in boot if None not in b]).reshape(-1, len(s))
+    se = lambda v: float(np.std(v)) if len(v) else None
+    return (auroc(s[0], labels), se(boot[:, 0])) + (() if base is None else (se(boot[:, 0] - boot[:, 1]),))
 
 
 # -----------------------------------------------------------------------------
@@ -229,12 +232,15 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
     policy, _ = load_checkpoint(path, device, tokenizer_name=enc_name)
     logits = letter_logits(policy, get_tokenizer(enc_name), [mc_prompt(q["question"], q["choices"]) for q in mc], 4)
     temps = [round(t, 2) for t in np.arange(0.25, 8.01, 0.25)]
-    ece = lambda lg, t: reliability(softmax(lg, t).max(1), softmax(lg, t).argmax(1) == np.asarray(answers), 10, True)["ece"]
-    curve, base_curve = [ece(logits, t) for t in temps], [ece(mc_logits, t) for t in temps]
-    best = temps[int(np.argmin(curve))]
-    t1, tb = (choice_metrics(logits, answers, rng, cfg.n_boot, t) for t in (1.0, best))
+    ans, h = np.asarray(answers), len(mc) // 2
+    ece = lambda lg, a, t: reliability(softmax(lg, t).max(1), softmax(lg, t).argmax(1) == a, 10, True)["ece"]
+    curve, base_curve = [ece(logits, ans, t) for t in temps], [ece(mc_logits, ans, t) for t in temps]
+    # the temperature is chosen on the first half of the questions and measured on the second
+    best = temps[int(np.argmin([ece(logits[:h], ans[:h], t) for t in temps]))]
+    t1, tb = choice_metrics(logits, answers, rng, cfg.n_boot), choice_metrics(logits[h:], answers[h:], rng, cfg.n_boot, best)
     return {"ece_t1": t1["ece"], "best_temperature": best, "ece_best_t": tb["ece"], "accuracy": t1["accuracy"],
-            "ece_t1_ci": t1["ece_ci"], "mean_confidence_t1": t1["mean_confidence"], "policy": path,
+            "ece_t1_ci": t1["ece_ci"], "ece_best_t_ci": tb["ece_ci"], "mean_confidence_t1": t1["mean_confidence"],
+            "ece_t1_second_half": ece(logits[h:], ans[h:], 1.0),
             "temperatures": temps, "ece_by_temperature": curve, "base_ece_by_temperature": base_curve,
             "base_best_temperature": temps[int(np.argmin(base_curve))], "table_t1": t1["table"],
             "table_best_t": tb["table"]}, None
@@ -252,10 +258,12 @@ def p_true(model, enc, cfg, gen, rng):
     pt = softmax(letter_logits(model, enc, [tf_prompt(q["question"], a) for q, a in zip(qs, proposed)], 2))[:, 0]
     pb = softmax(letter_logits(model, enc, [tf_prompt(q["question"], a, b) for q, a, b in zip(qs, proposed, brain)], 2))[:, 0]
     ids = np.arange(len(qs))
-    (a, a_se), (ab, ab_se) = (auroc_se(p, correct, ids, rng, cfg.n_boot) for p in (pt, pb))
+    a, a_se = auroc_se(pt, correct, ids, rng, cfg.n_boot)
+    ab, ab_se, diff_se = auroc_se(pb, correct, ids, rng, cfg.n_boot, base=pt)
     threshold = float(np.quantile(pt, 1 - cfg.keep))
     kept = pt >= threshold
     return {"auroc": a, "auroc_se": a_se, "auroc_brainstorm": ab, "auroc_brainstorm_se": ab_se,
+            "auroc_brainstorm_minus_plain_se": diff_se,
             "accuracy_all": float(correct.mean()), "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
             "threshold": threshold, "kept": int(kept.sum()), "n": len(qs),
             "examples": [{"question": q["question"], "sample": s[0], "correct": bool(c), "p_true": float(p)}
@@ -278,13 +286,11 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
     model, _ = load_checkpoint(init, device, scalar_head=True)
     opt = configure_optimizer(model, cfg.pik_lr, 0.0, device_type=device.type)
     toks = [enc.encode_ordinary(qa_prompt(q["question"])) for q in qs]
-    order_rng, steps = np.random.default_rng(cfg.seed), cfg.pik_epochs * -(-len(qs) // cfg.batch_size)
-    bar = tqdm(range(steps), desc=f"P(IK) head ({tag})", leave=False, disable=cfg.quiet)
-    perm = []
-    for step in bar:
-        if len(perm) < cfg.batch_size:
-            perm = list(order_rng.permutation(len(qs))) + perm
-        batch, perm = perm[:cfg.batch_size], perm[cfg.batch_size:]
+    order_rng, per_epoch = np.random.default_rng(cfg.seed), -(-len(qs) // cfg.batch_size)
+    batches = [b for _ in range(cfg.pik_epochs) for b in np.array_split(order_rng.permutation(len(qs)), per_epoch)]
+    steps = len(batches)
+    bar = tqdm(batches, desc=f"P(IK) head ({tag})", leave=False, disable=cfg.quiet)
+    for step, batch in enumerate(bar):
         model.train()
         idx, pad = left_pad([toks[i] for i in batch], 0, device)
         with autocast(device.type):
@@ -298,8 +304,8 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
 
 
 def p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts):
-    test_facts = [f["id"] for f in world.FACTS if f["id"] % 4 == 0]  # a quarter of the facts, never trained on
-    train_facts = [f["id"] for f in world.FACTS if f["id"] % 4]
+    # a quarter of the facts held out of P(IK) training
+    test_facts, train_facts = ([f["id"] for f in world.FACTS if (f["id"] % 4 == 0) == t] for t in (True, False))
     n = cfg.n_pik
     tr, te, ar = (qa_set(n // 2, 2, train_facts, 0.0), qa_set(n // 4, 3, test_facts, 0.0), qa_set(n // 4, 4, None, 1.0))
     ar_tr, ar_te = ar[:len(ar) // 2], ar[len(ar) // 2:]
@@ -310,30 +316,30 @@ def p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts):
     prompts = lambda qs, pre=lambda q: "": [pre(q) + qa_prompt(q["question"]) for q in qs]
     p_te, p_ar = head_scores(head, enc, prompts(te)), head_scores(head, enc, prompts(ar_te))
     p_ctx = head_scores(head, enc, prompts(te, lambda q: world.fact_statement(world.FACTS[q["fact"]]) + "\n"))
-    del head
     head_r = train_p_ik(cfg, device, init, enc, ar_tr, y["arith_train"].mean(1), out_dir, "arithmetic")
     p_rev = head_scores(head_r, enc, prompts(te))
-    del head_r
-    # AUROC over samples: each of a question's samples, right or wrong, scored by its P(IK)
-    flat = lambda p, yy: (np.repeat(p, yy.shape[1]), yy.ravel(), np.repeat(np.arange(len(p)), yy.shape[1]))
-    a_in, a_in_se = auroc_se(*flat(p_te, y["test"]), rng, cfg.n_boot)
-    a_ood, a_ood_se = auroc_se(*flat(p_ar, y["arith_test"]), rng, cfg.n_boot)
-    log_count = np.log1p([counts[q["fact"]] for q in te])
-    a_base, a_base_se = auroc_se(*flat(log_count, y["test"]), rng, cfg.n_boot)
-    a_base_ood, _ = auroc_se(*flat(-np.array([q["digits"] for q in ar_te], float), y["arith_test"]), rng, cfg.n_boot)
+    # AUROC over samples: each of a question's samples, right or wrong, scored by its P(IK);
+    # standard errors resample whole facts (a fact's questions are not independent)
+    rep = lambda x, yy: np.repeat(np.asarray(x, float), yy.shape[1])
+    facts_te = rep([q["fact"] for q in te], y["test"])
+    log_count = rep(np.log1p([counts[q["fact"]] for q in te]), y["test"])
+    a_in, a_in_se, vs_base_se = auroc_se(rep(p_te, y["test"]), y["test"].ravel(), facts_te, rng, cfg.n_boot, base=log_count)
+    a_base, a_base_se = auroc_se(log_count, y["test"].ravel(), facts_te, rng, cfg.n_boot)
+    ood = lambda x: auroc_se(rep(x, y["arith_test"]), y["arith_test"].ravel(), rep(range(len(ar_te)), y["arith_test"]),
+                             rng, cfg.n_boot)
+    (a_ood, a_ood_se), (a_base_ood, _) = ood(p_ar), ood([-q["digits"] for q in ar_te])
     cal_in, cal_ood = (reliability(p, yy.mean(1), 10, equal_count=True) for p, yy in ((p_te, y["test"]), (p_ar, y["arith_test"])))
     bands = [band_of(counts[q["fact"]]) for q in te]
-    by_freq = [{"band": b, "n": int(sum(x == b for x in bands)),
-                "mean_p_ik": float(np.mean([p for p, x in zip(p_te, bands) if x == b])),
-                "accuracy": float(np.mean([yy.mean() for yy, x in zip(y["test"], bands) if x == b])),
-                "accuracy_with_context": float(np.mean([yy.mean() for yy, x in zip(y_ctx, bands) if x == b]))}
-               for b in [band_name(lo, hi) for lo, hi in BANDS] if b in bands]
+    in_band = lambda v, b: float(np.mean([x for x, c in zip(v, bands) if c == b]))
+    by_freq = [{"band": b, "n": bands.count(b), "mean_p_ik": in_band(p_te, b), "accuracy": in_band(y["test"].mean(1), b),
+                "accuracy_with_context": in_band(y_ctx.mean(1), b)} for b in [band_name(*lh) for lh in BANDS] if b in bands]
     diff = p_ctx - p_te
     return {"auroc_in": a_in, "auroc_in_se": a_in_se, "auroc_ood": a_ood, "auroc_ood_se": a_ood_se,
-            "auroc_ood_reverse": auroc(*flat(p_rev, y["test"])[:2]), "auroc_difficulty_baseline": a_base,
+            "auroc_ood_reverse": auroc(rep(p_rev, y["test"]), y["test"].ravel()), "auroc_difficulty_baseline": a_base,
+            "auroc_in_minus_baseline_se": vs_base_se,
             "auroc_difficulty_baseline_se": a_base_se, "auroc_difficulty_baseline_ood": a_base_ood,
             "ece_in": cal_in["ece"], "ece_ood": cal_ood["ece"], "mean_with_context": float(p_ctx.mean()),
-            "mean_without_context": float(p_te.mean()), "with_context_diff_se": float(diff.std() / np.sqrt(len(diff))),
+            "mean_without_context": float(p_te.mean()), "with_context_diff_se": cluster_se(diff, [q["fact"] for q in te]),
             "accuracy_with_context": float(y_ctx.mean()), "accuracy_without_context": float(y["test"].mean()),
             "by_frequency": by_freq, "n_samples": cfg.n_samples, "n_train": len(tr), "n_test": len(te),
             "n_ood": len(ar_te), "table_in": cal_in["table"], "table_ood": cal_ood["table"]}
@@ -358,8 +364,7 @@ def plots(res, out_dir):
             ax.plot([t["predicted"] for t in table], [t["observed"] for t in table], "o-", label=name)
         ax.set(title=title, xlabel="predicted probability", ylabel="frequency correct", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=8)
-    bf = res["p_ik"]["by_frequency"]
-    x = np.arange(len(bf))
+    bf, x = res["p_ik"]["by_frequency"], np.arange(len(res["p_ik"]["by_frequency"]))
     for off, key, name in [(-0.2, "mean_p_ik", "mean P(IK)"), (0.2, "accuracy", "accuracy (T = 1)")]:
         axes[3].bar(x + off, [b[key] for b in bf], 0.4, label=name)
     axes[3].set(xticks=x, xticklabels=[b["band"] for b in bf], xlabel="statements in the pretraining corpus",
@@ -376,14 +381,17 @@ def summary(res, log):
         log(f"{k:<26}{m['n']:>6}{m['accuracy']:>10.3f}{m['ece']:>8.3f} [{m['ece_ci'][0]:.3f}, {m['ece_ci'][1]:.3f}]"
             f"{m['ece_floor']:>7.3f}{m['rms_ce']:>7.3f}{m['brier']:>7.3f}")
     r = res["rlhf"]
-    log(f"RLHF policy: ECE {r['ece_t1']:.3f} at T=1 (accuracy {r['accuracy']:.3f}), {r['ece_best_t']:.3f} at its best "
-        f"T = {r['best_temperature']} (the paper: 2.5)" if r else f"RLHF policy: skipped ({res['rlhf_skipped']})")
+    log(f"RLHF policy: ECE {r['ece_t1']:.3f} at T=1 (accuracy {r['accuracy']:.3f}); at its best T = "
+        f"{r['best_temperature']} (the paper: 2.5), chosen on half the questions, {r['ece_best_t']:.3f} on the other half "
+        f"({r['ece_t1_second_half']:.3f} at T=1)" if r else f"RLHF policy: skipped ({res['rlhf_skipped']})")
     p, k, f = res["p_true"], res["p_ik"], lambda x: "n/a" if x is None else f"{x:.3f}"  # AUROC: None if one class is empty
     log(f"P(True): AUROC {f(p['auroc'])} +- {f(p['auroc_se'])}, with brainstorming {f(p['auroc_brainstorm'])} +- "
-        f"{f(p['auroc_brainstorm_se'])}; accuracy of all samples {p['accuracy_all']:.3f}, of those kept "
+        f"{f(p['auroc_brainstorm_se'])} (paired difference SE {f(p['auroc_brainstorm_minus_plain_se'])}); "
+        f"accuracy of all samples {p['accuracy_all']:.3f}, of those kept "
         f"(P(True) >= {p['threshold']:.2f}, {p['kept']}/{p['n']}) {f(p['accuracy_kept'])}")
     log(f"P(IK) ({k['n_samples']} samples per question): AUROC held-out facts {f(k['auroc_in'])} +- {f(k['auroc_in_se'])} "
-        f"(difficulty-only baseline {f(k['auroc_difficulty_baseline'])}), arithmetic (OOD) {f(k['auroc_ood'])} "
+        f"(difficulty-only baseline {f(k['auroc_difficulty_baseline'])}, paired difference SE "
+        f"{f(k['auroc_in_minus_baseline_se'])}), arithmetic (OOD) {f(k['auroc_ood'])} "
         f"(baseline {f(k['auroc_difficulty_baseline_ood'])}), facts from an arithmetic head {f(k['auroc_ood_reverse'])}; "
         f"ECE {k['ece_in']:.3f} / {k['ece_ood']:.3f}")
     log(f"P(IK) with the fact in context {k['mean_with_context']:.3f} vs without {k['mean_without_context']:.3f} "
@@ -406,8 +414,7 @@ def main(cfg):
     res, mc_logits, answers, mc = multiple_choice(model, enc, cfg, rng, counts)
     log_metrics(out_dir, {"section": "mc", **{k: res[k]["ece"] for k in ("mc", "mc_none_of_above", "true_false")}})
     res["rlhf"], why = rlhf_calibration(cfg, device, ck["tokenizer"], mc, mc_logits, answers, rng)
-    if why:
-        res["rlhf_skipped"] = why
+    res.update({"rlhf_skipped": why} if why else {})
     res["p_true"] = p_true(model, enc, cfg, gen, rng)
     log_metrics(out_dir, {"section": "p_true", "auroc": res["p_true"]["auroc"]})
     res["p_ik"] = p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts)

@@ -409,7 +409,11 @@ def qa_set(n, seed=0, fact_ids=None, arith_share=0.35, nota=False):
             if req not in seen and is_heldout(req):
                 break
         seen.add(req)
-        choices, letter = mc_choices(task, rng, nota=nota)
+        choices, letter = mc_choices(task, rng)
+        k = rng.randrange(len(choices))  # drawn either way: the "none of the above" set asks the same questions
+        if nota:
+            letter = LETTERS[k] if choices[k] == task_answer(task) else letter  # it replaced the answer
+            choices[k] = NOTA
         meta = {"digits": task["digits"]} if arith else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
         out.append({"question": req, "answer": task_answer(task), "kind": task["kind"], "task": task,
                     "choices": choices, "mc_answer": letter, **meta})

@@ -89,9 +89,10 @@ def test_question_set_is_held_out_distinct_and_right():
     assert sum(q["kind"] == "arith" for q in qs) == 90
     for q in qs:
         assert q["choices"][LETTERS.index(q["mc_answer"])] == q["answer"] and len(set(q["choices"])) == 4
-    for q in qa_set(200, seed=1, nota=True):
+    for q, plain in zip(qa_set(200, seed=1, nota=True), qa_set(200, seed=1)):  # the same questions, one option replaced
         c = q["choices"]
         assert c.count(NOTA) == 1 and c[LETTERS.index(q["mc_answer"])] == (q["answer"] if q["answer"] in c else NOTA)
+        assert q["question"] == plain["question"] and sum(a != b for a, b in zip(c, plain["choices"])) == 1
 
 
 def test_pretraining_teaches_the_formats_only_on_training_questions():
