@@ -283,6 +283,7 @@ def label(model, enc, cfg, qs, gen, prefix=lambda q: "", desc="P(IK) labels"):
 def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
     """Fine-tune the whole base model with a fresh scalar head: cross-entropy between
     sigmoid(head at the question's last token) and the fraction of samples right."""
+    torch.manual_seed(cfg.seed)  # the fresh head's initialisation, the same whatever ran before
     model, _ = load_checkpoint(init, device, scalar_head=True)
     opt = configure_optimizer(model, cfg.pik_lr, 0.0, device_type=device.type)
     toks = [enc.encode_ordinary(qa_prompt(q["question"])) for q in qs]
@@ -408,7 +409,6 @@ def main(cfg):
     enc = get_tokenizer(ck["tokenizer"])
     # each fact's count of statements in the pretraining corpus, counted when it was prepared
     counts = prepare("world", ck["tokenizer"], verbose=False)[1]["fact_counts"]
-    torch.manual_seed(cfg.seed)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
     log(f"calibrate: {init} ({model.num_params() / 1e6:.2f}M) on {device}")
     res, mc_logits, answers, mc = multiple_choice(model, enc, cfg, rng, counts)
