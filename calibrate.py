@@ -9,18 +9,18 @@ facts whose pretraining frequency runs from thousands of statements down to once
      on the top choice in 10 equal-count bins (with a bootstrap interval and the sampling
      floor: the ECE a perfectly calibrated model with the same probabilities would get on
      this many questions), RMS calibration error, Brier score; the "none of the above"
-     variant (Sec. 3.2) and the True/False format ("Proposed answer: ... (A) True (B) False").
-  2. RLHF policies (Sec. 3.4): the same questions on ppo.py's policy, and the temperature
+     variant and the True/False format (Sec. 3) ("Proposed answer: ... (A) True (B) False").
+  2. RLHF policies (Sec. 3): the same questions on ppo.py's policy, and the temperature
      that recalibrates it (the paper's T = 2.5).
   3. P(True) (Sec. 4): the model samples an answer at T = 1, then judges it; P(True) is the
      normalised probability of "(A) True". AUROC for telling its right samples from its
      wrong ones, accuracy of the samples it keeps, and brainstorming: five more of its own
-     samples shown before the question (Sec. 4.2).
+     samples shown before the question.
   4. P(IK) (Sec. 5): a scalar head on the base model, the whole model fine-tuned to predict
      from the question alone the fraction of its N samples at T = 1 that are right. AUROC
      and ECE on held-out facts, out of distribution (facts -> arithmetic and back), beside a
      baseline that sees only the difficulty (the fact's corpus count, the digit count); by
-     frequency band; and with the fact stated in the context (Sec. 5.5's source material).
+     frequency band; and with the fact stated in the context (the paper's source material).
 
 Run (CPU, 2 cores; builds out/train_lm/pretrain.pt first if missing, uses
 out/ppo/policy.pt if present -- `--build_policy` builds it with ppo.py, ~10 minutes):
@@ -29,10 +29,11 @@ One GPU:
     python calibrate.py --preset gpu       # more questions, 30 samples each -> out/calibrate/gpu/
 
 What to look at: the summary table it prints; reliability.png (the paper's Fig. 4 for the
-base model, the RLHF policy at T = 1 and at its best temperature, and P(IK)), p_ik.png
-(P(IK) and accuracy by frequency band, with and without the fact in context);
-results.json (mc, mc_none_of_above, true_false, rlhf, p_true, p_ik, seconds). The measured
-numbers are in the README.
+base model, the RLHF policy at T = 1 and at its best temperature, and P(IK); and P(IK)
+beside the accuracy by frequency band); results.json (mc, mc_none_of_above, true_false,
+mc_answer_scoring -- the same questions scored by the answers themselves, not the letters --,
+rlhf, p_true, p_ik, seconds; tables, curves and sample examples under details). The
+measured numbers are in the README.
 """
 
 import os
