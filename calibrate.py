@@ -32,7 +32,8 @@ What to look at: the summary table it prints; reliability.png (the paper's Fig. 
 base model, the RLHF policy at T = 1 and at its best temperature, and P(IK); and P(IK)
 beside the accuracy by frequency band); results.json (mc, mc_none_of_above, true_false,
 mc_answer_scoring -- the same questions scored by the answers themselves, not the letters --,
-rlhf, p_true, p_ik, seconds; tables, curves and sample examples under details). The
+mc_by_group, rlhf or rlhf_skipped, p_true, p_ik, seconds, figures; tables, curves and sample
+examples under details). The
 measured numbers are in the README.
 """
 
@@ -73,7 +74,7 @@ class Config:
     pik_epochs: int = 4          # passes over the P(IK) training questions
     pik_lr: float = 3e-4         # P(IK) fine-tuning learning rate (whole model)
     batch_size: int = 32         # P(IK) questions per step
-    n_boot: int = 1000           # bootstrap resamples for intervals and standard errors
+    n_boot: int = 1000           # bootstrap resamples for the ECE intervals (a fifth as many for AUROC standard errors)
     seed: int = 1337             # random seed (samples, bootstrap, data order)
     device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
     quiet: bool = False          # no progress bar or messages
