@@ -52,9 +52,9 @@ from data.calibration import auroc, reliability
 from data.corpora import LETTERS, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
 from data.tokenizer import get_tokenizer
-from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, generate, get_device, handoff, left_pad,
-                   load_checkpoint, log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir, run_path,
-                   save_figure, score_sequences, token_logprobs, write_json)
+from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, get_device, handoff, left_pad,
+                   load_checkpoint, log_metrics, lr_at, next_token_logits, optimizer_step, parse_config, printer, pyplot,
+                   run_dir, run_path, sample_replies, save_figure, score_sequences, token_logprobs, write_json)
 
 
 @dataclass
@@ -96,19 +96,12 @@ def band_of(count):
 # -----------------------------------------------------------------------------
 # Reading the model: letter probabilities, sampled answers, the scalar head
 
-@torch.no_grad()
 def letter_logits(model, enc, prompts, n_letters, batch_size=64):
     """Logits of the letters A, B, ... at the end of each prompt (which ends in "("),
     -> (N, n_letters) array; softmax over them normalises over the choices."""
     ids = [enc.encode_ordinary(l) for l in LETTERS[:n_letters]]
     assert all(len(i) == 1 for i in ids), "each choice letter must be one token"
-    model.eval()
-    out, device = [], model.wte.weight.device
-    for i in range(0, len(prompts), batch_size):
-        idx, pad = left_pad([enc.encode_ordinary(p) for p in prompts[i:i + batch_size]], 0, device)
-        with autocast(device.type):
-            out.append(model(idx, pad_mask=pad)[0][:, -1, [t[0] for t in ids]].float().cpu())
-    return torch.cat(out).numpy()
+    return next_token_logits(model, enc, prompts, [i[0] for i in ids], batch_size).numpy()
 
 
 @torch.no_grad()
@@ -117,9 +110,10 @@ def answer_logprobs(model, enc, prompts, answers, batch_size=64):
     model.eval()
     out, device = [], model.wte.weight.device
     for i in range(0, len(prompts), batch_size):
-        pairs = list(zip(prompts[i:i + batch_size], answers[i:i + batch_size]))
-        idx, pad = left_pad([enc.encode_ordinary(p + " " + a) for p, a in pairs], 0, device)
-        n_ans = torch.tensor([len(enc.encode_ordinary(p + " " + a)) - len(enc.encode_ordinary(p)) for p, a in pairs])
+        pairs = [(enc.encode_ordinary(p + " " + a), enc.encode_ordinary(p))
+                 for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+        idx, pad = left_pad([full for full, _ in pairs], 0, device)
+        n_ans = torch.tensor([len(full) - len(prompt) for full, prompt in pairs])
         with autocast(device.type):
             lp = token_logprobs(model(idx, pad_mask=pad)[0][:, :-1], idx[:, 1:])
         last = torch.arange(idx.size(1) - 1)[None] >= idx.size(1) - 1 - n_ans[:, None]  # the answer's tokens
@@ -134,13 +128,9 @@ def softmax(x, temperature=1.0):
 
 def sample_answers(model, enc, prompts, n, max_new_tokens, gen, quiet, desc, batch_size=512):
     """n samples at T = 1 of each prompt -> list (per prompt) of n first lines."""
-    flat = [enc.encode_ordinary(p) for p in prompts for _ in range(n)]
-    texts = []
-    for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet):
-        with autocast(model.wte.weight.device.type):
-            out = generate(model, flat[i:i + batch_size], max_new_tokens, 1.0, eot_id=enc.eot_token, generator=gen)
-        texts += [enc.decode([t for t, m in zip(row, g) if m and t < enc.eot_token]).strip().split("\n")[0]
-                  for row, g in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
+    flat = [p for p in prompts for _ in range(n)]
+    texts = [r.split("\n")[0] for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet)
+             for r in sample_replies(model, enc, flat[i:i + batch_size], max_new_tokens, 1.0, gen)[0]]
     return [texts[j * n:(j + 1) * n] for j in range(len(prompts))]
 
 
@@ -197,11 +187,11 @@ def auroc_se(scores, labels, clusters, rng, n_boot, base=None):
 
 def multiple_choice(model, enc, cfg, rng, counts):
     mc, nota = qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share), qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share, nota=True)
-    ans = lambda qs: [LETTERS.index(q["mc_answer"]) for q in qs]
+    answers = [LETTERS.index(q["mc_answer"]) for q in mc]  # the same in both sets: the letter stays with NOTA
     logits = letter_logits(model, enc, [mc_prompt(q["question"], q["choices"]) for q in mc], 4)
-    res = {"mc": choice_metrics(logits, ans(mc), rng, cfg.n_boot)}
+    res = {"mc": choice_metrics(logits, answers, rng, cfg.n_boot)}
     res["mc_none_of_above"] = choice_metrics(letter_logits(model, enc, [mc_prompt(q["question"], q["choices"])
-                                                                      for q in nota], 4), ans(nota), rng, cfg.n_boot)
+                                                                      for q in nota], 4), answers, rng, cfg.n_boot)
     # True/False: each question with a proposed answer, right half of the time, else a wrong choice
     r = random.Random(cfg.seed)
     tf = [(q, q["answer"], True) if r.random() < 0.5 else (q, r.choice([c for c in q["choices"] if c != q["answer"]]), False)
@@ -212,15 +202,15 @@ def multiple_choice(model, enc, cfg, rng, counts):
     # the four choices: what the model knows, without finding its answer among the letters
     by_answer = answer_logprobs(model, enc, [qa_prompt(q["question"]) for q in mc for _ in range(4)],
                                 [c for q in mc for c in q["choices"]]).reshape(-1, 4)
-    res["mc_answer_scoring"] = choice_metrics(by_answer, ans(mc), rng, cfg.n_boot)
+    res["mc_answer_scoring"] = choice_metrics(by_answer, answers, rng, cfg.n_boot)
     # where the knowledge is: accuracy and confidence by frequency band and by digit count
     groups = np.array([f"facts, {band_of(counts[q['fact']])}" if q["kind"] == "fact" else f"{q['digits']}-digit" for q in mc])
     order = [f"facts, {band_name(lo, hi)}" for lo, hi in BANDS] + [f"{d}-digit" for d in range(1, 5)]
-    right = lambda x, g: float((softmax(x).argmax(1) == ans(mc))[groups == g].mean())
+    right = lambda x, g: float((softmax(x).argmax(1) == answers)[groups == g].mean())
     res["mc_by_group"] = [{"group": g, "n": int((groups == g).sum()), "accuracy": right(logits, g),
                            "mean_confidence": float(softmax(logits).max(1)[groups == g].mean()),
                            "accuracy_answer_scoring": right(by_answer, g)} for g in order if g in groups]
-    return res, logits, ans(mc), mc
+    return res, logits, answers, mc
 
 
 def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
@@ -314,11 +304,12 @@ def p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts):
     ar_tr, ar_te = ar[:len(ar) // 2], ar[len(ar) // 2:]
     y = {k: label(model, enc, cfg, qs, gen, desc=f"P(IK) labels, {k}") for k, qs in
          [("train", tr), ("test", te), ("arith_train", ar_tr), ("arith_test", ar_te)]}
-    y_ctx = label(model, enc, cfg, te, gen, lambda q: world.fact_statement(world.FACTS[q["fact"]]) + "\n", "with context")
+    ctx = lambda q: world.fact_statement(world.FACTS[q["fact"]]) + "\n"  # the fact stated before the question
+    y_ctx = label(model, enc, cfg, te, gen, ctx, "with context")
     head = train_p_ik(cfg, device, init, enc, tr, y["train"].mean(1), out_dir, "facts")
     prompts = lambda qs, pre=lambda q: "": [pre(q) + qa_prompt(q["question"]) for q in qs]
     p_te, p_ar = head_scores(head, enc, prompts(te)), head_scores(head, enc, prompts(ar_te))
-    p_ctx = head_scores(head, enc, prompts(te, lambda q: world.fact_statement(world.FACTS[q["fact"]]) + "\n"))
+    p_ctx = head_scores(head, enc, prompts(te, ctx))
     head_r = train_p_ik(cfg, device, init, enc, ar_tr, y["arith_train"].mean(1), out_dir, "arithmetic")
     p_rev = head_scores(head_r, enc, prompts(te))
     # AUROC over samples: each of a question's samples, right or wrong, scored by its P(IK);

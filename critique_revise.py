@@ -52,15 +52,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import corpora, world
 from data.calibration import reliability
 from data.hh import write_jsonl
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (cluster_se, ensure_checkpoint, get_device, handoff, left_pad, load_checkpoint, log_metrics, parse_config,
-                   printer, pyplot, run_dir, run_path, run_script, sample_replies, save_figure, score_sequences, write_json)
+from model import (cluster_se, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics, next_token_logits,
+                   parse_config, printer, pyplot, run_dir, run_path, run_script, sample_replies, save_figure, score_sequences,
+                   write_json)
 
 
 @dataclass
@@ -227,16 +227,12 @@ def label_first(p_a):
     return p_first.reshape(len(p_first), -1).mean(1)
 
 
-@torch.no_grad()
 def answer_probs(model, enc, texts, batch_size, desc=None):
     """P(A) normalised against P(B) for the answer token that follows each text."""
-    a, b = enc.encode_single_token("A"), enc.encode_single_token("B")
-    dev, out = model.wte.weight.device, []
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
-        idx, pad = left_pad([enc.encode_ordinary(t)[-model.cfg.block_size:] for t in texts[i:i + batch_size]], 0, dev)
-        lp = F.log_softmax(model(idx, pad_mask=pad)[0][:, -1].float(), -1)
-        out.append(prob_a(lp[:, a], lp[:, b]))
-    return torch.cat(out).cpu().numpy()
+    ids = [enc.encode_single_token("A"), enc.encode_single_token("B")]
+    lg = torch.cat([next_token_logits(model, enc, texts[i:i + batch_size], ids, batch_size)
+                    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False)])
+    return prob_a(lg[:, 0], lg[:, 1]).numpy()
 
 
 def feedback(model, enc, pairs, principles, n_principles, cfg, rng, gen, cot=False):

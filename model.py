@@ -384,6 +384,20 @@ def score_sequences(model, seqs, batch_size=64):
                           for i in range(0, len(seqs), batch_size)])
 
 
+@torch.no_grad()
+def next_token_logits(model, enc, texts, token_ids, batch_size=64):
+    """Logits of token_ids right after each text (left padded in batches; a long text keeps
+    its end) -> (len(texts), len(token_ids)), fp32 on the CPU. How an answer letter is read:
+    a softmax over the choices' letters normalises over the choices."""
+    model.eval()
+    device, out = model.wte.weight.device, []
+    for i in range(0, len(texts), batch_size):
+        idx, pad = left_pad([enc.encode_ordinary(t)[-model.cfg.block_size:] for t in texts[i:i + batch_size]], 0, device)
+        with autocast(device.type):
+            out.append(model(idx, pad_mask=pad)[0][:, -1, token_ids].float().cpu())
+    return torch.cat(out)
+
+
 # -----------------------------------------------------------------------------
 # Checkpoints: weights + config + tokenizer name, written atomically.
 

@@ -249,9 +249,10 @@ def mc_choices(task, rng, n=4, nota=False):
             wrongs.add(w)
     choices = sorted(wrongs) + [ans]
     rng.shuffle(choices)
-    if nota:
+    letter = LETTERS[choices.index(ans)]
+    if nota:  # the letter stays: where this replaces the answer, "none of the above" is right
         choices[rng.randrange(n)] = NOTA
-    return choices, LETTERS[choices.index(ans) if ans in choices else choices.index(NOTA)]
+    return choices, letter
 
 
 def qa_document(rng):
@@ -412,7 +413,6 @@ def qa_set(n, seed=0, fact_ids=None, arith_share=0.35, nota=False):
         choices, letter = mc_choices(task, rng)
         k = rng.randrange(len(choices))  # drawn either way: the "none of the above" set asks the same questions
         if nota:
-            letter = LETTERS[k] if choices[k] == task_answer(task) else letter  # it replaced the answer
             choices[k] = NOTA
         meta = {"digits": task["digits"]} if arith else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
         out.append({"question": req, "answer": task_answer(task), "kind": task["kind"], "task": task,
