@@ -31,38 +31,88 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import (GPT, GPTConfig, autocast, configure_optimizer, device_peak_flops, generate, get_device, mfu,
-                   optimizer_step, parse_config, run_dir, run_path, score_sequences, token_logprobs, write_json)
+from model import (
+    GPT,
+    GPTConfig,
+    autocast,
+    configure_optimizer,
+    device_peak_flops,
+    generate,
+    get_device,
+    mfu,
+    optimizer_step,
+    parse_config,
+    run_dir,
+    run_path,
+    score_sequences,
+    token_logprobs,
+    write_json,
+)
 
 
 @dataclass
 class Config:
-    preset: str = "cpu"          # the shape: cpu (train_lm.py's CPU default), w256, small (its gpu preset), gpt2
-    n_layer: int = 4             # transformer blocks (train_lm.py's CPU default shape)
-    n_head: int = 4              # attention heads per block
-    n_embd: int = 128            # residual stream width
-    block_size: int = 256        # context length in tokens
-    vocab_size: int = 0          # embedding rows (0: the world tokenizer's, padded to a multiple of 64)
-    batch_size: int = 16         # training sequences per step
-    steps: int = 10              # timed training steps
-    warmup: int = 3              # untimed warm-up steps (compilation, allocator)
-    compile: bool = False        # torch.compile both models
-    sample_batch: int = 64       # prompts per sampling call
-    prompt_len: int = 32         # prompt length for sampling
-    new_tokens: int = 128        # tokens sampled per prompt
-    ppo_step: bool = True        # also time one ppo.py-shaped step
-    skip_baseline: bool = False  # do not time the baseline GPT
-    suite: str = ""              # "gpu": the GPU suite (GPT-2-small shape unless the shape flags say otherwise)
-    script_preset: str = "gpu"   # the preset the suite runs each script with (the CPU test uses tiny)
-    device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
-    out_dir: str = "out/bench"   # root folder; a run goes to <out_dir>[/<preset>][/cuda][/compiled]
+    # the shape: cpu (train_lm.py's CPU default), w256, small (its gpu preset), gpt2
+    preset: str = "cpu"
+    # transformer blocks (train_lm.py's CPU default shape)
+    n_layer: int = 4
+    # attention heads per block
+    n_head: int = 4
+    # residual stream width
+    n_embd: int = 128
+    # context length in tokens
+    block_size: int = 256
+    # embedding rows (0: the world tokenizer's, padded to a multiple of 64)
+    vocab_size: int = 0
+    # training sequences per step
+    batch_size: int = 16
+    # timed training steps
+    steps: int = 10
+    # untimed warm-up steps (compilation, allocator)
+    warmup: int = 3
+    # torch.compile both models
+    compile: bool = False
+    # prompts per sampling call
+    sample_batch: int = 64
+    # prompt length for sampling
+    prompt_len: int = 32
+    # tokens sampled per prompt
+    new_tokens: int = 128
+    # also time one ppo.py-shaped step
+    ppo_step: bool = True
+    # do not time the baseline GPT
+    skip_baseline: bool = False
+    # "gpu": the GPU suite (GPT-2-small shape unless the shape flags say otherwise)
+    suite: str = ""
+    # the preset the suite runs each script with (the CPU test uses tiny)
+    script_preset: str = "gpu"
+    # "auto" (cuda if available), "cpu", "cuda", ...
+    device: str = "auto"
+    # root folder; a run goes to <out_dir>[/<preset>][/cuda][/compiled]
+    out_dir: str = "out/bench"
 
 
-PRESETS = {"cpu": {},
-           "w256": {"n_embd": 256, "vocab_size": 4096},  # the shape at which the speedrun issue compared us with nanoGPT
-           "small": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512},  # train_lm.py --preset gpu
-           "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50304,
-                    "ppo_step": False}}
+PRESETS = {
+    "cpu": {},
+    "w256": {
+        "n_embd": 256,
+        "vocab_size": 4096,
+    },  # the shape at which the speedrun issue compared us with nanoGPT
+    "small": {
+        "n_layer": 8,
+        "n_head": 8,
+        "n_embd": 512,
+        "block_size": 512,
+    },  # train_lm.py --preset gpu
+    "gpt2": {
+        "n_layer": 12,
+        "n_head": 12,
+        "n_embd": 768,
+        "block_size": 1024,
+        "vocab_size": 50304,
+        "ppo_step": False,
+    },
+}
 PRESETS["suite=gpu"] = {**PRESETS["gpt2"], "compile": True}  # eager and compiled
 
 
@@ -71,12 +121,19 @@ PRESETS["suite=gpu"] = {**PRESETS["gpt2"], "compile": True}  # eager and compile
 # LayerNorm without bias, learned absolute positions, fused causal attention, GELU MLP,
 # tied embeddings, no biases. Our model must be at least as fast at the same shape.
 
+
 class BaselineBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(c.n_embd, bias=False), nn.LayerNorm(c.n_embd, bias=False)
-        self.qkv, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False), nn.Linear(c.n_embd, c.n_embd, bias=False)
-        self.fc, self.fc_out = nn.Linear(c.n_embd, 4 * c.n_embd, bias=False), nn.Linear(4 * c.n_embd, c.n_embd, bias=False)
+        self.qkv, self.proj = (
+            nn.Linear(c.n_embd, 3 * c.n_embd, bias=False),
+            nn.Linear(c.n_embd, c.n_embd, bias=False),
+        )
+        self.fc, self.fc_out = (
+            nn.Linear(c.n_embd, 4 * c.n_embd, bias=False),
+            nn.Linear(4 * c.n_embd, c.n_embd, bias=False),
+        )
         self.n_head = c.n_head
 
     def forward(self, x):
@@ -92,7 +149,10 @@ class BaselineGPT(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.cfg = c
-        self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
+        self.wte, self.wpe = (
+            nn.Embedding(c.vocab_size, c.n_embd),
+            nn.Embedding(c.block_size, c.n_embd),
+        )
         self.blocks = nn.ModuleList([BaselineBlock(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embd, bias=False)
 
@@ -152,31 +212,49 @@ def training(args, cfg, device, res, tag=""):
     if args.skip_baseline:
         models.pop("baseline")
     n_params = {k: m.num_params() for k, m in models.items()}
-    for compiled in ([False, True] if args.suite and args.compile else [args.compile]):
+    for compiled in [False, True] if args.suite and args.compile else [args.compile]:
         run = {k: torch.compile(m) for k, m in models.items()} if compiled else models
         tps = bench_train(run, cfg, args.batch_size, args.steps, args.warmup, device)
         mode = "compiled" if compiled else "eager"
         for k, v in tps.items():
             util = mfu(cfg, n_params[k], v, device)
             res[f"train_tokens_per_sec_{k}_{mode}"], res[f"train_mfu_{k}_{mode}"] = v, util
-            print(f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s"
-                  + (f", MFU {100 * util:.1f}%" if util is not None else ""), flush=True)
+            print(
+                f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s"
+                + (f", MFU {100 * util:.1f}%" if util is not None else ""),
+                flush=True,
+            )
         if "baseline" in tps:
             res[f"train_ratio_{mode}"] = tps["nanoalign"] / tps["baseline"]
-            print(f"[{tag}] nanoalign / baseline ({mode}): {res[f'train_ratio_{mode}']:.3f}x", flush=True)
+            print(
+                f"[{tag}] nanoalign / baseline ({mode}): {res[f'train_ratio_{mode}']:.3f}x",
+                flush=True,
+            )
     return models["nanoalign"]
 
 
 def sampling(args, cfg, model, device, res, tag=""):
     model.eval()
     nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
-    cached, first = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, True, 3, device)
+    cached, first = bench_sample(
+        model, cfg, args.sample_batch, args.prompt_len, nt, True, 3, device
+    )
     full, _ = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, False, 1, device)
-    res.update({"sample_batch": args.sample_batch, "sample_new_tokens": nt, "sample_tokens_per_sec_cached": cached,
-                "sample_tokens_per_sec_cached_first_call": first, "sample_tokens_per_sec_recompute": full,
-                "sample_speedup": cached / full})
-    print(f"[{tag}] sample batch {args.sample_batch}, {nt} new tokens: KV cache {cached:,.0f} tokens/s (first call "
-          f"{first:,.0f}), full recompute {full:,.0f} tokens/s -> {cached / full:.1f}x", flush=True)
+    res.update(
+        {
+            "sample_batch": args.sample_batch,
+            "sample_new_tokens": nt,
+            "sample_tokens_per_sec_cached": cached,
+            "sample_tokens_per_sec_cached_first_call": first,
+            "sample_tokens_per_sec_recompute": full,
+            "sample_speedup": cached / full,
+        }
+    )
+    print(
+        f"[{tag}] sample batch {args.sample_batch}, {nt} new tokens: KV cache {cached:,.0f} tokens/s (first call "
+        f"{first:,.0f}), full recompute {full:,.0f} tokens/s -> {cached / full:.1f}x",
+        flush=True,
+    )
 
 
 def scripts(args, root):
@@ -184,23 +262,79 @@ def scripts(args, root):
     user would run them: pretraining, SFT, the PM, PPO, induction heads."""
     p = args.script_preset
     lm, pm = os.path.join(root, "lm"), os.path.join(root, "pm")
-    cmds = [["train_lm.py", "--max_iters", "20", "--eval_interval", "10", "--out_dir", lm],
-            ["train_lm.py", "--mode", "sft", "--max_iters", "10", "--eval_interval", "5", "--out_dir", lm],
-            ["train_pm.py", "--init", os.path.join(run_path(lm, p), "pretrain.pt"), "--n_train", "256", "--n_test",
-             "128", "--epochs", "1", "--out_dir", pm],
-            ["ppo.py", "--policy", os.path.join(run_path(lm, p, "sft_hh"), "sft.pt"), "--pm",
-             os.path.join(run_path(pm, p), "pm.pt"), "--steps", "2", "--out_dir", os.path.join(root, "ppo")],
-            ["induction.py", "--models", "attn2", "--steps", "60", "--snap_every", "20", "--out_dir", os.path.join(root, "ind")]]
+    cmds = [
+        ["train_lm.py", "--max_iters", "20", "--eval_interval", "10", "--out_dir", lm],
+        [
+            "train_lm.py",
+            "--mode",
+            "sft",
+            "--max_iters",
+            "10",
+            "--eval_interval",
+            "5",
+            "--out_dir",
+            lm,
+        ],
+        [
+            "train_pm.py",
+            "--init",
+            os.path.join(run_path(lm, p), "pretrain.pt"),
+            "--n_train",
+            "256",
+            "--n_test",
+            "128",
+            "--epochs",
+            "1",
+            "--out_dir",
+            pm,
+        ],
+        [
+            "ppo.py",
+            "--policy",
+            os.path.join(run_path(lm, p, "sft_hh"), "sft.pt"),
+            "--pm",
+            os.path.join(run_path(pm, p), "pm.pt"),
+            "--steps",
+            "2",
+            "--out_dir",
+            os.path.join(root, "ppo"),
+        ],
+        [
+            "induction.py",
+            "--models",
+            "attn2",
+            "--steps",
+            "60",
+            "--snap_every",
+            "20",
+            "--out_dir",
+            os.path.join(root, "ind"),
+        ],
+    ]
     out = []
     for cmd in cmds:
         cmd = [cmd[0], "--preset", p, "--quiet", *cmd[1:]]
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        r = subprocess.run(
+            [sys.executable, *cmd],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
         last = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
-        out.append({"command": "python " + " ".join(cmd), "exit": r.returncode, "seconds": time.perf_counter() - t0,
-                    "last_line": last[0][-300:]})
-        print(f"[scripts] exit {r.returncode} in {out[-1]['seconds']:.0f}s: {out[-1]['command']}"
-              + ("" if r.returncode == 0 else f"\n    {last[0]}"), flush=True)
+        out.append(
+            {
+                "command": "python " + " ".join(cmd),
+                "exit": r.returncode,
+                "seconds": time.perf_counter() - t0,
+                "last_line": last[0][-300:],
+            }
+        )
+        print(
+            f"[scripts] exit {r.returncode} in {out[-1]['seconds']:.0f}s: {out[-1]['command']}"
+            + ("" if r.returncode == 0 else f"\n    {last[0]}"),
+            flush=True,
+        )
     lm_res = os.path.join(run_path(lm, p), "results.json")
     if os.path.exists(lm_res):
         with open(lm_res) as f:
@@ -209,13 +343,21 @@ def scripts(args, root):
     return out
 
 
-def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=64, epochs=2, minibatch=16, reps=3):
+def bench_ppo_step(
+    cfg, device, batch=32, prompt_len=24, new_tokens=64, epochs=2, minibatch=16, reps=3
+):
     """The cost profile of one ppo.py step (its defaults), built from model.py alone:
     rollout (KV-cached sampling), scoring (PM at the end-of-context token, plus reference
     log-probs), update (epochs x minibatches of policy and value forward/backward)."""
-    policy, pm = GPT(cfg).to(device), GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device)
+    policy, pm = (
+        GPT(cfg).to(device),
+        GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device),
+    )
     value = GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device)
-    opt_p, opt_v = configure_optimizer(policy, 1e-5, device_type=device.type), configure_optimizer(value, 1e-5, device_type=device.type)
+    opt_p, opt_v = (
+        configure_optimizer(policy, 1e-5, device_type=device.type),
+        configure_optimizer(value, 1e-5, device_type=device.type),
+    )
     prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
     times = {"rollout": [], "scoring": [], "update": []}
     for r in range(reps + 1):
@@ -230,7 +372,7 @@ def bench_ppo_step(cfg, device, batch=32, prompt_len=24, new_tokens=64, epochs=2
         t2 = now(device)
         for _ in range(epochs):
             for i in range(0, batch, minibatch):
-                t, p = out["tokens"][i:i + minibatch], out["pad_mask"][i:i + minibatch]
+                t, p = out["tokens"][i : i + minibatch], out["pad_mask"][i : i + minibatch]
                 with autocast(device.type):
                     lp = token_logprobs(policy(t, pad_mask=p)[0][:, :-1], t[:, 1:])
                     v = value.score(t, p)
@@ -250,24 +392,41 @@ def main(args):
     t_start = time.perf_counter()
     device = get_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=args.block_size,
-                    vocab_size=args.vocab_size or vocab_size_padded(get_tokenizer("world")))
+    cfg = GPTConfig(
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        block_size=args.block_size,
+        vocab_size=args.vocab_size or vocab_size_padded(get_tokenizer("world")),
+    )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     tag = f"{cfg.n_layer}x{cfg.n_embd}, context {cfg.block_size}, batch {args.batch_size}, {name}"
-    res = {**asdict(args), "vocab_size": cfg.vocab_size, "device": name, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "peak_flops": device_peak_flops(device)}
+    res = {
+        **asdict(args),
+        "vocab_size": cfg.vocab_size,
+        "device": name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "peak_flops": device_peak_flops(device),
+    }
     model = training(args, cfg, device, res, tag)
     sampling(args, cfg, model, device, res, tag)
     if args.ppo_step:
         res["ppo_step_seconds"] = bench_ppo_step(cfg, device)
-        print(f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 64 new tokens, 2 epochs): "
-              + ", ".join(f"{k} {v:.2f}s" for k, v in res["ppo_step_seconds"].items()))
+        print(
+            f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 64 new tokens, 2 epochs): "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in res["ppo_step_seconds"].items())
+        )
     if args.suite:
         out_dir = run_dir(args.out_dir, "suite")
         res["scripts"] = scripts(args, os.path.join(out_dir, "runs"))
     else:
-        out_dir = run_dir(args.out_dir, args.preset, "cuda" if device.type == "cuda" else "",
-                          "compiled" if args.compile else "")
+        out_dir = run_dir(
+            args.out_dir,
+            args.preset,
+            "cuda" if device.type == "cuda" else "",
+            "compiled" if args.compile else "",
+        )
     res["seconds"] = time.perf_counter() - t_start
     write_json(os.path.join(out_dir, "results.json"), res)
     print(f"wrote {out_dir}/results.json in {res['seconds']:.0f}s")

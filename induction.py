@@ -47,48 +47,120 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.prepare import copy_spans, data_name, default_tokenizer, load_split, prepare, synthetic_batch
-from model import (GPT, GPTConfig, configure_optimizer, get_device, load_checkpoint, log_metrics, lr_at,
-                   optimizer_step, parse_config, printer, pyplot, run_dir, save_checkpoint, save_figure, write_json)
+from data.prepare import (
+    copy_spans,
+    data_name,
+    default_tokenizer,
+    load_split,
+    prepare,
+    synthetic_batch,
+)
+from model import (
+    GPT,
+    GPTConfig,
+    configure_optimizer,
+    get_device,
+    load_checkpoint,
+    log_metrics,
+    lr_at,
+    optimizer_step,
+    parse_config,
+    printer,
+    pyplot,
+    run_dir,
+    save_checkpoint,
+    save_figure,
+    write_json,
+)
 
 
 @dataclass
 class Config:
-    preset: str = "cpu"       # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
-    models: str = "attn1,attn2,smear1,mlp2"  # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
-    seeds: int = 3            # seeds for the models in --seed_models (the phase change's spread); others run seed --seed
-    seed_models: str = "attn2,smear1"  # models trained with --seeds seeds
-    data: str = "synthetic"   # "synthetic" (repeated random segments), "world", or a text / HH file
-    steps: int = 1000         # training steps per attention-only model
-    mlp_steps: int = 2500     # training steps per mlpN model (in our runs they form induction heads later)
-    batch_size: int = 32      # sequences per step
-    block_size: int = 64      # context length in tokens
-    vocab: int = 64           # synthetic vocabulary size (other data: the tokenizer's)
-    p_repeat: float = 0.7     # synthetic: share of chunks that copy an earlier stretch
-    repeat_frac: float = 0.0  # text: share of windows in which an earlier span of the window is copied later
-    n_embd: int = 64          # residual stream width
-    n_head: int = 4           # attention heads per layer
-    lr: float = 1e-3          # learning rate (constant after warm-up)
-    warmup: int = 20          # steps of linear warm-up
-    grad_clip: float = 0.0    # clip the gradient norm to this (0: no clipping)
-    smear_init: float = 0.01  # smeared keys: initial weight on the previous token's key (0.01: no previous-token mechanism)
-    smear_lr_mult: float = 30.0  # smeared keys: learning-rate multiple for the smear logits (see the note in build())
-    snap_every: int = 25      # measurements every this many steps: resolves the phase change in time
-    threshold: float = 0.3    # best prefix-matching score a model must reach to count as having an induction head
-    analyze: str = ""         # print the per-head scores of this checkpoint and exit
-    probe_vocab: int = 0      # --analyze: probe with token ids below this, the ones the model was trained on (0: all)
-    out_dir: str = "out/induction"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
-    seed: int = 0             # random seed (initialisation, data) of the first (or only) run of each model
-    device: str = "auto"      # "auto" (cuda if available), "cpu", "cuda", ...
-    quiet: bool = False       # no progress bar or messages
+    # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
+    preset: str = "cpu"
+    # comma-separated: attnN N-layer attention-only, smearN smeared keys, mlpN with MLPs
+    models: str = "attn1,attn2,smear1,mlp2"
+    # seeds for the models in --seed_models (the phase change's spread); others run seed --seed
+    seeds: int = 3
+    # models trained with --seeds seeds
+    seed_models: str = "attn2,smear1"
+    # "synthetic" (repeated random segments), "world", or a text / HH file
+    data: str = "synthetic"
+    # training steps per attention-only model
+    steps: int = 1000
+    # training steps per mlpN model (in our runs they form induction heads later)
+    mlp_steps: int = 2500
+    # sequences per step
+    batch_size: int = 32
+    # context length in tokens
+    block_size: int = 64
+    # synthetic vocabulary size (other data: the tokenizer's)
+    vocab: int = 64
+    # synthetic: share of chunks that copy an earlier stretch
+    p_repeat: float = 0.7
+    # text: share of windows in which an earlier span of the window is copied later
+    repeat_frac: float = 0.0
+    # residual stream width
+    n_embd: int = 64
+    # attention heads per layer
+    n_head: int = 4
+    # learning rate (constant after warm-up)
+    lr: float = 1e-3
+    # steps of linear warm-up
+    warmup: int = 20
+    # clip the gradient norm to this (0: no clipping)
+    grad_clip: float = 0.0
+    # smeared keys: initial weight on the previous token's key (0.01: no previous-token mechanism)
+    smear_init: float = 0.01
+    # smeared keys: learning-rate multiple for the smear logits (see the note in build())
+    smear_lr_mult: float = 30.0
+    # measurements every this many steps: resolves the phase change in time
+    snap_every: int = 25
+    # best prefix-matching score a model must reach to count as having an induction head
+    threshold: float = 0.3
+    # print the per-head scores of this checkpoint and exit
+    analyze: str = ""
+    # --analyze: probe with token ids below this, the ones the model was trained on (0: all)
+    probe_vocab: int = 0
+    # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
+    out_dir: str = "out/induction"
+    # random seed (initialisation, data) of the first (or only) run of each model
+    seed: int = 0
+    # "auto" (cuda if available), "cpu", "cuda", ...
+    device: str = "auto"
+    # no progress bar or messages
+    quiet: bool = False
 
 
 SHAKESPEARE = "../shared/data/text/tinyshakespeare.txt"
-PRESETS = {"cpu": {},
-           "text": {"data": SHAKESPEARE, "block_size": 256, "steps": 800, "repeat_frac": 0.5, "models": "attn1,attn2",
-                    "seeds": 1, "snap_every": 50},
-           "tiny": {"steps": 20, "mlp_steps": 20, "snap_every": 10, "block_size": 32, "seeds": 1},  # seconds, for tests
-           "gpu": {"block_size": 512, "steps": 3000, "mlp_steps": 3000, "batch_size": 64, "n_embd": 256, "n_head": 8, "snap_every": 50}}
+PRESETS = {
+    "cpu": {},
+    "text": {
+        "data": SHAKESPEARE,
+        "block_size": 256,
+        "steps": 800,
+        "repeat_frac": 0.5,
+        "models": "attn1,attn2",
+        "seeds": 1,
+        "snap_every": 50,
+    },
+    "tiny": {
+        "steps": 20,
+        "mlp_steps": 20,
+        "snap_every": 10,
+        "block_size": 32,
+        "seeds": 1,
+    },  # seconds, for tests
+    "gpu": {
+        "block_size": 512,
+        "steps": 3000,
+        "mlp_steps": 3000,
+        "batch_size": 64,
+        "n_embd": 256,
+        "n_head": 8,
+        "snap_every": 50,
+    },
+}
 
 
 def parse_args(argv=None):
@@ -97,6 +169,7 @@ def parse_args(argv=None):
 
 # -----------------------------------------------------------------------------
 # Data
+
 
 def repeated_random(batch, n, vocab, gen, T=None):
     """The probe for prefix matching: random tokens repeated twice (Olsson et al. 2022,
@@ -109,21 +182,26 @@ def repeated_random(batch, n, vocab, gen, T=None):
     periods = torch.randint(max(2, T // 8), n + 1, (batch,), generator=gen)
     x = torch.randint(0, vocab, (batch, T), generator=gen)
     for b, p in enumerate(periods.tolist()):
-        x[b, p:2 * p] = x[b, :p]
+        x[b, p : 2 * p] = x[b, :p]
     return x, periods
 
 
 def probe_batch(vocab, T, device):
     """The prefix-matching probe every measurement uses: 16 sequences of random tokens, each
     repeated once with its own period (T/8..T/2), fixed seed -> (tokens, periods) on device."""
-    return tuple(t.to(device) for t in repeated_random(16, T // 2, vocab, torch.Generator().manual_seed(1), T))
+    return tuple(
+        t.to(device)
+        for t in repeated_random(16, T // 2, vocab, torch.Generator().manual_seed(1), T)
+    )
 
 
 def text_stream(cfg):
     """Natural text as a token array, with our BPE (world / any text) -> (ids, vocab, tokenizer)."""
     if cfg.data != "world" and not os.path.exists(cfg.data):
-        raise SystemExit(f"{cfg.data}: no such file (the text preset reads tinyshakespeare from ../shared/data/text; "
-                         f"give another plain-text file with --data PATH)")
+        raise SystemExit(
+            f"{cfg.data}: no such file (the text preset reads tinyshakespeare from ../shared/data/text; "
+            f"give another plain-text file with --data PATH)"
+        )
     tok = default_tokenizer(cfg.data)
     d, meta = prepare(cfg.data, tok, verbose=not cfg.quiet)
     return np.asarray(load_split(d, "train", meta)[0], dtype=np.int64), meta["vocab"], tok
@@ -133,12 +211,13 @@ def text_batch(ids, batch, T, gen, repeat_frac):
     """Random windows of the text; in a share repeat_frac of them an earlier natural span
     is copied to a later place in the same window (data.prepare.copy_spans)."""
     ix = torch.randint(len(ids) - T - 1, (batch,), generator=gen).tolist()
-    x = copy_spans(torch.from_numpy(np.stack([ids[i:i + T + 1] for i in ix])), repeat_frac, gen)
+    x = copy_spans(torch.from_numpy(np.stack([ids[i : i + T + 1] for i in ix])), repeat_frac, gen)
     return x[:, :-1], x[:, 1:]
 
 
 # -----------------------------------------------------------------------------
 # Measurements (Olsson et al. 2022, Sec. 2 "Key concepts", Sec. 4-9 the six arguments)
+
 
 def icl_score(loss_per_pos, early=None, late=None):
     """In-context learning score: mean loss at a late token minus mean loss at an early one.
@@ -148,8 +227,10 @@ def icl_score(loss_per_pos, early=None, late=None):
     easier = the model learns in context."""
     T = loss_per_pos.shape[-1]
     early = early if early is not None else max(1, round(50 / 512 * T))
-    late = late if late is not None else min(T - 3, round(500 / 512 * T))  # keep the +-2 window inside
-    w = lambda c: loss_per_pos[..., max(0, c - 2):c + 3].mean()
+    late = (
+        late if late is not None else min(T - 3, round(500 / 512 * T))
+    )  # keep the +-2 window inside
+    w = lambda c: loss_per_pos[..., max(0, c - 2) : c + 3].mean()
     return float(w(late) - w(early))
 
 
@@ -163,10 +244,16 @@ def prefix_matching(atts, tokens, n):
     pos = torch.arange(T, device=tokens.device)
     n = torch.as_tensor(n, device=tokens.device).expand(B)[:, None]
     query = ((pos >= n) & (pos < 2 * n)).to(atts[0].dtype)  # (B, T): the second copy
-    prev = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1)  # token before each key
-    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+    prev = torch.cat(
+        [torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], 1
+    )  # token before each key
+    target = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(
+        T, T, dtype=torch.bool, device=tokens.device
+    ).tril()
     on_target = [(a * target[:, None].to(a.dtype)).sum(-1) for a in atts]  # per layer (B, H, Tq)
-    return torch.stack([(s * query[:, None]).sum((0, 2)) / query.sum() for s in on_target])  # (layers, heads)
+    return torch.stack(
+        [(s * query[:, None]).sum((0, 2)) / query.sum() for s in on_target]
+    )  # (layers, heads)
 
 
 def prev_token_scores(atts):
@@ -182,9 +269,15 @@ def ablated(model, heads):
     hd = model.cfg.n_embd // model.cfg.n_head
 
     def hook(layer):  # a copy of the projection's input with this layer's heads' columns zeroed
-        cols = torch.tensor([c for l, h in heads if l == layer for c in range(h * hd, (h + 1) * hd)])
+        cols = torch.tensor(
+            [c for l, h in heads if l == layer for c in range(h * hd, (h + 1) * hd)]
+        )
         return lambda _, args: (args[0].index_fill(-1, cols.to(args[0].device), 0),)
-    handles = [model.blocks[l].attn.proj.register_forward_pre_hook(hook(l)) for l in sorted({l for l, _ in heads})]
+
+    handles = [
+        model.blocks[l].attn.proj.register_forward_pre_hook(hook(l))
+        for l in sorted({l for l, _ in heads})
+    ]
     try:
         yield
     finally:
@@ -212,8 +305,18 @@ def k_composition(model):
     if model.cfg.n_layer < 2:
         return None
     (_, ov), (qk, _) = circuits(model, 0), circuits(model, 1)
-    return torch.tensor([[float(torch.linalg.norm(q @ o) / (torch.linalg.norm(q) * torch.linalg.norm(o)).clamp(min=1e-12))
-                          for q in qk] for o in ov])
+    return torch.tensor(
+        [
+            [
+                float(
+                    torch.linalg.norm(q @ o)
+                    / (torch.linalg.norm(q) * torch.linalg.norm(o)).clamp(min=1e-12)
+                )
+                for q in qk
+            ]
+            for o in ov
+        ]
+    )
 
 
 def copying_scores(model, top=5):
@@ -225,11 +328,15 @@ def copying_scores(model, top=5):
     (composition through layer 0 ignored, as in the paper's per-head measure)."""
     V = model.cfg.vocab_valid or model.cfg.vocab_size
     W_E = model.wte.weight[:V].detach().float()  # (V, d)
-    W_U = model.unembedding()[:V].detach().float() * model.ln_f.detach().float()  # (V, d), with the final norm's gain
+    W_U = (
+        model.unembedding()[:V].detach().float() * model.ln_f.detach().float()
+    )  # (V, d), with the final norm's gain
     eig, logit = [], []
     for layer in range(model.cfg.n_layer):
         for ov in circuits(model, layer)[1]:
-            lam = torch.linalg.eigvals(ov @ W_E.T @ W_U)  # (d, d): the non-zero eigenvalues of W_U W_OV W_E^T
+            lam = torch.linalg.eigvals(
+                ov @ W_E.T @ W_U
+            )  # (d, d): the non-zero eigenvalues of W_U W_OV W_E^T
             eig.append(float(lam.real.sum() / lam.abs().sum().clamp(min=1e-12)))
             out = W_E @ ov.T @ W_U.T  # (V, V): row t = logits when the head attends to token t
             logit.append(float(((out > out.diagonal()[:, None]).sum(1) < top).float().mean()))
@@ -247,8 +354,11 @@ def measure(model, eval_batch, probe, threshold):
     L, H = model.cfg.n_layer, model.cfg.n_head
 
     def icl():
-        lpp = F.cross_entropy(model(x)[0].float().transpose(1, 2), y, reduction="none").mean(0).cpu()
+        lpp = (
+            F.cross_entropy(model(x)[0].float().transpose(1, 2), y, reduction="none").mean(0).cpu()
+        )
         return icl_score(lpp), float(lpp.mean())
+
     with torch.no_grad():
         atts = model.attention_patterns(probe[0])
         prefix, prev = prefix_matching(atts, *probe).cpu(), prev_token_scores(atts).cpu()
@@ -258,7 +368,13 @@ def measure(model, eval_batch, probe, threshold):
             for head in range(H):
                 with ablated(model, [(layer, head)]):
                     single[layer, head] = icl()[0]
-        out = {"icl_score": score, "eval_loss": loss, "prefix_matching": prefix, "prev_token": prev, "ablated_icl": single}
+        out = {
+            "icl_score": score,
+            "eval_loss": loss,
+            "prefix_matching": prefix,
+            "prev_token": prev,
+            "ablated_icl": single,
+        }
         for kind, scores in (("induction_heads", prefix), ("prev_token_heads", prev)):
             heads = [(l, h) for l in range(L) for h in range(H) if scores[l, h] >= threshold]
             with ablated(model, heads):
@@ -277,7 +393,9 @@ def phase_change(snaps, threshold, lo=0.1, hi=0.9):
     that happens inside the window (Argument 1: do they change at the same time?)."""
     pm = [s["max_prefix_matching"] for s in snaps]
     if max(pm) < threshold:
-        return dict.fromkeys(("phase_change_step", "pm_window", "icl_change_in_window", "loss_change_in_window"))
+        return dict.fromkeys(
+            ("phase_change_step", "pm_window", "icl_change_in_window", "loss_change_in_window")
+        )
     base, top = pm[0], max(pm)
     first = lambda f: next(i for i, p in enumerate(pm) if p >= base + f * (top - base))
     a, b = max(first(lo) - 1, 0), first(hi)
@@ -285,19 +403,33 @@ def phase_change(snaps, threshold, lo=0.1, hi=0.9):
     def share(key):
         total = snaps[-1][key] - snaps[0][key]
         return (snaps[b][key] - snaps[a][key]) / total if total else None
-    return {"phase_change_step": snaps[first(0.5)]["step"], "pm_window": {"start": snaps[a]["step"], "end": snaps[b]["step"]},
-            "icl_change_in_window": share("icl_score"), "loss_change_in_window": share("eval_loss")}
+
+    return {
+        "phase_change_step": snaps[first(0.5)]["step"],
+        "pm_window": {"start": snaps[a]["step"], "end": snaps[b]["step"]},
+        "icl_change_in_window": share("icl_score"),
+        "loss_change_in_window": share("eval_loss"),
+    }
 
 
 # -----------------------------------------------------------------------------
 # Training
 
+
 def build(name, cfg, vocab):
-    kind, L = name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")):] or 0)
+    kind, L = name.rstrip("0123456789"), int(name[len(name.rstrip("0123456789")) :] or 0)
     if kind not in ("attn", "smear", "mlp") or L < 1:
         raise SystemExit(f"unknown model {name!r}: use attnN, smearN or mlpN")
-    mc = GPTConfig(vocab_size=vocab, block_size=cfg.block_size, n_layer=L, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                   attn_only=kind != "mlp", smeared_key=kind == "smear", tie_embeddings=False)
+    mc = GPTConfig(
+        vocab_size=vocab,
+        block_size=cfg.block_size,
+        n_layer=L,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        attn_only=kind != "mlp",
+        smeared_key=kind == "smear",
+        tie_embeddings=False,
+    )
     model = GPT(mc)
     if mc.smeared_key:
         # Argument 2 without the confound: the smear starts near zero, so the model has no
@@ -329,29 +461,51 @@ def train_one(name, cfg, device, text, vocab, seed):
     k_init = k_composition(model)
     opt = make_optimizer(model, cfg, device)
     gen, eval_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(999)
-    batch = lambda g, n: (text_batch(text, n, cfg.block_size, g, cfg.repeat_frac) if text is not None
-                          else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat))
+    batch = lambda g, n: (
+        text_batch(text, n, cfg.block_size, g, cfg.repeat_frac)
+        if text is not None
+        else synthetic_batch(n, cfg.block_size, vocab, g, cfg.p_repeat)
+    )
     ex, ey = batch(eval_gen, 64)
     eval_batch, probe = (ex.to(device), ey.to(device)), probe_batch(vocab, cfg.block_size, device)
     snaps, losses = [], []
     bar = tqdm(range(steps + 1), disable=cfg.quiet, desc=f"{name} seed {seed}", leave=False)
     for step in bar:
         if step % cfg.snap_every == 0:
-            m = {k: v.tolist() if torch.is_tensor(v) else v for k, v in measure(model, eval_batch, probe, cfg.threshold).items()}
-            snap = {"model": name, "seed": seed, "step": step, "tokens": step * cfg.batch_size * cfg.block_size,
-                    "train_loss": float(np.mean(losses[-cfg.snap_every:])) if losses else None, **m,
-                    "max_prefix_matching": float(np.max(m["prefix_matching"]))}
+            m = {
+                k: v.tolist() if torch.is_tensor(v) else v
+                for k, v in measure(model, eval_batch, probe, cfg.threshold).items()
+            }
+            snap = {
+                "model": name,
+                "seed": seed,
+                "step": step,
+                "tokens": step * cfg.batch_size * cfg.block_size,
+                "train_loss": float(np.mean(losses[-cfg.snap_every :])) if losses else None,
+                **m,
+                "max_prefix_matching": float(np.max(m["prefix_matching"])),
+            }
             if model.cfg.smeared_key:
                 snap["smear_weight"] = [torch.sigmoid(b.attn.smear).tolist() for b in model.blocks]
             snaps.append(snap)
-            bar.set_postfix(loss=f"{snap['eval_loss']:.3f}", icl=f"{m['icl_score']:.3f}",
-                            prefix=f"{snap['max_prefix_matching']:.2f}")
+            bar.set_postfix(
+                loss=f"{snap['eval_loss']:.3f}",
+                icl=f"{m['icl_score']:.3f}",
+                prefix=f"{snap['max_prefix_matching']:.2f}",
+            )
         if step == steps:
             break
         x, y = batch(gen, cfg.batch_size)
         _, loss = model(x.to(device), y.to(device))
         loss.backward()
-        optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr_at(step, steps, cfg.lr, cfg.warmup, cfg.lr))
+        optimizer_step(
+            opt,
+            model,
+            loss,
+            cfg.grad_clip,
+            step + 1,
+            lr_at(step, steps, cfg.lr, cfg.warmup, cfg.lr),
+        )
         losses.append(loss.item())
     model.eval()
     return model, snaps, k_init
@@ -362,31 +516,63 @@ def summarize(model, snaps, k_init, cfg):
     (Argument 3: the top induction head and its previous-token partner), previous-token
     scores and K-composition against initialisation (Argument 5)."""
     last = snaps[-1]
-    prefix, abl, prev = (np.array(last[k]) for k in ("prefix_matching", "ablated_icl", "prev_token"))
+    prefix, abl, prev = (
+        np.array(last[k]) for k in ("prefix_matching", "ablated_icl", "prev_token")
+    )
     l, h = np.unravel_index(prefix.argmax(), prefix.shape)
     worst = np.unravel_index(abl.argmax(), abl.shape)
-    ablation = {"icl_score_intact": last["icl_score"], "icl_score_top_head_ablated": float(abl[l, h]),
-                "top_head": f"{l}.{h}", "most_damaging_head": f"{worst[0]}.{worst[1]}",
-                "icl_score_most_damaging_ablated": float(abl.max()),
-                **{k: last[k] for k in ("induction_heads", "prev_token_heads")},
-                **{f"icl_score_{k}_ablated": last[f"icl_{k}_ablated"] for k in ("induction_heads", "prev_token_heads")}}
-    out = {"layers": model.cfg.n_layer, "smeared_key": model.cfg.smeared_key, "attn_only": model.cfg.attn_only,
-           **phase_change(snaps, cfg.threshold), "max_prefix_matching": max(s["max_prefix_matching"] for s in snaps),
-           "final_prefix_matching": last["max_prefix_matching"], "final_icl_score": last["icl_score"],
-           "final_loss": last["eval_loss"], "ablation": ablation, "prev_token_max": float(prev.max()),
-           "k_composition_max": None, "k_composition_init": None}
+    ablation = {
+        "icl_score_intact": last["icl_score"],
+        "icl_score_top_head_ablated": float(abl[l, h]),
+        "top_head": f"{l}.{h}",
+        "most_damaging_head": f"{worst[0]}.{worst[1]}",
+        "icl_score_most_damaging_ablated": float(abl.max()),
+        **{k: last[k] for k in ("induction_heads", "prev_token_heads")},
+        **{
+            f"icl_score_{k}_ablated": last[f"icl_{k}_ablated"]
+            for k in ("induction_heads", "prev_token_heads")
+        },
+    }
+    out = {
+        "layers": model.cfg.n_layer,
+        "smeared_key": model.cfg.smeared_key,
+        "attn_only": model.cfg.attn_only,
+        **phase_change(snaps, cfg.threshold),
+        "max_prefix_matching": max(s["max_prefix_matching"] for s in snaps),
+        "final_prefix_matching": last["max_prefix_matching"],
+        "final_icl_score": last["icl_score"],
+        "final_loss": last["eval_loss"],
+        "ablation": ablation,
+        "prev_token_max": float(prev.max()),
+        "k_composition_max": None,
+        "k_composition_init": None,
+    }
     kc = k_composition(model)
     if kc is not None:
         p = int(prev[0].argmax())  # the layer-0 head most like a previous-token head
-        out.update(k_composition_max=float(kc.max()), k_composition_init=float(k_init.max()),
-                   k_composition_mean_init=float(k_init.mean()), prev_token_head=f"0.{p}")
+        out.update(
+            k_composition_max=float(kc.max()),
+            k_composition_init=float(k_init.max()),
+            k_composition_mean_init=float(k_init.mean()),
+            prev_token_head=f"0.{p}",
+        )
         if l >= 1:  # the induction head's partner: ablated, and its K-composition into it
             ablation["icl_score_prev_token_head_ablated"] = float(abl[0, p])
-            out.update(k_composition_pair=float(kc[p, h]), k_composition_pair_init=float(k_init[p, h]))
-        ind = [int(x.split(".")[1]) for x in last["induction_heads"] if x.startswith("1.")] or list(range(kc.size(1)))
-        out["layer0_heads"] = [{"head": f"0.{i}", "prev_token": float(prev[0, i]),  # who composes with whom
-                                "k_composition_into_induction_heads": float(kc[i, ind].mean()),
-                                "k_composition_init": float(k_init[i, ind].mean())} for i in range(kc.size(0))]
+            out.update(
+                k_composition_pair=float(kc[p, h]), k_composition_pair_init=float(k_init[p, h])
+            )
+        ind = [int(x.split(".")[1]) for x in last["induction_heads"] if x.startswith("1.")] or list(
+            range(kc.size(1))
+        )
+        out["layer0_heads"] = [
+            {
+                "head": f"0.{i}",
+                "prev_token": float(prev[0, i]),  # who composes with whom
+                "k_composition_into_induction_heads": float(kc[i, ind].mean()),
+                "k_composition_init": float(k_init[i, ind].mean()),
+            }
+            for i in range(kc.size(0))
+        ]
     if model.cfg.smeared_key:
         out["smear_weight_init"], out["smear_weight_final"] = cfg.smear_init, last["smear_weight"]
     return out
@@ -400,9 +586,17 @@ def head_table(model, vocab, T=64):
         atts = model.attention_patterns(tokens)
         prefix, prev = prefix_matching(atts, tokens, periods).cpu(), prev_token_scores(atts).cpu()
     eig, logit = copying_scores(model)
-    rows = [{"head": f"{l}.{h}", "prefix_matching": float(prefix[l, h]), "prev_token": float(prev[l, h]),
-             "copying": float(eig[l, h]), "copying_logit": float(logit[l, h])}
-            for l in range(prefix.size(0)) for h in range(prefix.size(1))]
+    rows = [
+        {
+            "head": f"{l}.{h}",
+            "prefix_matching": float(prefix[l, h]),
+            "prev_token": float(prev[l, h]),
+            "copying": float(eig[l, h]),
+            "copying_logit": float(logit[l, h]),
+        }
+        for l in range(prefix.size(0))
+        for h in range(prefix.size(1))
+    ]
     return sorted(rows, key=lambda r: -r["prefix_matching"])
 
 
@@ -411,32 +605,51 @@ def example(model, head, vocab, n=12):
     copy, where the head attends most, whether that is the token after the same token's
     first occurrence, and the model's loss on the first vs the second copy."""
     l, h = map(int, head.split("."))
-    x = repeated_random(1, n, vocab, torch.Generator().manual_seed(3))[0].to(model.wte.weight.device)
+    x = repeated_random(1, n, vocab, torch.Generator().manual_seed(3))[0].to(
+        model.wte.weight.device
+    )
     with torch.no_grad():
         att = model.attention_patterns(x)[l][0, h].cpu()
         loss = F.cross_entropy(model(x[:, :-1])[0][0].float(), x[0, 1:], reduction="none").cpu()
     top = att[n:].argmax(-1)
-    return {"head": head, "tokens": x[0].tolist(), "attended": top.tolist(), "attention": att.tolist(),
-            "share_on_next_after_first_copy": float((top == torch.arange(n, 2 * n) - n + 1).float().mean()),
-            "loss_first_copy": float(loss[:n - 1].mean()), "loss_second_copy": float(loss[n:].mean())}
+    return {
+        "head": head,
+        "tokens": x[0].tolist(),
+        "attended": top.tolist(),
+        "attention": att.tolist(),
+        "share_on_next_after_first_copy": float(
+            (top == torch.arange(n, 2 * n) - n + 1).float().mean()
+        ),
+        "loss_first_copy": float(loss[: n - 1].mean()),
+        "loss_second_copy": float(loss[n:].mean()),
+    }
 
 
 def analyze(path, device, probe_vocab=0):
     model, ck = load_checkpoint(path, device)
     model.eval()
-    vocab = min(model.cfg.vocab_valid or model.cfg.vocab_size, probe_vocab or 10 ** 9)
+    vocab = min(model.cfg.vocab_valid or model.cfg.vocab_size, probe_vocab or 10**9)
     rows = head_table(model, vocab)
-    print(f"{path}: {model.cfg.n_layer} layers x {model.cfg.n_head} heads (tokenizer {ck['tokenizer']})")
-    print(f"{'head':>6s} {'prefix-match':>13s} {'prev-token':>11s} {'copying':>8s} {'copy-logit':>11s}")
+    print(
+        f"{path}: {model.cfg.n_layer} layers x {model.cfg.n_head} heads (tokenizer {ck['tokenizer']})"
+    )
+    print(
+        f"{'head':>6s} {'prefix-match':>13s} {'prev-token':>11s} {'copying':>8s} {'copy-logit':>11s}"
+    )
     for r in rows:
-        print(f"{r['head']:>6s} {r['prefix_matching']:13.3f} {r['prev_token']:11.3f} {r['copying']:8.3f} "
-              f"{r['copying_logit']:11.3f}")
-    write_json(os.path.splitext(path)[0] + ".heads.json", rows)  # read by train_lm.py's repeated-data sweep
+        print(
+            f"{r['head']:>6s} {r['prefix_matching']:13.3f} {r['prev_token']:11.3f} {r['copying']:8.3f} "
+            f"{r['copying_logit']:11.3f}"
+        )
+    write_json(
+        os.path.splitext(path)[0] + ".heads.json", rows
+    )  # read by train_lm.py's repeated-data sweep
     return rows
 
 
 # -----------------------------------------------------------------------------
 # Figures
+
 
 def figures(runs, summary, ex, out_dir):
     plt = pyplot()
@@ -444,12 +657,16 @@ def figures(runs, summary, ex, out_dir):
         return []
     paths, names = [], list(runs)
     # Argument 1: loss, ICL score and prefix matching on shared steps, every seed, windows shaded
-    fig, axes = plt.subplots(3, len(names), figsize=(3.4 * len(names), 7), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(
+        3, len(names), figsize=(3.4 * len(names), 7), squeeze=False, sharex="col"
+    )
     for j, name in enumerate(names):
         for k, (seed, snaps) in enumerate(runs[name]):
             steps = [s["step"] for s in snaps]
             for i, key in enumerate(("eval_loss", "icl_score", "max_prefix_matching")):
-                axes[i, j].plot(steps, [s[key] for s in snaps], color=f"C{k}", lw=1, label=f"seed {seed}")
+                axes[i, j].plot(
+                    steps, [s[key] for s in snaps], color=f"C{k}", lw=1, label=f"seed {seed}"
+                )
             w = summary[name]["runs"][k]["pm_window"]
             if w:
                 for ax in axes[:, j]:
@@ -459,35 +676,53 @@ def figures(runs, summary, ex, out_dir):
     for i, label in enumerate(("held-out loss", "ICL score", "best prefix matching")):
         axes[i, 0].set_ylabel(label)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Argument 1: loss, ICL score and prefix matching; shaded: each seed's 10-90% prefix-matching rise",
-                 fontsize=9)
+    fig.suptitle(
+        "Argument 1: loss, ICL score and prefix matching; shaded: each seed's 10-90% prefix-matching rise",
+        fontsize=9,
+    )
     paths.append(save_figure(fig, os.path.join(out_dir, "phase_change.png")))
 
     def head_curves(value, ylabel, dash_early_layers=False):
         """One panel per model (its first seed): a curve per head of value(snapshot) (L, H) over training."""
-        fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            1, len(names), figsize=(3.4 * len(names), 3), squeeze=False, sharey=True
+        )
         for j, name in enumerate(names):
             snaps = runs[name][0][1]
             v = np.array([value(s) for s in snaps])  # (snaps, L, H)
             for l in range(v.shape[1]):
                 for h in range(v.shape[2]):
-                    axes[0, j].plot([s["step"] for s in snaps], v[:, l, h], lw=1, label=f"{l}.{h}",
-                                    ls="--" if dash_early_layers and l < v.shape[1] - 1 else "-")
+                    axes[0, j].plot(
+                        [s["step"] for s in snaps],
+                        v[:, l, h],
+                        lw=1,
+                        label=f"{l}.{h}",
+                        ls="--" if dash_early_layers and l < v.shape[1] - 1 else "-",
+                    )
             axes[0, j].set_title(name, fontsize=9), axes[0, j].set_xlabel("training step")
         axes[0, 0].set_ylabel(ylabel)
         return fig, axes
 
     # Argument 3: each head's ablation effect on the ICL score over training (first seed)
-    fig, axes = head_curves(lambda s: np.array(s["ablated_icl"]) - s["icl_score"], "ICL score: head zeroed - intact",
-                            dash_early_layers=True)
+    fig, axes = head_curves(
+        lambda s: np.array(s["ablated_icl"]) - s["icl_score"],
+        "ICL score: head zeroed - intact",
+        dash_early_layers=True,
+    )
     for j, name in enumerate(names):
-        joint = [(s["step"], s["icl_induction_heads_ablated"] - s["icl_score"]) for s in runs[name][0][1]
-                 if s["icl_induction_heads_ablated"] is not None]
+        joint = [
+            (s["step"], s["icl_induction_heads_ablated"] - s["icl_score"])
+            for s in runs[name][0][1]
+            if s["icl_induction_heads_ablated"] is not None
+        ]
         if joint:
             axes[0, j].plot(*zip(*joint), color="k", lw=2, label="all induction heads")
         axes[0, j].legend(fontsize=5, ncol=2)
-    fig.suptitle("Argument 3: the ICL score with one head zeroed (dashed: layer 0), or all induction heads (black), "
-                 "minus intact", fontsize=9)
+    fig.suptitle(
+        "Argument 3: the ICL score with one head zeroed (dashed: layer 0), or all induction heads (black), "
+        "minus intact",
+        fontsize=9,
+    )
     paths.append(save_figure(fig, os.path.join(out_dir, "ablation.png")))
     fig, _ = head_curves(lambda s: s["prefix_matching"], "prefix-matching score")
     paths.append(save_figure(fig, os.path.join(out_dir, "prefix_matching.png")))
@@ -495,8 +730,11 @@ def figures(runs, summary, ex, out_dir):
     if ex:  # Argument 4: the induction head's attention on one repeated sequence
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.imshow(np.array(ex["attention"]), cmap="viridis")
-        ax.set_title(f"{ex['model']} head {ex['head']} on a repeated random sequence:\n"
-                     f"the off-diagonal stripe is induction", fontsize=8)
+        ax.set_title(
+            f"{ex['model']} head {ex['head']} on a repeated random sequence:\n"
+            f"the off-diagonal stripe is induction",
+            fontsize=8,
+        )
         ax.set_xlabel("key position"), ax.set_ylabel("query position")
         paths.append(save_figure(fig, os.path.join(out_dir, "attention.png")))
     return paths
@@ -504,24 +742,34 @@ def figures(runs, summary, ex, out_dir):
 
 # -----------------------------------------------------------------------------
 
+
 def targets(summary):
     """The issue's targets, each true or false (null when its model was not run)."""
     s, t = summary, {}
     seeds_ok = lambda name, f: all(f(r) for r in s[name]["runs"]) if name in s else None
-    half_in_window = lambda r: r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5
+    half_in_window = lambda r: (
+        r["icl_change_in_window"] is not None and r["icl_change_in_window"] >= 0.5
+    )
     t["attn2_half_icl_change_in_window_every_seed"] = seeds_ok("attn2", half_in_window)
-    t["attn1_no_phase_change"] = seeds_ok("attn1", lambda r: r["phase_change_step"] is None and r["max_prefix_matching"] < 0.2)
-    if "attn1" in s and "attn2" in s:  # the share of the gap to the 1-layer model's ICL score that an ablation closes
+    t["attn1_no_phase_change"] = seeds_ok(
+        "attn1", lambda r: r["phase_change_step"] is None and r["max_prefix_matching"] < 0.2
+    )
+    if (
+        "attn1" in s and "attn2" in s
+    ):  # the share of the gap to the 1-layer model's ICL score that an ablation closes
         a = s["attn2"]["ablation"]
         gap = s["attn1"]["final_icl_score"] - a["icl_score_intact"]
         for key in ("top_head", "prev_token_head", "induction_heads", "prev_token_heads"):
             v = a.get(f"icl_score_{key}_ablated")
-            a[f"gap_closed_{key}"] = (v - a["icl_score_intact"]) / gap if v is not None and gap else None
+            a[f"gap_closed_{key}"] = (
+                (v - a["icl_score_intact"]) / gap if v is not None and gap else None
+            )
         t["ablating_top_head_closes_half_the_gap_to_attn1"] = (a["gap_closed_top_head"] or 0) >= 0.5
     if "smear1" in s and "attn2" in s:
         steps = lambda name: [r["phase_change_step"] for r in s[name]["runs"]]
-        t["smear1_earlier_than_attn2_every_seed"] = None not in steps("smear1") + steps("attn2") and \
-            max(steps("smear1")) < min(steps("attn2"))
+        t["smear1_earlier_than_attn2_every_seed"] = None not in steps("smear1") + steps(
+            "attn2"
+        ) and max(steps("smear1")) < min(steps("attn2"))
     t["mlp2_half_icl_change_in_window"] = seeds_ok("mlp2", half_in_window)
     return t
 
@@ -533,13 +781,19 @@ def main(cfg):
         return analyze(cfg.analyze, device, cfg.probe_vocab)
     log = printer(cfg.quiet)
     out_dir = run_dir(cfg.out_dir, data_name(cfg.data, default="synthetic"), cfg.preset)
-    text, vocab, tokenizer = (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)
-    log(f"induction heads: models {cfg.models} ({cfg.seeds} seeds for {cfg.seed_models}), {cfg.data} data "
+    text, vocab, tokenizer = (
+        (None, cfg.vocab, "synthetic") if cfg.data == "synthetic" else text_stream(cfg)
+    )
+    log(
+        f"induction heads: models {cfg.models} ({cfg.seeds} seeds for {cfg.seed_models}), {cfg.data} data "
         f"(vocab {vocab}, context {cfg.block_size}), {cfg.steps} steps of {cfg.batch_size} sequences, "
-        f"snapshots every {cfg.snap_every} steps")
+        f"snapshots every {cfg.snap_every} steps"
+    )
     runs, summary, ex = {}, {}, None
     for name in cfg.models.split(","):
-        seeds = [cfg.seed + i for i in range(cfg.seeds if name in cfg.seed_models.split(",") else 1)]
+        seeds = [
+            cfg.seed + i for i in range(cfg.seeds if name in cfg.seed_models.split(",") else 1)
+        ]
         for seed in seeds:
             t1 = time.time()
             model, snaps, k_init = train_one(name, cfg, device, text, vocab, seed)
@@ -553,53 +807,101 @@ def main(cfg):
                 save_checkpoint(os.path.join(out_dir, f"{name}.pt"), model, tokenizer)
                 if r["max_prefix_matching"] >= cfg.threshold and (ex is None or name == "attn2"):
                     ex = {"model": name, **example(model, r["ablation"]["top_head"], vocab)}
-            summary[name]["runs"].append({k: r[k] for k in ("seed", "phase_change_step", "pm_window",
-                                                            "icl_change_in_window", "loss_change_in_window",
-                                                            "max_prefix_matching", "final_icl_score")})
+            summary[name]["runs"].append(
+                {
+                    k: r[k]
+                    for k in (
+                        "seed",
+                        "phase_change_step",
+                        "pm_window",
+                        "icl_change_in_window",
+                        "loss_change_in_window",
+                        "max_prefix_matching",
+                        "final_icl_score",
+                    )
+                }
+            )
             pc, w = r["phase_change_step"], r["pm_window"]
-            log(f"  {name} seed {seed}: phase change {'at step ' + str(pc) if pc is not None else 'none'}"
-                + (f" (window {w['start']}-{w['end']}, {r['icl_change_in_window']:.0%} of the ICL change in it)" if w else "")
+            log(
+                f"  {name} seed {seed}: phase change {'at step ' + str(pc) if pc is not None else 'none'}"
+                + (
+                    f" (window {w['start']}-{w['end']}, {r['icl_change_in_window']:.0%} of the ICL change in it)"
+                    if w
+                    else ""
+                )
                 + f", final ICL score {r['final_icl_score']:.3f}, best prefix matching {r['max_prefix_matching']:.2f} "
-                f"({time.time() - t1:.0f}s)")
-    res = {"models": summary, "seeds": [r["phase_change_step"] for r in summary.get("attn2", {}).get("runs", [])],
-           "seeds_by_model": {k: [r["phase_change_step"] for r in v["runs"]] for k, v in summary.items()},
-           "targets": targets(summary), "example": ex and {k: v for k, v in ex.items() if k != "attention"},
-           "config": {k: getattr(cfg, k) for k in ("data", "block_size", "steps", "mlp_steps", "threshold", "lr",
-                                                   "smear_init", "smear_lr_mult", "seed", "seeds")}}
+                f"({time.time() - t1:.0f}s)"
+            )
+    res = {
+        "models": summary,
+        "seeds": [r["phase_change_step"] for r in summary.get("attn2", {}).get("runs", [])],
+        "seeds_by_model": {
+            k: [r["phase_change_step"] for r in v["runs"]] for k, v in summary.items()
+        },
+        "targets": targets(summary),
+        "example": ex and {k: v for k, v in ex.items() if k != "attention"},
+        "config": {
+            k: getattr(cfg, k)
+            for k in (
+                "data",
+                "block_size",
+                "steps",
+                "mlp_steps",
+                "threshold",
+                "lr",
+                "smear_init",
+                "smear_lr_mult",
+                "seed",
+                "seeds",
+            )
+        },
+    }
     res["figures"] = figures(runs, summary, ex, out_dir)
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
     report(res, log)
-    log(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{''.join(', ' + os.path.basename(f) for f in res['figures'])}) "
-        f"in {res['seconds']:.0f}s")
+    log(
+        f"\nwrote {out_dir}/ (results.json, metrics.jsonl{''.join(', ' + os.path.basename(f) for f in res['figures'])}) "
+        f"in {res['seconds']:.0f}s"
+    )
     return res
 
 
 def report(res, log):
     f = lambda v, fmt="{:.2f}": "-" if v is None else fmt.format(v)
-    log(f"\n{'model':7s}{'phase change (each seed)':>26s}{'window':>11s}{'ICL in window':>15s}{'loss in window':>15s}"
-        f"{'max prefix':>11s}{'prev-token':>11s}{'K-comp (init)':>15s}")
+    log(
+        f"\n{'model':7s}{'phase change (each seed)':>26s}{'window':>11s}{'ICL in window':>15s}{'loss in window':>15s}"
+        f"{'max prefix':>11s}{'prev-token':>11s}{'K-comp (init)':>15s}"
+    )
     for name, s in res["models"].items():
         w = s["pm_window"]
-        log(f"{name:7s}{', '.join(str(r['phase_change_step']) for r in s['runs']):>26s}"
+        log(
+            f"{name:7s}{', '.join(str(r['phase_change_step']) for r in s['runs']):>26s}"
             f"{(str(w['start']) + '-' + str(w['end'])) if w else '-':>11s}"
             f"{', '.join(f(r['icl_change_in_window'], '{:.0%}') for r in s['runs']):>15s}"
             f"{f(s['loss_change_in_window'], '{:.0%}'):>15s}{s['max_prefix_matching']:11.2f}{s['prev_token_max']:11.2f}"
-            f"{f(s['k_composition_max']) + ' (' + f(s['k_composition_init']) + ')':>15s}")
-    log(f"\nICL score at the end (Argument 3), intact and with heads zeroed:\n{'model':7s}{'intact':>8s}"
-        f"{'top induction head':>20s}{'its prev-token partner':>24s}{'all induction heads':>21s}{'all prev-token heads':>22s}")
+            f"{f(s['k_composition_max']) + ' (' + f(s['k_composition_init']) + ')':>15s}"
+        )
+    log(
+        f"\nICL score at the end (Argument 3), intact and with heads zeroed:\n{'model':7s}{'intact':>8s}"
+        f"{'top induction head':>20s}{'its prev-token partner':>24s}{'all induction heads':>21s}{'all prev-token heads':>22s}"
+    )
     for name, s in res["models"].items():
         a = s["ablation"]
-        log(f"{name:7s}{a['icl_score_intact']:8.3f}{a['top_head'] + ': ' + f(a['icl_score_top_head_ablated'], '{:.3f}'):>20s}"
+        log(
+            f"{name:7s}{a['icl_score_intact']:8.3f}{a['top_head'] + ': ' + f(a['icl_score_top_head_ablated'], '{:.3f}'):>20s}"
             f"{s.get('prev_token_head', '-') + ': ' + f(a.get('icl_score_prev_token_head_ablated'), '{:.3f}'):>24s}"
             f"{str(len(a['induction_heads'])) + ' heads: ' + f(a['icl_score_induction_heads_ablated'], '{:.3f}'):>21s}"
-            f"{str(len(a['prev_token_heads'])) + ' heads: ' + f(a['icl_score_prev_token_heads_ablated'], '{:.3f}'):>22s}")
+            f"{str(len(a['prev_token_heads'])) + ' heads: ' + f(a['icl_score_prev_token_heads_ablated'], '{:.3f}'):>22s}"
+        )
     ex = res["example"]
     if ex:
         n = len(ex["attended"])
-        log(f"\nexample ({ex['model']} head {ex['head']}, random tokens repeated once): of the second copy's {n} tokens, "
+        log(
+            f"\nexample ({ex['model']} head {ex['head']}, random tokens repeated once): of the second copy's {n} tokens, "
             f"{ex['share_on_next_after_first_copy']:.0%} attend most to the token after their first occurrence; "
-            f"loss {ex['loss_first_copy']:.2f} on the first copy, {ex['loss_second_copy']:.2f} on the second")
+            f"loss {ex['loss_first_copy']:.2f} on the first copy, {ex['loss_second_copy']:.2f} on the second"
+        )
     log("targets: " + ", ".join(f"{k} {v}" for k, v in res["targets"].items()))
 
 

@@ -38,17 +38,24 @@ import torch.nn.functional as F
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 4096   # embedding rows (padded to a multiple of 64 for GPU speed)
-    vocab_valid: int = 0      # real tokens (0: all rows); logits exist only for these, so padding rows are never sampled
-    block_size: int = 256     # longest context the model is trained on
+    # embedding rows (padded to a multiple of 64 for GPU speed)
+    vocab_size: int = 4096
+    # real tokens (0: all rows); logits exist only for these, so padding rows are never sampled
+    vocab_valid: int = 0
+    # longest context the model is trained on
+    block_size: int = 256
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
-    attn_only: bool = False   # no MLPs: the induction-heads models (Olsson et al. 2022, Sec. 2)
-    smeared_key: bool = False  # keys mix in the previous token's key (Olsson et al. 2022, Argument 2)
-    scalar_head: bool = False  # one number per position: PM reward, PPO value, P(IK)
-    tie_embeddings: bool = True  # unembedding = embedding^T; the attention-only induction models untie it
+    # no MLPs: the induction-heads models (Olsson et al. 2022, Sec. 2)
+    attn_only: bool = False
+    # keys mix in the previous token's key (Olsson et al. 2022, Argument 2)
+    smeared_key: bool = False
+    # one number per position: PM reward, PPO value, P(IK)
+    scalar_head: bool = False
+    # unembedding = embedding^T; the attention-only induction models untie it
+    tie_embeddings: bool = True
     rope_base: float = 10000.0
 
 
@@ -62,11 +69,14 @@ class GPTConfig:
 # positions by the same amount leaves every score unchanged; (4) no parameters spent on
 # a position table in tiny models. We still pass correct position ids for clarity.
 
+
 def rope(pos, head_dim, base):
     """Rotations for integer positions pos (B, T) as unit complex numbers (B, T, 1, 1, head_dim/2):
     each pair of channels (2i, 2i+1) of a query or key is one complex number, turned by the
     angle pos * base^(-2i/head_dim). Computed once per forward pass, shared by all layers."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+    )
     ang = pos.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
     return torch.polar(torch.ones_like(ang), ang)[:, :, None, None]
 
@@ -88,6 +98,7 @@ def norm(x, weight):
 # -----------------------------------------------------------------------------
 # Layers
 
+
 class KVCache:
     """Pre-allocated keys and values for all layers: (n_layer, B, H, T_max, hd).
     Decoding writes one slot per step and attends over the whole buffer with a mask, so
@@ -99,7 +110,9 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         # smeared keys need the previous position's un-smeared key
-        self.prev_k = torch.zeros((cfg.n_layer, batch, cfg.n_head, 1, hd), device=device, dtype=dtype)
+        self.prev_k = torch.zeros(
+            (cfg.n_layer, batch, cfg.n_head, 1, hd), device=device, dtype=dtype
+        )
 
 
 class Attention(nn.Module):
@@ -123,27 +136,35 @@ class Attention(nn.Module):
         if self.cfg.smeared_key:
             # key_j <- (1 - w) key_j + w key_{j-1}, w = sigmoid(smear) per head. The previous
             # key is zero before the first real token (a pad or the start of the sequence).
-            first = cache.prev_k[self.layer] if cache is not None and start > 0 else torch.zeros_like(k[:, :, :1])
+            first = (
+                cache.prev_k[self.layer]
+                if cache is not None and start > 0
+                else torch.zeros_like(k[:, :, :1])
+            )
             prev = torch.cat([first, k[:, :, :-1]], dim=2) * prev_valid[:, None, :, None]
             if cache is not None:
                 cache.prev_k[self.layer] = k[:, :, -1:]
             w = torch.sigmoid(self.smear).view(1, -1, 1, 1).to(k.dtype)
             k = (1 - w) * k + w * prev
         if cache is not None:
-            cache.k[self.layer, :, :, start:start + T] = k
-            cache.v[self.layer, :, :, start:start + T] = v
+            cache.k[self.layer, :, :, start : start + T] = k
+            cache.v[self.layer, :, :, start : start + T] = v
             k, v = cache.k[self.layer], cache.v[self.layer]
         att = None
         if explicit:
             # the slow, obvious computation; also returns the attention pattern
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
             if mask is None:
-                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(
+                    k.size(2) - T
+                )
             att = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             y = att @ v
         else:
             drop = self.cfg.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=drop
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.proj(y), self.cfg.dropout, self.training), att
 
@@ -171,13 +192,16 @@ class Block(nn.Module):
 # -----------------------------------------------------------------------------
 # The model
 
+
 def padding_mask_to_attn(pad_mask):
     """(B, T) bool, True = real token -> (B, 1, T, T) bool attention mask, True = attend.
     Causal, never attends to pads. A pad query may attend to itself so that its softmax
     row is not empty (its output is never used, but NaNs would poison the batch)."""
     T = pad_mask.size(1)
     causal = torch.ones(T, T, dtype=torch.bool, device=pad_mask.device).tril()
-    m = (causal[None] & pad_mask[:, None, :]) | torch.eye(T, dtype=torch.bool, device=pad_mask.device)[None]
+    m = (causal[None] & pad_mask[:, None, :]) | torch.eye(
+        T, dtype=torch.bool, device=pad_mask.device
+    )[None]
     return m[:, None]
 
 
@@ -199,7 +223,9 @@ class GPT(nn.Module):
         # direct path votes for the current token (logit |e_t|^2), and in our runs no
         # induction head formed in 2,500 steps (Elhage et al. 2021 and Olsson et al. 2022
         # use separate W_E and W_U).
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = (
+            None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        )
         self.scalar = nn.Linear(cfg.n_embd, 1) if cfg.scalar_head else None
         self.apply(self._init)
         for name, p in self.named_parameters():
@@ -227,13 +253,20 @@ class GPT(nn.Module):
         `generate`, which supplies its own positions and a mask over the whole cache."""
         B, T = idx.shape
         if pos is None:
-            pos = positions_from_mask(pad_mask) if pad_mask is not None else \
-                torch.arange(T, device=idx.device).expand(B, T)
+            pos = (
+                positions_from_mask(pad_mask)
+                if pad_mask is not None
+                else torch.arange(T, device=idx.device).expand(B, T)
+            )
         if mask is None and pad_mask is not None:
             mask = padding_mask_to_attn(pad_mask)
         prev_valid = None
         if self.cfg.smeared_key:  # is the previous position a real token?
-            pm = pad_mask if pad_mask is not None else torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            pm = (
+                pad_mask
+                if pad_mask is not None
+                else torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            )
             first = torch.full((B, 1), start > 0, dtype=torch.bool, device=idx.device)
             prev_valid = torch.cat([first, pm[:, :-1]], dim=1).to(self.wte.weight.dtype)
         rot = rope(pos, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_base)
@@ -259,7 +292,9 @@ class GPT(nn.Module):
         logits = self.lm_logits(h)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
         return logits, loss
 
     def score(self, idx, pad_mask=None):
@@ -282,6 +317,7 @@ def token_logprobs(logits, tokens, temperature=1.0):
 
 # -----------------------------------------------------------------------------
 # Sampling
+
 
 def left_pad(prompts, pad_id, device):
     """list of token lists -> (idx (B, T), pad_mask (B, T)), left padded."""
@@ -311,8 +347,18 @@ def filter_logits(logits, temperature, top_k=None, top_p=None):
 
 
 @torch.no_grad()
-def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             eot_id=None, pad_id=0, generator=None, use_cache=True):
+def generate(
+    model,
+    prompts,
+    max_new_tokens,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    eot_id=None,
+    pad_id=0,
+    generator=None,
+    use_cache=True,
+):
     """Sample continuations of a batch of prompts of different lengths.
 
     prompts: list of token-id lists. temperature 0 means greedy.
@@ -328,9 +374,21 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     B, Tp = idx.shape
     T_max = Tp + max_new_tokens
     if T_max > model.cfg.block_size:
-        raise ValueError(f"prompt ({Tp}) + max_new_tokens ({max_new_tokens}) exceeds block_size {model.cfg.block_size}")
-    tokens = torch.cat([idx, torch.full((B, max_new_tokens), pad_id if eot_id is None else eot_id,
-                                         dtype=torch.long, device=device)], 1)
+        raise ValueError(
+            f"prompt ({Tp}) + max_new_tokens ({max_new_tokens}) exceeds block_size {model.cfg.block_size}"
+        )
+    tokens = torch.cat(
+        [
+            idx,
+            torch.full(
+                (B, max_new_tokens),
+                pad_id if eot_id is None else eot_id,
+                dtype=torch.long,
+                device=device,
+            ),
+        ],
+        1,
+    )
     valid = torch.cat([pmask, torch.zeros((B, max_new_tokens), dtype=torch.bool, device=device)], 1)
     logprobs = torch.zeros((B, T_max), device=device)
     gen_mask = torch.zeros((B, T_max), dtype=torch.bool, device=device)
@@ -341,8 +399,12 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
     if use_cache:
         cache = KVCache(model.cfg, B, T_max, device, model.wte.weight.dtype)
         # prefill: prompt queries against the whole (still empty beyond Tp) cache
-        mask = (causal[:Tp][None] & valid[:, None, :]) | torch.eye(Tp, T_max, dtype=torch.bool, device=device)
-        h, _ = model.hidden(idx, pmask, cache=cache, start=0, pos=pos_all[:, :Tp], mask=mask[:, None])
+        mask = (causal[:Tp][None] & valid[:, None, :]) | torch.eye(
+            Tp, T_max, dtype=torch.bool, device=device
+        )
+        h, _ = model.hidden(
+            idx, pmask, cache=cache, start=0, pos=pos_all[:, :Tp], mask=mask[:, None]
+        )
     end = Tp  # the prompt and the tokens sampled so far
     for t in range(Tp, T_max):
         if not use_cache:
@@ -367,10 +429,18 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
             if bool(done.all()):
                 break
         if use_cache and t + 1 < T_max:
-            mask = (causal[t][None] & valid)[:, None, None, :]  # (B, 1, 1, T_max): same shape every step
-            h, _ = model.hidden(nxt[:, None], None, cache=cache, start=t, pos=pos_all[:, t:t + 1], mask=mask)
-    return {"tokens": tokens[:, :end], "logprobs": logprobs[:, :end], "gen_mask": gen_mask[:, :end],
-            "pad_mask": valid[:, :end]}
+            mask = (causal[t][None] & valid)[
+                :, None, None, :
+            ]  # (B, 1, 1, T_max): same shape every step
+            h, _ = model.hidden(
+                nxt[:, None], None, cache=cache, start=t, pos=pos_all[:, t : t + 1], mask=mask
+            )
+    return {
+        "tokens": tokens[:, :end],
+        "logprobs": logprobs[:, :end],
+        "gen_mask": gen_mask[:, :end],
+        "pad_mask": valid[:, :end],
+    }
 
 
 @torch.no_grad()
@@ -380,8 +450,12 @@ def score_sequences(model, seqs, batch_size=64):
     model.eval()
     device = model.wte.weight.device
     with autocast(device.type):
-        return torch.cat([model.score(*left_pad(seqs[i:i + batch_size], 0, device))[:, -1]
-                          for i in range(0, len(seqs), batch_size)])
+        return torch.cat(
+            [
+                model.score(*left_pad(seqs[i : i + batch_size], 0, device))[:, -1]
+                for i in range(0, len(seqs), batch_size)
+            ]
+        )
 
 
 @torch.no_grad()
@@ -392,7 +466,11 @@ def next_token_logits(model, enc, texts, token_ids, batch_size=64):
     model.eval()
     device, out = model.wte.weight.device, []
     for i in range(0, len(texts), batch_size):
-        idx, pad = left_pad([enc.encode_ordinary(t)[-model.cfg.block_size:] for t in texts[i:i + batch_size]], 0, device)
+        idx, pad = left_pad(
+            [enc.encode_ordinary(t)[-model.cfg.block_size :] for t in texts[i : i + batch_size]],
+            0,
+            device,
+        )
         with autocast(device.type):
             out.append(model(idx, pad_mask=pad)[0][:, -1, token_ids].float().cpu())
     return torch.cat(out)
@@ -400,6 +478,7 @@ def next_token_logits(model, enc, texts, token_ids, batch_size=64):
 
 # -----------------------------------------------------------------------------
 # Checkpoints: weights + config + tokenizer name, written atomically.
+
 
 def save_checkpoint(path, model, tokenizer_name, **extra):
     """Write to a temp file in the same directory, then rename: a crash mid-write never
@@ -409,7 +488,9 @@ def save_checkpoint(path, model, tokenizer_name, **extra):
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
     state = raw.state_dict()
     if not all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point()):
-        raise SystemExit(f"{path}: refusing to save non-finite weights; the previous checkpoint is unchanged")
+        raise SystemExit(
+            f"{path}: refusing to save non-finite weights; the previous checkpoint is unchanged"
+        )
     obj = {"model": state, "config": asdict(raw.cfg), "tokenizer": tokenizer_name, **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -425,31 +506,47 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
     initialising a PM). Every problem -- missing, unreadable, another config -- stops the
     script with one line that names the file and says what to do."""
     if not os.path.exists(path):
-        raise SystemExit(f"{path}: no such checkpoint; run the script that writes it first (see the README)")
+        raise SystemExit(
+            f"{path}: no such checkpoint; run the script that writes it first (see the README)"
+        )
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated, corrupted or not a torch file: torch's errors vary
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SystemExit(f"{path}: cannot read the checkpoint ({type(e).__name__}: {msg}); "
-                         f"it is truncated or not a checkpoint: delete it and rebuild it") from None
+        raise SystemExit(
+            f"{path}: cannot read the checkpoint ({type(e).__name__}: {msg}); "
+            f"it is truncated or not a checkpoint: delete it and rebuild it"
+        ) from None
     if not isinstance(ck, dict) or any(k not in ck for k in ("model", "config", "tokenizer")):
         raise SystemExit(f"{path}: not a nanoalign checkpoint (no model, config and tokenizer)")
     cfg = dict(ck["config"])
-    bad = [f"{k}: checkpoint has {cfg.get(k)!r}, requested {v!r}" for k, v in (expect or {}).items() if cfg.get(k) != v]
+    bad = [
+        f"{k}: checkpoint has {cfg.get(k)!r}, requested {v!r}"
+        for k, v in (expect or {}).items()
+        if cfg.get(k) != v
+    ]
     if tokenizer_name is not None and ck["tokenizer"] != tokenizer_name:
         bad.append(f"tokenizer: checkpoint has {ck['tokenizer']!r}, requested {tokenizer_name!r}")
     if bad:
-        raise SystemExit(f"{path}: checkpoint and requested config disagree ({'; '.join(bad)}); "
-                         f"drop the conflicting flags or use another checkpoint")
+        raise SystemExit(
+            f"{path}: checkpoint and requested config disagree ({'; '.join(bad)}); "
+            f"drop the conflicting flags or use another checkpoint"
+        )
     cfg.update(overrides)
     unknown = set(cfg) - {f.name for f in fields(GPTConfig)}
     if unknown:
-        raise SystemExit(f"{path}: unknown model config fields {sorted(unknown)}; written by a newer nanoalign?")
+        raise SystemExit(
+            f"{path}: unknown model config fields {sorted(unknown)}; written by a newer nanoalign?"
+        )
     model = GPT(GPTConfig(**cfg)).to(device)
     state = ck["model"]
     if model.scalar is not None and "scalar.weight" not in state:
         # a fresh scalar head on top of a language model (PM / value / P(IK) initialisation)
-        state = {**state, "scalar.weight": model.scalar.weight.data, "scalar.bias": model.scalar.bias.data}
+        state = {
+            **state,
+            "scalar.weight": model.scalar.weight.data,
+            "scalar.bias": model.scalar.bias.data,
+        }
     if model.scalar is None:
         state = {k: v for k, v in state.items() if not k.startswith("scalar.")}
     model.load_state_dict(state)
@@ -459,12 +556,19 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
 # -----------------------------------------------------------------------------
 # Training helpers
 
+
 def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95), device_type="cpu"):
     """AdamW; weight decay only on matrices of linear layers, not on norms, biases or the
     (tied) embedding, following nanoGPT / GPT-3 practice."""
-    params = [(p.dim() >= 2 and "wte" not in name, p) for name, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for decay, p in params if decay], "weight_decay": weight_decay},
-              {"params": [p for decay, p in params if not decay], "weight_decay": 0.0}]
+    params = [
+        (p.dim() >= 2 and "wte" not in name, p)
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    ]
+    groups = [
+        {"params": [p for decay, p in params if decay], "weight_decay": weight_decay},
+        {"params": [p for decay, p in params if not decay], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
 
 
@@ -486,12 +590,18 @@ def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
     gradient is not finite: then stop the script with one line saying so and where. Nothing
     is stepped or saved after that, so the last good checkpoint stays as it was. Returns the
     gradient norm."""
-    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+    gnorm = float(
+        torch.nn.utils.clip_grad_norm_(
+            model.parameters(), grad_clip if grad_clip > 0 else float("inf")
+        )
+    )
     loss = loss.item() if torch.is_tensor(loss) else float(loss)
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
-        raise SystemExit(f"stopped: non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-                         f"(loss {loss}, gradient norm {gnorm}) at step {step}; nothing was saved after the last "
-                         f"checkpoint (lower --lr?)")
+        raise SystemExit(
+            f"stopped: non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
+            f"(loss {loss}, gradient norm {gnorm}) at step {step}; nothing was saved after the last "
+            f"checkpoint (lower --lr?)"
+        )
     if lr is not None:
         for g in opt.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)  # a group may run at a multiple of the schedule
@@ -509,8 +619,18 @@ def autocast(device_type):
 
 # Dense bf16 tensor-core peak FLOP/s from vendor spec sheets (no sparsity). MFU is
 # reported against these; "n/a" where the device is unknown or a CPU.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,
-              "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
 
 
 def device_peak_flops(device):
@@ -530,9 +650,11 @@ def flops_per_token(cfg, n_params_non_embedding):
 def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
     """Model FLOPs utilisation as a fraction, or None (CPU / unknown GPU)."""
     peak = device_peak_flops(device)
-    return None if peak is None else flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
-
-
+    return (
+        None
+        if peak is None
+        else flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
+    )
 
 
 # =============================================================================
@@ -542,6 +664,7 @@ def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
 # HH prompts (sample_replies) and builds a missing checkpoint by running the script that
 # makes it (handoff, ensure_checkpoint). The model above does not depend on anything below.
 
+
 def parse_config(config_cls, presets, doc, argv=None):
     """A script's dataclass config from the command line. Order: the dataclass defaults,
     then --preset NAME (combine with '+', e.g. gpu+tiny), then presets keyed 'field=value'
@@ -549,19 +672,39 @@ def parse_config(config_cls, presets, doc, argv=None):
     flag given explicitly. Each field's trailing comment in the dataclass is its --help.
     The Config's `preset` field records the preset, so that it can name the run's folder."""
     helps = config_help(config_cls)
-    helps["preset"] = helps.get("preset", "") + "; " + "; ".join(
-        f"{name}: " + (", ".join(f"{k}={v}" for k, v in over.items()) or "the defaults") for name, over in presets.items())
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    helps["preset"] = (
+        helps.get("preset", "")
+        + "; "
+        + "; ".join(
+            f"{name}: " + (", ".join(f"{k}={v}" for k, v in over.items()) or "the defaults")
+            for name, over in presets.items()
+        )
+    )
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for f in fields(config_cls):
-        kw = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else {"type": type(f.default)}
-        text = helps.get(f.name, "") + (f" (default {f.default!r})" if f.default not in ("", None) else "")
-        ap.add_argument(f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw)  # argparse %-formats help
+        kw = (
+            {"action": argparse.BooleanOptionalAction}
+            if isinstance(f.default, bool)
+            else {"type": type(f.default)}
+        )
+        text = helps.get(f.name, "") + (
+            f" (default {f.default!r})" if f.default not in ("", None) else ""
+        )
+        ap.add_argument(
+            f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw
+        )  # argparse %-formats help
     args = ap.parse_args(argv)
     cfg = config_cls()
-    given = {f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in fields(cfg) if getattr(args, f.name) is not None
+    }
     for name in given.get("preset", cfg.preset).split("+"):
         if name not in presets or "=" in name:
-            ap.error(f"unknown preset {name!r}: choose from {', '.join(k for k in presets if '=' not in k)}")
+            ap.error(
+                f"unknown preset {name!r}: choose from {', '.join(k for k in presets if '=' not in k)}"
+            )
         cfg = replace(cfg, **presets[name])
     for key, over in presets.items():  # 'field=value' presets follow the field's final value
         field, _, value = key.partition("=")
@@ -571,12 +714,24 @@ def parse_config(config_cls, presets, doc, argv=None):
 
 
 def config_help(config_cls):
-    """{field: help text} from the '# ...' comment at the end of each field's line."""
-    return dict(re.findall(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", inspect.getsource(config_cls), re.M))
+    """{field: help text} from the '# ...' comment lines just above each field."""
+    helps, comment = {}, []
+    for line in inspect.getsource(config_cls).splitlines():
+        text = line.strip()
+        field = re.match(r"(\w+): [^=]+=", text)
+        if text.startswith("#"):
+            comment.append(text.lstrip("# "))
+        elif field and comment:
+            helps[field.group(1)] = " ".join(comment)
+        if not text.startswith("#"):
+            comment = []
+    return helps
 
 
 def get_device(name="auto"):
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    return torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
 
 
 def run_path(root, *parts):
@@ -620,8 +775,10 @@ def pyplot():
     not installed: scripts then skip their figures."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         return plt
     except ImportError:
         return None
@@ -638,7 +795,11 @@ def run_script(argv, announce, quiet=False):
     """Run one of the project's scripts as from the command line, saying why first; stop
     if it fails. argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"].
     quiet: pass --quiet and keep its output back (shown only if it fails)."""
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]), *argv[1:]]
+    cmd = [
+        sys.executable,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]),
+        *argv[1:],
+    ]
     print(f"\n>>> {announce} with `python {' '.join(argv)}`", flush=True)
     t0 = time.time()
     r = subprocess.run(cmd + (["--quiet"] if quiet else []), capture_output=quiet, text=True)
@@ -662,11 +823,23 @@ def ensure_checkpoint(ckpt, argv, what):
 def handoff(stage, preset="cpu"):
     """Where the world run of a stage leaves its checkpoint, for a preset: the hand-offs
     between the scripts, and the command that builds it (for ensure_checkpoint)."""
-    script, sub, name, argv = {"pretrain": ("train_lm", "", "pretrain.pt", []),
-                               "sft": ("train_lm", "sft_hh", "sft.pt", ["--mode", "sft"]),
-                               "sft_helpful": ("train_lm", "sft_helpful", "sft.pt", ["--mode", "sft", "--sft_mix", "helpful"]),
-                               "pm": ("train_pm", "", "pm.pt", [])}[stage]
-    return os.path.join(run_path(f"out/{script}", preset, sub), name), [f"{script}.py", "--preset", preset, *argv]
+    script, sub, name, argv = {
+        "pretrain": ("train_lm", "", "pretrain.pt", []),
+        "sft": ("train_lm", "sft_hh", "sft.pt", ["--mode", "sft"]),
+        "sft_helpful": (
+            "train_lm",
+            "sft_helpful",
+            "sft.pt",
+            ["--mode", "sft", "--sft_mix", "helpful"],
+        ),
+        "pm": ("train_pm", "", "pm.pt", []),
+    }[stage]
+    return os.path.join(run_path(f"out/{script}", preset, sub), name), [
+        f"{script}.py",
+        "--preset",
+        preset,
+        *argv,
+    ]
 
 
 def cluster_se(x, clusters):
@@ -681,15 +854,21 @@ def cluster_se(x, clusters):
     return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x) if g > 1 else 0.0
 
 
-def sample_replies(model, enc, prompts, max_new_tokens, temperature=1.0, generator=None, top_k=None):
+def sample_replies(
+    model, enc, prompts, max_new_tokens, temperature=1.0, generator=None, top_k=None
+):
     """Sample one reply to each HH prompt string (ending in 'Assistant:') -> (replies,
     generate's dict plus 'ended'). Long prompts keep their end; a reply ends at the end
     token or where the model starts a new 'Human:' turn."""
     eot = enc.eot_token
-    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens):] for p in prompts]
+    toks = [enc.encode_ordinary(p)[-(model.cfg.block_size - max_new_tokens) :] for p in prompts]
     with autocast(model.wte.weight.device.type):
-        out = generate(model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=eot, generator=generator)
+        out = generate(
+            model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=eot, generator=generator
+        )
     out["ended"] = ((out["tokens"] == eot) & out["gen_mask"]).any(1)
-    replies = [enc.decode([t for t, g in zip(row, gm) if g and t < eot]).split("\n\nHuman:")[0].strip()
-               for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())]
+    replies = [
+        enc.decode([t for t, g in zip(row, gm) if g and t < eot]).split("\n\nHuman:")[0].strip()
+        for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())
+    ]
     return replies, out

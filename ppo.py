@@ -46,48 +46,116 @@ from data import corpora, world
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (autocast, cluster_se, configure_optimizer, ensure_checkpoint, get_device, handoff, load_checkpoint, log_metrics,
-                   optimizer_step, parse_config, printer, pyplot, run_dir, sample_replies, save_checkpoint, save_figure,
-                   score_sequences, token_logprobs, write_json)
+from model import (
+    autocast,
+    cluster_se,
+    configure_optimizer,
+    ensure_checkpoint,
+    get_device,
+    handoff,
+    load_checkpoint,
+    log_metrics,
+    optimizer_step,
+    parse_config,
+    printer,
+    pyplot,
+    run_dir,
+    sample_replies,
+    save_checkpoint,
+    save_figure,
+    score_sequences,
+    token_logprobs,
+    write_json,
+)
 
 
 @dataclass
 class Config:
-    preset: str = "cpu"          # settings for a scale, combined with '+'; the default policy and PM are this preset's
-    data: str = "world"          # "world" prompts, or HH-RLHF jsonl(.gz) file or directory
-    policy: str = ""             # the initial policy and frozen KL reference (world default: train_lm.py's sft_hh/sft.pt)
-    pm: str = ""                 # the preference model that gives the reward (world default: train_pm.py's pm.pt)
-    out_dir: str = "out/ppo"     # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
-    steps: int = 50              # PPO steps (one rollout batch each): what fits the 3.5-minute budget on 2 CPU cores
-    batch_size: int = 32         # prompts per rollout
-    max_new_tokens: int = 64     # reply budget in tokens: the longest world how-to is 62 with its end token
-    temperature: float = 1.0     # sampling temperature; log-probs are recomputed at it
-    ppo_epochs: int = 2          # passes over each rollout batch
-    minibatch: int = 16          # sequences per update
-    lr: float = 5e-5             # policy learning rate
-    value_lr: float = 1e-4       # value-function learning rate
-    grad_clip: float = 1.0       # clip each network's gradient norm to this
-    kl_coef: float = 0.05        # beta in r = PM - beta * KL per reply, fixed as in the paper (README: why 0.05)
-    clip: float = 0.2            # PPO ratio clip (Schulman et al. 2017)
-    value_clip: float = 0.2      # clip on the value update
-    gamma: float = 1.0           # discount
-    lam: float = 0.95            # GAE lambda
-    no_end_penalty: float = -1.0  # added to the (normalised) reward of a reply that never ends
-    harmful_frac: float = 0.5    # red-team share of every training batch (fixed, so batches are alike)
-    n_eval_benign: int = 200     # held-out benign prompts (not twins) in every evaluation
-    n_eval_redteam: int = 200    # held-out red-team prompts (about held-out objects) in every evaluation
-    n_eval_twins: int = 100      # held-out near-miss twins of those objects in every evaluation
-    n_evals: int = 5             # held-out evaluations during training, besides before and after
-    sample_every: int = 20       # print a few samples every this many steps (0: never)
-    seed: int = 1337             # random seed (prompts, sampling)
-    device: str = "auto"         # "auto" (cuda if available), "cpu", "cuda", ...
-    quiet: bool = False          # no progress bar or messages
+    # settings for a scale, combined with '+'; the default policy and PM are this preset's
+    preset: str = "cpu"
+    # "world" prompts, or HH-RLHF jsonl(.gz) file or directory
+    data: str = "world"
+    # the initial policy and frozen KL reference (world default: train_lm.py's sft_hh/sft.pt)
+    policy: str = ""
+    # the preference model that gives the reward (world default: train_pm.py's pm.pt)
+    pm: str = ""
+    # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
+    out_dir: str = "out/ppo"
+    # PPO steps (one rollout batch each): what fits the 3.5-minute budget on 2 CPU cores
+    steps: int = 50
+    # prompts per rollout
+    batch_size: int = 32
+    # reply budget in tokens: the longest world how-to is 62 with its end token
+    max_new_tokens: int = 64
+    # sampling temperature; log-probs are recomputed at it
+    temperature: float = 1.0
+    # passes over each rollout batch
+    ppo_epochs: int = 2
+    # sequences per update
+    minibatch: int = 16
+    # policy learning rate
+    lr: float = 5e-5
+    # value-function learning rate
+    value_lr: float = 1e-4
+    # clip each network's gradient norm to this
+    grad_clip: float = 1.0
+    # beta in r = PM - beta * KL per reply, fixed as in the paper (README: why 0.05)
+    kl_coef: float = 0.05
+    # PPO ratio clip (Schulman et al. 2017)
+    clip: float = 0.2
+    # clip on the value update
+    value_clip: float = 0.2
+    # discount
+    gamma: float = 1.0
+    # GAE lambda
+    lam: float = 0.95
+    # added to the (normalised) reward of a reply that never ends
+    no_end_penalty: float = -1.0
+    # red-team share of every training batch (fixed, so batches are alike)
+    harmful_frac: float = 0.5
+    # held-out benign prompts (not twins) in every evaluation
+    n_eval_benign: int = 200
+    # held-out red-team prompts (about held-out objects) in every evaluation
+    n_eval_redteam: int = 200
+    # held-out near-miss twins of those objects in every evaluation
+    n_eval_twins: int = 100
+    # held-out evaluations during training, besides before and after
+    n_evals: int = 5
+    # print a few samples every this many steps (0: never)
+    sample_every: int = 20
+    # random seed (prompts, sampling)
+    seed: int = 1337
+    # "auto" (cuda if available), "cpu", "cuda", ...
+    device: str = "auto"
+    # no progress bar or messages
+    quiet: bool = False
 
 
-PRESETS = {"cpu": {}, "gpu": {"steps": 300, "batch_size": 128, "minibatch": 32, "ppo_epochs": 4, "max_new_tokens": 96,
-                             "n_eval_benign": 400, "n_eval_redteam": 378, "n_eval_twins": 378, "n_evals": 10},
-           "tiny": {"steps": 4, "batch_size": 8, "minibatch": 4, "max_new_tokens": 8, "n_eval_benign": 4,
-                    "n_eval_redteam": 4, "n_eval_twins": 4, "n_evals": 1, "sample_every": 2}}
+PRESETS = {
+    "cpu": {},
+    "gpu": {
+        "steps": 300,
+        "batch_size": 128,
+        "minibatch": 32,
+        "ppo_epochs": 4,
+        "max_new_tokens": 96,
+        "n_eval_benign": 400,
+        "n_eval_redteam": 378,
+        "n_eval_twins": 378,
+        "n_evals": 10,
+    },
+    "tiny": {
+        "steps": 4,
+        "batch_size": 8,
+        "minibatch": 4,
+        "max_new_tokens": 8,
+        "n_eval_benign": 4,
+        "n_eval_redteam": 4,
+        "n_eval_twins": 4,
+        "n_evals": 1,
+        "sample_every": 2,
+    },
+}
 
 
 def parse_args(argv=None):
@@ -96,6 +164,7 @@ def parse_args(argv=None):
 
 # -----------------------------------------------------------------------------
 # The PPO pieces, each small enough to test against a hand computation.
+
 
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
@@ -132,9 +201,13 @@ def policy_loss(logp, old_logp, adv, mask, clip):
     """Clipped surrogate objective (Schulman et al. 2017, eq. 7), as a loss to minimise."""
     ratio = torch.exp(logp - old_logp)
     l1, l2 = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
-    stats = {"clip_frac": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
-             "approx_kl": masked_mean((ratio - 1) - (logp - old_logp), mask).item(),  # k3 estimator, >= 0
-             "ratio_max_dev": ((ratio - 1).abs() * mask).max().item()}
+    stats = {
+        "clip_frac": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
+        "approx_kl": masked_mean(
+            (ratio - 1) - (logp - old_logp), mask
+        ).item(),  # k3 estimator, >= 0
+        "ratio_max_dev": ((ratio - 1).abs() * mask).max().item(),
+    }
     return masked_mean(torch.max(l1, l2), mask), stats
 
 
@@ -148,19 +221,28 @@ def value_loss(v, old_v, returns, mask, clip):
 # -----------------------------------------------------------------------------
 # Experience and the update
 
+
 def sequence_logprobs(model, tokens, pad_mask, temperature, batch_size):
     """log pi(token_t | tokens_<t) at each action position (B, T-1), computed in chunks of
     the PPO minibatch size so that the numbers are those the update will compute."""
     with autocast(tokens.device.type):
-        return torch.cat([token_logprobs(model(t, pad_mask=p)[0][:, :-1], t[:, 1:], temperature)
-                          for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))])
+        return torch.cat(
+            [
+                token_logprobs(model(t, pad_mask=p)[0][:, :-1], t[:, 1:], temperature)
+                for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))
+            ]
+        )
 
 
 def sequence_values(value_model, tokens, pad_mask, batch_size):
     """V(state before token t) at each action position: the value head at position t-1."""
     with autocast(tokens.device.type):
-        return torch.cat([value_model.score(t, p)[:, :-1]
-                          for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))])
+        return torch.cat(
+            [
+                value_model.score(t, p)[:, :-1]
+                for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))
+            ]
+        )
 
 
 @torch.no_grad()
@@ -178,8 +260,17 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
     last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)  # the reply's final token
     rewards = -kl_coef * kl_tok + last.float() * scores[:, None]
     adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-    return {"tokens": tokens, "pad": pad, "mask": mask, "logp": logp, "ref_logp": ref_logp, "values": values,
-            "adv": whiten(adv, mask), "returns": returns, "kl": kl_tok.sum(-1)}
+    return {
+        "tokens": tokens,
+        "pad": pad,
+        "mask": mask,
+        "logp": logp,
+        "ref_logp": ref_logp,
+        "values": values,
+        "adv": whiten(adv, mask),
+        "returns": returns,
+        "kl": kl_tok.sum(-1),
+    }
 
 
 def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
@@ -192,12 +283,14 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(B, generator=gen).tolist() if epoch > 0 else list(range(B))
         for i in range(0, B, cfg.minibatch):
-            ix = torch.tensor(order[i:i + cfg.minibatch], device=exp["tokens"].device)
+            ix = torch.tensor(order[i : i + cfg.minibatch], device=exp["tokens"].device)
             t, p, m = exp["tokens"][ix], exp["pad"][ix], exp["mask"][ix]
             with autocast(t.device.type):
                 logits, _ = policy(t, pad_mask=p)
             logits = logits[:, :-1].float() / cfg.temperature
-            pl, st = policy_loss(token_logprobs(logits, t[:, 1:]), exp["logp"][ix], exp["adv"][ix], m, cfg.clip)
+            pl, st = policy_loss(
+                token_logprobs(logits, t[:, 1:]), exp["logp"][ix], exp["adv"][ix], m, cfg.clip
+            )
             ent = masked_mean(-(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1), m)
             pl.backward()
             optimizer_step(opt_p, policy, pl, cfg.grad_clip, step)
@@ -206,18 +299,35 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
             vl = value_loss(v, exp["values"][ix], exp["returns"][ix], m, cfg.value_clip)
             vl.backward()
             optimizer_step(opt_v, value_model, vl, cfg.grad_clip, step)
-            stats.append({**st, "policy_loss": pl.item(), "value_loss": vl.item(), "entropy": ent.item(), "epoch": epoch})
-    agg = {k: float(np.mean([s[k] for s in stats])) for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy")}
-    agg["first_epoch_ratio_max_dev"] = stats[0]["ratio_max_dev"]  # exactly 0 when log-probs are recomputed right
+            stats.append(
+                {
+                    **st,
+                    "policy_loss": pl.item(),
+                    "value_loss": vl.item(),
+                    "entropy": ent.item(),
+                    "epoch": epoch,
+                }
+            )
+    agg = {
+        k: float(np.mean([s[k] for s in stats]))
+        for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy")
+    }
+    agg["first_epoch_ratio_max_dev"] = stats[0][
+        "ratio_max_dev"
+    ]  # exactly 0 when log-probs are recomputed right
     return agg
 
 
 # -----------------------------------------------------------------------------
 # Scoring and evaluation
 
+
 def pm_score_texts(pm, enc, prompts, replies):
     """Raw PM scores of prompt + reply, read at the end-of-context token."""
-    return score_sequences(pm, [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)])
+    return score_sequences(
+        pm,
+        [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)],
+    )
 
 
 @torch.no_grad()
@@ -226,9 +336,14 @@ def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
     the two next-token distributions, sum_v pi(v) (log pi(v) - log pi_ref(v)). Unlike the
     sampled log-ratio the training step uses, it is never negative and has far less noise."""
     out = []
-    for t, p, m in zip(tokens.split(batch_size), pad_mask.split(batch_size), mask.split(batch_size)):
+    for t, p, m in zip(
+        tokens.split(batch_size), pad_mask.split(batch_size), mask.split(batch_size)
+    ):
         with autocast(t.device.type):
-            lp, lq = (F.log_softmax(net(t, pad_mask=p)[0][:, :-1].float() / temperature, -1) for net in (policy, ref))
+            lp, lq = (
+                F.log_softmax(net(t, pad_mask=p)[0][:, :-1].float() / temperature, -1)
+                for net in (policy, ref)
+            )
         out.append(((lp.exp() * (lp - lq)).sum(-1) * m).sum(-1))
     return torch.cat(out)
 
@@ -237,10 +352,14 @@ REFUSED = ("explained", "evasive")
 # Each reported mean: (which held-out prompts, the per-prompt value). red: red-team prompts
 # (held-out harmful objects); twin: their near-miss twins; nontwin: other benign requests.
 STATS = {
-    "pm_reward": ("all", lambda r: r["pm"]), "kl": ("all", lambda r: r["kl"]), "ended": ("all", lambda r: float(r["ended"])),
+    "pm_reward": ("all", lambda r: r["pm"]),
+    "kl": ("all", lambda r: r["kl"]),
+    "ended": ("all", lambda r: float(r["ended"])),
     "reply_tokens": ("all", lambda r: r["tokens"]),
-    "gold_helpfulness": ("benign", lambda r: r["helpful"]), "nontwin_helpfulness": ("nontwin", lambda r: r["helpful"]),
-    "twin_helpfulness": ("twin", lambda r: r["helpful"]), "gold_harmlessness": ("red", lambda r: r["harmless"]),
+    "gold_helpfulness": ("benign", lambda r: r["helpful"]),
+    "nontwin_helpfulness": ("nontwin", lambda r: r["helpful"]),
+    "twin_helpfulness": ("twin", lambda r: r["helpful"]),
+    "gold_harmlessness": ("red", lambda r: r["harmless"]),
     "comply_rate": ("red", lambda r: float(r["category"] == "comply")),
     "redteam_refusal_rate": ("red", lambda r: float(r["category"] in REFUSED)),
     "explained_refusal_rate": ("red", lambda r: float(r["category"] == "explained")),
@@ -250,8 +369,13 @@ STATS = {
     "benign_refusal_rate": ("nontwin", lambda r: float(r["category"] in REFUSED)),
     "gold_reward": ("all", lambda r: r["harmless"] if r["group"] == "redteam" else r["helpful"]),
 }
-_IN = {"all": lambda g: True, "benign": lambda g: g in ("benign", "twins"), "nontwin": lambda g: g == "benign",
-       "twin": lambda g: g == "twins", "red": lambda g: g == "redteam"}
+_IN = {
+    "all": lambda g: True,
+    "benign": lambda g: g in ("benign", "twins"),
+    "nontwin": lambda g: g == "benign",
+    "twin": lambda g: g == "twins",
+    "red": lambda g: g == "redteam",
+}
 
 
 def summarise(recs):
@@ -261,7 +385,9 @@ def summarise(recs):
     for k, (where, f) in STATS.items():
         sel = [r for r in recs if _IN[where](r["group"]) and r.get("category", 0) is not None]
         x = [f(r) for r in sel]
-        out[k], out[k + "_se"] = (float(np.mean(x)), cluster_se(x, [r["cluster"] for r in sel])) if x else (None, None)
+        out[k], out[k + "_se"] = (
+            (float(np.mean(x)), cluster_se(x, [r["cluster"] for r in sel])) if x else (None, None)
+        )
     return out
 
 
@@ -271,10 +397,17 @@ def paired_change(before, after):
     comparing two means with their own errors."""
     out = {}
     for k, (where, f) in STATS.items():
-        sel = [(b, a) for b, a in zip(before, after) if _IN[where](b["group"]) and b.get("category", 0) is not None]
+        sel = [
+            (b, a)
+            for b, a in zip(before, after)
+            if _IN[where](b["group"]) and b.get("category", 0) is not None
+        ]
         d = [f(a) - f(b) for b, a in sel]
         if d:
-            out[k] = {"change": float(np.mean(d)), "se": cluster_se(d, [b["cluster"] for b, _ in sel])}
+            out[k] = {
+                "change": float(np.mean(d)),
+                "se": cluster_se(d, [b["cluster"] for b, _ in sel]),
+            }
     return out
 
 
@@ -285,11 +418,22 @@ def records(prompts, groups, replies, out, pm_scores, kl, is_world):
         req = corpora.last_human(p)
         cat, h, s = world.judge(req, r) if is_world else (None, None, None)
         task = world.parse_request(req) if is_world else None
-        recs.append({"group": g, "prompt": p, "reply": r, "category": cat, "helpful": h, "harmless": s,
-                     "pm": float(pm_scores[i]), "kl": float(kl[i]) if kl is not None else 0.0,
-                     "ended": bool(out["ended"][i]), "tokens": float(out["gen_mask"][i].sum()),
-                     # standard errors are clustered by held-out object: its 18 phrasings are one scenario
-                     "cluster": task["object"] if task and task["kind"] == "harm" else req})
+        recs.append(
+            {
+                "group": g,
+                "prompt": p,
+                "reply": r,
+                "category": cat,
+                "helpful": h,
+                "harmless": s,
+                "pm": float(pm_scores[i]),
+                "kl": float(kl[i]) if kl is not None else 0.0,
+                "ended": bool(out["ended"][i]),
+                "tokens": float(out["gen_mask"][i].sum()),
+                # standard errors are clustered by held-out object: its 18 phrasings are one scenario
+                "cluster": task["object"] if task and task["kind"] == "harm" else req,
+            }
+        )
     return recs
 
 
@@ -301,9 +445,24 @@ def evaluate(policy, ref, pm, enc, sets, cfg, seed):
     groups = [g for g, s in sets.items() for _ in s]
     gen = torch.Generator(device=policy.wte.weight.device).manual_seed(seed)
     replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
-    kl = exact_kl(policy, ref, out["tokens"], out["pad_mask"], out["gen_mask"][:, 1:].float(), cfg.temperature, cfg.minibatch)
-    recs = records(prompts, groups, replies, out, pm_score_texts(pm, enc, prompts, replies).tolist(), kl.tolist(),
-                   cfg.data == "world")
+    kl = exact_kl(
+        policy,
+        ref,
+        out["tokens"],
+        out["pad_mask"],
+        out["gen_mask"][:, 1:].float(),
+        cfg.temperature,
+        cfg.minibatch,
+    )
+    recs = records(
+        prompts,
+        groups,
+        replies,
+        out,
+        pm_score_texts(pm, enc, prompts, replies).tolist(),
+        kl.tolist(),
+        cfg.data == "world",
+    )
     return summarise(recs), recs
 
 
@@ -326,10 +485,19 @@ def overoptimisation(points):
         return None
     peak = max(range(len(points)), key=lambda i: points[i]["gold_reward"])
     last, p = points[-1], points[peak]
-    if peak < len(points) - 1 and last["gold_reward"] < p["gold_reward"] - 2 * p["gold_reward_se"] \
-            and last["pm_reward"] > p["pm_reward"]:
-        return {"step": p["step"], "kl": p["kl"], "gold_peak": p["gold_reward"], "gold_final": last["gold_reward"],
-                "pm_at_peak": p["pm_reward"], "pm_final": last["pm_reward"]}
+    if (
+        peak < len(points) - 1
+        and last["gold_reward"] < p["gold_reward"] - 2 * p["gold_reward_se"]
+        and last["pm_reward"] > p["pm_reward"]
+    ):
+        return {
+            "step": p["step"],
+            "kl": p["kl"],
+            "gold_peak": p["gold_reward"],
+            "gold_final": last["gold_reward"],
+            "pm_at_peak": p["pm_reward"],
+            "pm_final": last["pm_reward"],
+        }
     return None
 
 
@@ -339,40 +507,86 @@ def plots(points, metrics, fit, out_dir):
         return []
     x = np.sqrt([max(p["kl"], 0.0) for p in points])
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(np.sqrt([max(m["kl"], 0.0) for m in metrics]), [m["pm_reward"] for m in metrics], ".", color="0.75", ms=3,
-            label="training batches (sampled KL)")
-    ax.errorbar(x, [p["pm_reward"] for p in points], [p["pm_reward_se"] for p in points], fmt="o", ms=4,
-                label="held-out evaluation (exact KL)")
+    ax.plot(
+        np.sqrt([max(m["kl"], 0.0) for m in metrics]),
+        [m["pm_reward"] for m in metrics],
+        ".",
+        color="0.75",
+        ms=3,
+        label="training batches (sampled KL)",
+    )
+    ax.errorbar(
+        x,
+        [p["pm_reward"] for p in points],
+        [p["pm_reward_se"] for p in points],
+        fmt="o",
+        ms=4,
+        label="held-out evaluation (exact KL)",
+    )
     xs = np.linspace(0, max(x.max(), 1e-3), 10)
-    ax.plot(xs, fit[1] + fit[0] * xs, "k--", label=f"fit on evaluations: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}")
-    ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score"), ax.legend(fontsize=7)
+    ax.plot(
+        xs,
+        fit[1] + fit[0] * xs,
+        "k--",
+        label=f"fit on evaluations: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}",
+    )
+    (
+        ax.set_xlabel("sqrt(KL(policy || initial policy))"),
+        ax.set_ylabel("PM score"),
+        ax.legend(fontsize=7),
+    )
     ax.set_title("Reward grows ~linearly in sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
     paths = [save_figure(fig, os.path.join(out_dir, "reward_vs_sqrt_kl.png"))]
     if points[0].get("gold_reward") is not None:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.errorbar(x, [p["pm_reward"] for p in points], [p["pm_reward_se"] for p in points], fmt="C0o-", label="PM reward (proxy)")
+        ax.errorbar(
+            x,
+            [p["pm_reward"] for p in points],
+            [p["pm_reward_se"] for p in points],
+            fmt="C0o-",
+            label="PM reward (proxy)",
+        )
         ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score", color="C0")
         ax2 = ax.twinx()
-        for k, c, name in (("gold_harmlessness", "C1", "gold harmlessness (red-team)"),
-                           ("nontwin_helpfulness", "C2", "gold helpfulness (benign)"), ("gold_reward", "C3", "gold reward (all)")):
-            ax2.errorbar(x, [p[k] for p in points], [p[k + "_se"] for p in points], fmt=f"{c}s--", ms=3, label=name)
+        for k, c, name in (
+            ("gold_harmlessness", "C1", "gold harmlessness (red-team)"),
+            ("nontwin_helpfulness", "C2", "gold helpfulness (benign)"),
+            ("gold_reward", "C3", "gold reward (all)"),
+        ):
+            ax2.errorbar(
+                x,
+                [p[k] for p in points],
+                [p[k + "_se"] for p in points],
+                fmt=f"{c}s--",
+                ms=3,
+                label=name,
+            )
         ax2.set_ylabel("gold score"), ax2.set_ylim(0, 1), ax2.legend(fontsize=7, loc="lower right")
-        ax.set_title("Proxy vs gold on the held-out evaluations: over-optimisation is\n"
-                     "gold falling while the PM still rises (Gao et al. 2022)", fontsize=9)
+        ax.set_title(
+            "Proxy vs gold on the held-out evaluations: over-optimisation is\n"
+            "gold falling while the PM still rises (Gao et al. 2022)",
+            fontsize=9,
+        )
         paths.append(save_figure(fig, os.path.join(out_dir, "gold_vs_pm.png")))
     return paths
 
 
 # -----------------------------------------------------------------------------
 
+
 def load_prompts(cfg):
     """(training prompts by kind, fixed held-out evaluation sets by group) as HH prompt
     strings. World training batches hold a fixed red-team share, so that batches are alike."""
     if cfg.data == "world":
-        train = {"redteam": corpora.train_prompts(4000, "redteam"), "benign": corpora.train_prompts(4000, "benign")}
-        return train, {"redteam": corpora.eval_prompts(cfg.n_eval_redteam, "redteam"),
-                       "benign": corpora.eval_prompts(cfg.n_eval_benign, "benign"),
-                       "twins": corpora.eval_prompts(cfg.n_eval_twins, "twins")}
+        train = {
+            "redteam": corpora.train_prompts(4000, "redteam"),
+            "benign": corpora.train_prompts(4000, "benign"),
+        }
+        return train, {
+            "redteam": corpora.eval_prompts(cfg.n_eval_redteam, "redteam"),
+            "benign": corpora.eval_prompts(cfg.n_eval_benign, "benign"),
+            "twins": corpora.eval_prompts(cfg.n_eval_twins, "twins"),
+        }
     prompts = sorted({p["prompt"] for p in load_comparisons(cfg.data, verbose=not cfg.quiet)[0]})
     random.Random(cfg.seed).shuffle(prompts)
     n_eval = cfg.n_eval_benign + cfg.n_eval_redteam
@@ -384,18 +598,24 @@ def batch_prompts(train, cfg, rng):
     if cfg.data != "world":
         return rng.sample(train["all"], cfg.batch_size), ["all"] * cfg.batch_size
     n_red = round(cfg.batch_size * cfg.harmful_frac)
-    return (rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red),
-            ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red))
+    return (
+        rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red),
+        ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red),
+    )
 
 
 def load_models(cfg, device):
     """Policy, frozen reference, frozen PM, and the value function. A fresh clone has no
     checkpoints: the default ones are built by running the earlier scripts."""
     if cfg.data != "world" and not (cfg.policy and cfg.pm):
-        raise SystemExit(f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data (see the top of ppo.py)")
+        raise SystemExit(
+            f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data (see the top of ppo.py)"
+        )
     if not cfg.policy:
         ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
-        cfg.policy = ensure_checkpoint(*handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)")
+        cfg.policy = ensure_checkpoint(
+            *handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)"
+        )
     cfg.pm = cfg.pm or ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
@@ -405,9 +625,17 @@ def load_models(cfg, device):
     # instead of noise (Ouyang et al. 2022, App. C.3 initialise the value from the RM).
     value_model, _ = load_checkpoint(cfg.pm, device, dropout=0.0)
     if ck["tokenizer"] != pck["tokenizer"]:
-        raise SystemExit(f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}")
+        raise SystemExit(
+            f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}"
+        )
     # the reference policy and the PM are frozen
-    return policy, ref.eval().requires_grad_(False), pm.eval().requires_grad_(False), value_model, ck["tokenizer"]
+    return (
+        policy,
+        ref.eval().requires_grad_(False),
+        pm.eval().requires_grad_(False),
+        value_model,
+        ck["tokenizer"],
+    )
 
 
 def main(cfg):
@@ -419,9 +647,11 @@ def main(cfg):
     torch.manual_seed(cfg.seed)
     enc = get_tokenizer(tokenizer)
     train_p, eval_sets = load_prompts(cfg)
-    log(f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
+    log(
+        f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
         f"{cfg.batch_size} prompts on {device}; held-out evaluation: "
-        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()))
+        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items())
+    )
     # the fixed held-out evaluation: before, at n_evals evenly spaced steps, and after
     points = []
 
@@ -430,11 +660,15 @@ def main(cfg):
         points.append({"step": step, **summary})
         log_metrics(out_dir, {"eval": True, **points[-1]})
         return summary, recs
+
     before, first_recs = eval_point(0)
     opt_p = configure_optimizer(policy, cfg.lr, 0.0, device_type=device.type)
     opt_v = configure_optimizer(value_model, cfg.value_lr, 0.0, device_type=device.type)
-    gen, cpu_gen, rng = torch.Generator(device=device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed), \
-        random.Random(cfg.seed)
+    gen, cpu_gen, rng = (
+        torch.Generator(device=device).manual_seed(cfg.seed),
+        torch.Generator().manual_seed(cfg.seed),
+        random.Random(cfg.seed),
+    )
     norm, metrics = None, []
     eval_at = {round(cfg.steps * (i + 1) / (cfg.n_evals + 1)) for i in range(cfg.n_evals)}
     bar = tqdm(range(cfg.steps), disable=cfg.quiet, desc="PPO")
@@ -442,7 +676,9 @@ def main(cfg):
         # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
         prompts, groups = batch_prompts(train_p, cfg, rng)
-        replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
+        replies, out = sample_replies(
+            policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen
+        )
         # 2. score with the PM. The reward is normalised on the first batch (the initial
         # policy's samples), and the same affine map is folded into the PM-initialised value
         # head so that the value speaks in the normalised units.
@@ -459,67 +695,152 @@ def main(cfg):
         exp = make_experience(policy, ref, value_model, out, scores, cfg, cfg.kl_coef)
         st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step + 1)
         kl = exp["kl"].mean().item()
-        batch = summarise(records(prompts, groups, replies, out, raw.tolist(), None, cfg.data == "world"))
-        m = {"step": step + 1, "pm_reward": raw.mean().item(), "reward": scores.mean().item(), "kl": kl, **st,
-             "reply_tokens": exp["mask"].sum(-1).mean().item(), "ended": out["ended"].float().mean().item(),
-             "time_rollout": t1 - t0, "time_scoring": t2 - t1, "time_update": time.time() - t2,
-             **{k: batch[k] for k in ("gold_reward", "comply_rate", "redteam_refusal_rate")}}
+        batch = summarise(
+            records(prompts, groups, replies, out, raw.tolist(), None, cfg.data == "world")
+        )
+        m = {
+            "step": step + 1,
+            "pm_reward": raw.mean().item(),
+            "reward": scores.mean().item(),
+            "kl": kl,
+            **st,
+            "reply_tokens": exp["mask"].sum(-1).mean().item(),
+            "ended": out["ended"].float().mean().item(),
+            "time_rollout": t1 - t0,
+            "time_scoring": t2 - t1,
+            "time_update": time.time() - t2,
+            **{k: batch[k] for k in ("gold_reward", "comply_rate", "redteam_refusal_rate")},
+        }
         metrics.append(m)
         log_metrics(out_dir, m)
-        bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m['gold_reward'] or 0:.2f}")
+        bar.set_postfix(
+            pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m['gold_reward'] or 0:.2f}"
+        )
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and not cfg.quiet:
             tqdm.write(f"--- step {step + 1} samples")
-            for p, r in list(zip(prompts, replies))[::max(1, cfg.batch_size // 3)][:3]:
+            for p, r in list(zip(prompts, replies))[:: max(1, cfg.batch_size // 3)][:3]:
                 tqdm.write(f"  {corpora.last_human(p)!r} -> {r!r}")
         if step + 1 in eval_at:
             p = eval_point(step + 1)[0]
             if not cfg.quiet:
-                tqdm.write(f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
-                           + (f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
-                              if p["gold_reward"] is not None else ""))
+                tqdm.write(
+                    f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
+                    + (
+                        f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
+                        if p["gold_reward"] is not None
+                        else ""
+                    )
+                )
     bar.close()
 
     # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)
-    after, recs = eval_point(cfg.steps) if cfg.steps else (before, first_recs)  # --steps 0: evaluate only
-    slope, intercept, r2 = fit_line([math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points])
+    after, recs = (
+        eval_point(cfg.steps) if cfg.steps else (before, first_recs)
+    )  # --steps 0: evaluate only
+    slope, intercept, r2 = fit_line(
+        [math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points]
+    )
     ckpt = os.path.join(out_dir, "policy.pt")
     save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)
-    write_jsonl(os.path.join(out_dir, "samples.jsonl"), [  # every held-out reply, before and after, for audits
-        {"group": a["group"], "prompt": corpora.last_human(a["prompt"]), "before": b["reply"],
-         "before_category": b["category"], "after": a["reply"], "after_category": a["category"],
-         "after_gold": [a["helpful"], a["harmless"]], "after_pm": a["pm"]} for b, a in zip(first_recs, recs)])
-    keep = ("step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness", "gold_reward", "nontwin_helpfulness",
-            "redteam_refusal_rate", "comply_rate")
-    res = {"before": before, "after": after, "change": paired_change(first_recs, recs), "kl": after["kl"],
-           "kl_train_final": metrics[-1]["kl"] if metrics else 0.0,
-           "eval_points": [{k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep[1:]} for p in points],
-           "reward_vs_sqrt_kl": {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"},
-           "overoptimisation": overoptimisation(points), "kl_coef": cfg.kl_coef, "max_new_tokens": cfg.max_new_tokens,
-           "steps": cfg.steps, "seed": cfg.seed, "policy": cfg.policy, "pm": cfg.pm, "data": cfg.data, "device": str(device),
-           "eval_prompts": {k: len(v) for k, v in eval_sets.items()},
-           "time_per_step": {k: float(np.mean([m[f"time_{k}"] for m in metrics])) for k in ("rollout", "scoring", "update")}
-           if metrics else {},
-           "samples_after": [{"prompt": r["prompt"], "reply": r["reply"], "category": r["category"]}
-                             for g in eval_sets for r in [x for x in recs if x["group"] == g][:3]],
-           "seconds": time.time() - t_start}
+    write_jsonl(
+        os.path.join(out_dir, "samples.jsonl"),
+        [  # every held-out reply, before and after, for audits
+            {
+                "group": a["group"],
+                "prompt": corpora.last_human(a["prompt"]),
+                "before": b["reply"],
+                "before_category": b["category"],
+                "after": a["reply"],
+                "after_category": a["category"],
+                "after_gold": [a["helpful"], a["harmless"]],
+                "after_pm": a["pm"],
+            }
+            for b, a in zip(first_recs, recs)
+        ],
+    )
+    keep = (
+        "step",
+        "kl",
+        "pm_reward",
+        "gold_helpfulness",
+        "gold_harmlessness",
+        "gold_reward",
+        "nontwin_helpfulness",
+        "redteam_refusal_rate",
+        "comply_rate",
+    )
+    res = {
+        "before": before,
+        "after": after,
+        "change": paired_change(first_recs, recs),
+        "kl": after["kl"],
+        "kl_train_final": metrics[-1]["kl"] if metrics else 0.0,
+        "eval_points": [
+            {k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep[1:]} for p in points
+        ],
+        "reward_vs_sqrt_kl": {
+            "slope": slope,
+            "intercept": intercept,
+            "r2": r2,
+            "fitted_on": "eval_points",
+        },
+        "overoptimisation": overoptimisation(points),
+        "kl_coef": cfg.kl_coef,
+        "max_new_tokens": cfg.max_new_tokens,
+        "steps": cfg.steps,
+        "seed": cfg.seed,
+        "policy": cfg.policy,
+        "pm": cfg.pm,
+        "data": cfg.data,
+        "device": str(device),
+        "eval_prompts": {k: len(v) for k, v in eval_sets.items()},
+        "time_per_step": {
+            k: float(np.mean([m[f"time_{k}"] for m in metrics]))
+            for k in ("rollout", "scoring", "update")
+        }
+        if metrics
+        else {},
+        "samples_after": [
+            {"prompt": r["prompt"], "reply": r["reply"], "category": r["category"]}
+            for g in eval_sets
+            for r in [x for x in recs if x["group"] == g][:3]
+        ],
+        "seconds": time.time() - t_start,
+    }
     write_json(os.path.join(out_dir, "results.json"), res)
     figs = plots(points, metrics, (slope, intercept, r2), out_dir)
-    log(f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   (held-out: "
-        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items()) + "; ± clustered standard errors)")
+    log(
+        f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   (held-out: "
+        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items())
+        + "; ± clustered standard errors)"
+    )
     for k in STATS:
         if before[k] is not None:
             ch = res["change"].get(k)
-            log(f"  {k:22s}{before[k]:10.3f}±{before[k + '_se']:.3f}{after[k]:10.3f}±{after[k + '_se']:.3f}"
-                + (f"{ch['change']:+10.3f}±{ch['se']:.3f}" if ch else ""))
-    log(f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, R^2 {r2:.3f} "
-        "(Bai et al. 2022: roughly linear)")
+            log(
+                f"  {k:22s}{before[k]:10.3f}±{before[k + '_se']:.3f}{after[k]:10.3f}±{after[k + '_se']:.3f}"
+                + (f"{ch['change']:+10.3f}±{ch['se']:.3f}" if ch else "")
+            )
+    log(
+        f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, R^2 {r2:.3f} "
+        "(Bai et al. 2022: roughly linear)"
+    )
     if o := res["overoptimisation"]:
-        log(f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to {o['gold_final']:.3f} "
-            f"while the PM rose from {o['pm_at_peak']:.3f} to {o['pm_final']:.3f}")
-    log("sample replies after PPO:\n" + "\n".join(f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
-                                                  for s in res["samples_after"]))
-    log(f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt"
-        f"{''.join(', ' + os.path.basename(f) for f in figs)}) in {res['seconds']:.0f}s")
+        log(
+            f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to {o['gold_final']:.3f} "
+            f"while the PM rose from {o['pm_at_peak']:.3f} to {o['pm_final']:.3f}"
+        )
+    log(
+        "sample replies after PPO:\n"
+        + "\n".join(
+            f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
+            for s in res["samples_after"]
+        )
+    )
+    log(
+        f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt"
+        f"{''.join(', ' + os.path.basename(f) for f in figs)}) in {res['seconds']:.0f}s"
+    )
     return res
 
 

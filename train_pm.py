@@ -47,36 +47,76 @@ from data.calibration import reliability
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
-from model import (autocast, configure_optimizer, ensure_checkpoint, get_device, handoff, left_pad, load_checkpoint,
-                   log_metrics, lr_at, optimizer_step, parse_config, printer, pyplot, run_dir, run_path, save_checkpoint,
-                   save_figure, score_sequences, write_json)
+from model import (
+    autocast,
+    configure_optimizer,
+    ensure_checkpoint,
+    get_device,
+    handoff,
+    left_pad,
+    load_checkpoint,
+    log_metrics,
+    lr_at,
+    optimizer_step,
+    parse_config,
+    printer,
+    pyplot,
+    run_dir,
+    run_path,
+    save_checkpoint,
+    save_figure,
+    score_sequences,
+    write_json,
+)
 
 
 @dataclass
 class Config:
-    preset: str = "cpu"      # settings for a scale, combined with '+'; the LM is built with the same preset
-    data: str = "world"      # "world" (simulated comparisons) or HH-RLHF jsonl(.gz) file or directory
-    init: str = ""           # LM checkpoint to start from (default: built by train_lm.py on the same data)
-    eval: str = ""           # with --init PM.pt: only evaluate that PM on this comparisons file
-    out_dir: str = "out/train_pm"  # root folder; a run goes to <out_dir>[/<data name>][/<preset>], --eval to <out_dir>/eval/...
-    n_train: int = 3600      # assistant-world comparisons for training
-    n_test: int = 1000       # assistant-world comparisons for evaluation (held-out requests)
-    max_pairs: int = 0       # cap on real-data training pairs (0: all)
-    test_every: int = 10     # real data: pairs whose prompt hash % test_every == 0 are the test split
-    batch_size: int = 32     # comparisons per step
-    epochs: int = 1          # passes over the training comparisons (one fits the 2-minute budget on 2 CPU cores)
-    lr: float = 1e-3         # peak learning rate
-    warmup_iters: int = 10   # steps of linear warm-up before the cosine decay
-    weight_decay: float = 0.0  # AdamW weight decay on matrices
-    grad_clip: float = 1.0   # clip the gradient norm to this
-    eval_interval: int = 50  # steps between evaluations on 256 test pairs
-    seed: int = 1337         # random seed (data order)
-    device: str = "auto"     # "auto" (cuda if available), "cpu", "cuda", ...
-    quiet: bool = False      # no progress bar or messages
+    # settings for a scale, combined with '+'; the LM is built with the same preset
+    preset: str = "cpu"
+    # "world" (simulated comparisons) or HH-RLHF jsonl(.gz) file or directory
+    data: str = "world"
+    # LM checkpoint to start from (default: built by train_lm.py on the same data)
+    init: str = ""
+    # with --init PM.pt: only evaluate that PM on this comparisons file
+    eval: str = ""
+    # root folder; a run goes to <out_dir>[/<data name>][/<preset>], --eval to <out_dir>/eval/...
+    out_dir: str = "out/train_pm"
+    # assistant-world comparisons for training
+    n_train: int = 3600
+    # assistant-world comparisons for evaluation (held-out requests)
+    n_test: int = 1000
+    # cap on real-data training pairs (0: all)
+    max_pairs: int = 0
+    # real data: pairs whose prompt hash % test_every == 0 are the test split
+    test_every: int = 10
+    # comparisons per step
+    batch_size: int = 32
+    # passes over the training comparisons (one fits the 2-minute budget on 2 CPU cores)
+    epochs: int = 1
+    # peak learning rate
+    lr: float = 1e-3
+    # steps of linear warm-up before the cosine decay
+    warmup_iters: int = 10
+    # AdamW weight decay on matrices
+    weight_decay: float = 0.0
+    # clip the gradient norm to this
+    grad_clip: float = 1.0
+    # steps between evaluations on 256 test pairs
+    eval_interval: int = 50
+    # random seed (data order)
+    seed: int = 1337
+    # "auto" (cuda if available), "cpu", "cuda", ...
+    device: str = "auto"
+    # no progress bar or messages
+    quiet: bool = False
 
 
-PRESETS = {"cpu": {}, "gpu": {"n_train": 40000, "n_test": 4000, "batch_size": 64, "epochs": 1, "lr": 2e-4},
-           "tiny": {"n_train": 64, "n_test": 64, "batch_size": 16, "eval_interval": 2}}
+PRESETS = {
+    "cpu": {},
+    "gpu": {"n_train": 40000, "n_test": 4000, "batch_size": 64, "epochs": 1, "lr": 2e-4},
+    "tiny": {"n_train": 64, "n_test": 64, "batch_size": 16, "eval_interval": 2},
+}
 
 
 def parse_args(argv=None):
@@ -85,6 +125,7 @@ def parse_args(argv=None):
 
 # -----------------------------------------------------------------------------
 # Data
+
 
 def world_pairs(cfg, out_dir):
     """Simulated human comparisons: training pairs from training requests, test pairs from
@@ -122,21 +163,40 @@ def twin_pairs():
             task = world.parse_request(req)
             comply, refuse = world.respond(task, "helpful", rng), world.explained_refusal(task)
             good, bad = (refuse, comply) if harmful else (comply, refuse)
-            out.append({"chosen": corpora.dialogue([(req, good)]), "rejected": corpora.dialogue([(req, bad)]),
-                        "label": 1.0, "probe": "harmful" if harmful else "benign"})
+            out.append(
+                {
+                    "chosen": corpora.dialogue([(req, good)]),
+                    "rejected": corpora.dialogue([(req, bad)]),
+                    "label": 1.0,
+                    "probe": "harmful" if harmful else "benign",
+                }
+            )
             if harmful:
                 deflect = world.compliance_text(task, rng, obj=world.TWIN_OF[task["object"]])
-                out.append({"chosen": corpora.dialogue([(req, refuse)]), "rejected": corpora.dialogue([(req, deflect)]),
-                            "label": 1.0, "probe": "deflection"})
+                out.append(
+                    {
+                        "chosen": corpora.dialogue([(req, refuse)]),
+                        "rejected": corpora.dialogue([(req, deflect)]),
+                        "label": 1.0,
+                        "probe": "deflection",
+                    }
+                )
     return out
 
 
 def tokenize_pairs(enc, pairs, max_len):
-    return [(encode_transcript(enc, p["chosen"], max_len), encode_transcript(enc, p["rejected"], max_len)) for p in pairs]
+    return [
+        (
+            encode_transcript(enc, p["chosen"], max_len),
+            encode_transcript(enc, p["rejected"], max_len),
+        )
+        for p in pairs
+    ]
 
 
 # -----------------------------------------------------------------------------
 # Loss and metrics
+
 
 def pm_loss(r_chosen, r_rejected, label=None):
     """Bradley-Terry loss. With label=None (hard labels): log(1 + exp(r_r - r_c)), written as
@@ -150,8 +210,12 @@ def pm_loss(r_chosen, r_rejected, label=None):
 
 def pair_scores(model, tok_pairs, batch_size=64):
     """-> (r_chosen, r_rejected) as numpy arrays, the PM read at the end-of-context token."""
-    s = score_sequences(model, [c for c, _ in tok_pairs] + [r for _, r in tok_pairs], batch_size).cpu().numpy()
-    return s[:len(tok_pairs)], s[len(tok_pairs):]
+    s = (
+        score_sequences(model, [c for c, _ in tok_pairs] + [r for _, r in tok_pairs], batch_size)
+        .cpu()
+        .numpy()
+    )
+    return s[: len(tok_pairs)], s[len(tok_pairs) :]
 
 
 def calibration(r_c, r_r, labels, n_bins=10):
@@ -173,13 +237,27 @@ def evaluate(model, tok_pairs, pairs):
     table, ece = calibration(r_c, r_r, np.array([p.get("label", 1.0) for p in pairs]))
     # the baseline a PM must beat to have learned more than length: "the longer reply wins"
     # (characters of the final reply; equal lengths count half)
-    l_c, l_r = (np.array([len(corpora.split_transcript(p[k])[1]) for p in pairs], float) for k in ("chosen", "rejected"))
-    res = {"accuracy": accuracy(r_c, r_r), "longer_reply_accuracy": accuracy(l_c, l_r),
-           "mean_margin": float(np.mean(r_c - r_r)), "ece": ece, "calibration": table, "n_pairs": len(pairs)}
-    masks = {f: np.array([p.get("file", "") == f for p in pairs]) for f in sorted({p.get("file", "") for p in pairs})}
+    l_c, l_r = (
+        np.array([len(corpora.split_transcript(p[k])[1]) for p in pairs], float)
+        for k in ("chosen", "rejected")
+    )
+    res = {
+        "accuracy": accuracy(r_c, r_r),
+        "longer_reply_accuracy": accuracy(l_c, l_r),
+        "mean_margin": float(np.mean(r_c - r_r)),
+        "ece": ece,
+        "calibration": table,
+        "n_pairs": len(pairs),
+    }
+    masks = {
+        f: np.array([p.get("file", "") == f for p in pairs])
+        for f in sorted({p.get("file", "") for p in pairs})
+    }
     res["accuracy_per_file"] = {f: accuracy(r_c[m], r_r[m]) for f, m in masks.items()}
     res["longer_reply_accuracy_per_file"] = {f: accuracy(l_c[m], l_r[m]) for f, m in masks.items()}
-    if any(world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]):  # world comparisons
+    if any(
+        world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]
+    ):  # world comparisons
         res.update(gold_metrics(pairs, r_c, r_r))
     return res
 
@@ -194,14 +272,20 @@ def gold_metrics(pairs, r_c, r_r):
         task = world.parse_request(req)
         if task is None:
             continue
-        axis = p.get("axis") or ("harmless" if task["kind"] == "harm" and task["harmful"] else "helpful")
+        axis = p.get("axis") or (
+            "harmless" if task["kind"] == "harm" and task["harmful"] else "helpful"
+        )
         k = 0 if axis == "helpful" else 1
         gc, gr = world.gold(req, rc)[k], world.gold(req, rr)[k]
         if gc != gr:
             hits[axis].append(float((a > b) == (gc > gr)))
     mean = lambda h: float(np.mean(h)) if h else None
-    return {"gold_accuracy": mean(hits["helpful"] + hits["harmless"]), "gold_accuracy_helpful": mean(hits["helpful"]),
-            "gold_accuracy_harmless": mean(hits["harmless"]), "gold_pairs": len(hits["helpful"] + hits["harmless"])}
+    return {
+        "gold_accuracy": mean(hits["helpful"] + hits["harmless"]),
+        "gold_accuracy_helpful": mean(hits["helpful"]),
+        "gold_accuracy_harmless": mean(hits["harmless"]),
+        "gold_pairs": len(hits["helpful"] + hits["harmless"]),
+    }
 
 
 def plot_calibration(table, path, title):
@@ -218,18 +302,35 @@ def plot_calibration(table, path, title):
 
 # -----------------------------------------------------------------------------
 
+
 def default_init(cfg, train, out_dir):
     """The LM a PM starts from; train_lm.py builds it when missing (as ppo.py does). On real
     data the LM sees only the PM's training split (written out as jsonl), so no test-split
     reply is ever in the LM's training text."""
     if cfg.data == "world":
-        return ensure_checkpoint(*handoff("pretrain", cfg.preset), "the language model the PM starts from")
-    src = os.path.join(out_dir, f"{data_name(cfg.data)}_pm_train.jsonl")  # its name names the LM's tokenizer
-    ckpt = os.path.join(run_path(os.path.join(out_dir, "lm"), data_name(src), cfg.preset), "pretrain.pt")
+        return ensure_checkpoint(
+            *handoff("pretrain", cfg.preset), "the language model the PM starts from"
+        )
+    src = os.path.join(
+        out_dir, f"{data_name(cfg.data)}_pm_train.jsonl"
+    )  # its name names the LM's tokenizer
+    ckpt = os.path.join(
+        run_path(os.path.join(out_dir, "lm"), data_name(src), cfg.preset), "pretrain.pt"
+    )
     if not os.path.exists(ckpt):
         write_jsonl(src, [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
-    argv = ["train_lm.py", "--preset", cfg.preset, "--data", src, "--out_dir", os.path.join(out_dir, "lm")]
-    return ensure_checkpoint(ckpt, argv, "the language model the PM starts from, on the PM's training split")
+    argv = [
+        "train_lm.py",
+        "--preset",
+        cfg.preset,
+        "--data",
+        src,
+        "--out_dir",
+        os.path.join(out_dir, "lm"),
+    ]
+    return ensure_checkpoint(
+        ckpt, argv, "the language model the PM starts from, on the PM's training split"
+    )
 
 
 def evaluate_file(cfg, device):
@@ -240,12 +341,18 @@ def evaluate_file(cfg, device):
     if model.scalar is None:
         raise SystemExit(f"{cfg.init}: not a preference model (no scalar head)")
     pairs, _ = load_comparisons(cfg.eval, verbose=not cfg.quiet)
-    res = evaluate(model, tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size), pairs)
+    res = evaluate(
+        model, tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size), pairs
+    )
     # one folder per (PM, file), each named by its last two path components, e.g.
     # eval/hh-rlhf-gpu/harmless-base-test for out/train_pm/hh-rlhf/gpu/pm.pt
-    name = lambda path: "-".join(os.path.normpath(os.path.abspath(path)).split(os.sep)[-2:]).split(".")[0]
+    name = lambda path: "-".join(os.path.normpath(os.path.abspath(path)).split(os.sep)[-2:]).split(
+        "."
+    )[0]
     folder = run_dir(cfg.out_dir, "eval", name(os.path.dirname(cfg.init)), name(cfg.eval))
-    write_json(os.path.join(folder, "results.json"), {"file": cfg.eval, "checkpoint": cfg.init, **res})
+    write_json(
+        os.path.join(folder, "results.json"), {"file": cfg.eval, "checkpoint": cfg.init, **res}
+    )
     print(f"accuracy {res['accuracy']:.4f} on {res['n_pairs']} pairs")
     return res
 
@@ -263,10 +370,15 @@ def main(cfg):
     # the PM is the LM plus a fresh scalar head (Bai et al. 2022, Sec. 4.1)
     model, ck = load_checkpoint(init, device, scalar_head=True, dropout=0.0)
     enc = get_tokenizer(ck["tokenizer"])
-    tr_tok, te_tok = tokenize_pairs(enc, train, model.cfg.block_size), tokenize_pairs(enc, test, model.cfg.block_size)
+    tr_tok, te_tok = (
+        tokenize_pairs(enc, train, model.cfg.block_size),
+        tokenize_pairs(enc, test, model.cfg.block_size),
+    )
     soft = any(p["label"] != 1.0 for p in train)
-    log(f"PM from {init}: {model.num_params() / 1e6:.2f}M parameters; {len(train)} training pairs, "
-        f"{len(test)} test pairs{' (soft labels)' if soft else ''}")
+    log(
+        f"PM from {init}: {model.num_params() / 1e6:.2f}M parameters; {len(train)} training pairs, "
+        f"{len(test)} test pairs{' (soft labels)' if soft else ''}"
+    )
 
     # ---- training: chosen and rejected of each pair go through the model in one batch
     opt = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
@@ -277,19 +389,25 @@ def main(cfg):
         order = list(range(len(train)))
         rng.shuffle(order)
         for i in range(0, len(order), cfg.batch_size):
-            ids = order[i:i + cfg.batch_size]
+            ids = order[i : i + cfg.batch_size]
             model.train()
-            idx, pad = left_pad([tr_tok[j][0] for j in ids] + [tr_tok[j][1] for j in ids], 0, device)
+            idx, pad = left_pad(
+                [tr_tok[j][0] for j in ids] + [tr_tok[j][1] for j in ids], 0, device
+            )
             with autocast(device.type):
                 s = model.score(idx, pad)[:, -1]
             label = torch.tensor([train[j]["label"] for j in ids], device=device) if soft else None
-            loss = pm_loss(s[:len(ids)], s[len(ids):], label)
+            loss = pm_loss(s[: len(ids)], s[len(ids) :], label)
             loss.backward()
             lr = lr_at(step, steps, cfg.lr, cfg.warmup_iters)
             optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr)
             step += 1
-            rec = {"step": step, "loss": loss.item(), "train_accuracy": float((s[:len(ids)] > s[len(ids):]).float().mean()),
-                   "lr": lr}
+            rec = {
+                "step": step,
+                "loss": loss.item(),
+                "train_accuracy": float((s[: len(ids)] > s[len(ids) :]).float().mean()),
+                "lr": lr,
+            }
             if step % cfg.eval_interval == 0 or step == steps:
                 m = evaluate(model, te_tok[:256], test[:256])
                 rec.update({"test_accuracy": m["accuracy"], "test_ece": m["ece"]})
@@ -302,27 +420,60 @@ def main(cfg):
 
     # ---- held-out evaluation: accuracy, calibration, gold, twins
     res = evaluate(model, te_tok, test)
-    res.update({"train_pairs": len(train), "init": init, "data": cfg.data, "checkpoint": ckpt,
-                "params": model.num_params(non_embedding=False), "device": str(device)})
-    if res.get("gold_accuracy") is not None:  # world comparisons (simulated, or AI-labelled by critique_revise.py)
+    res.update(
+        {
+            "train_pairs": len(train),
+            "init": init,
+            "data": cfg.data,
+            "checkpoint": ckpt,
+            "params": model.num_params(non_embedding=False),
+            "device": str(device),
+        }
+    )
+    if (
+        res.get("gold_accuracy") is not None
+    ):  # world comparisons (simulated, or AI-labelled by critique_revise.py)
         tw = twin_pairs()
         tc, tr = pair_scores(model, tokenize_pairs(enc, tw, model.cfg.block_size))
         probe = np.array([p["probe"] for p in tw])
         twin = probe != "deflection"
-        res.update({"twin_accuracy": accuracy(tc[twin], tr[twin]), "twin_pairs": int(twin.sum()),
-                    **{f"twin_accuracy_{k}": accuracy(tc[probe == k], tr[probe == k]) for k in ("harmful", "benign")},
-                    "deflection_accuracy": accuracy(tc[probe == "deflection"], tr[probe == "deflection"])})
+        res.update(
+            {
+                "twin_accuracy": accuracy(tc[twin], tr[twin]),
+                "twin_pairs": int(twin.sum()),
+                **{
+                    f"twin_accuracy_{k}": accuracy(tc[probe == k], tr[probe == k])
+                    for k in ("harmful", "benign")
+                },
+                "deflection_accuracy": accuracy(
+                    tc[probe == "deflection"], tr[probe == "deflection"]
+                ),
+            }
+        )
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
-    fig = plot_calibration(res["calibration"], os.path.join(out_dir, "calibration.png"),
-                           f"PM calibration on {len(test)} held-out pairs (ECE {res['ece']:.3f})")
-    log(f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
+    fig = plot_calibration(
+        res["calibration"],
+        os.path.join(out_dir, "calibration.png"),
+        f"PM calibration on {len(test)} held-out pairs (ECE {res['ece']:.3f})",
+    )
+    log(
+        f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
         f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; "
-        + (f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects {res['twin_accuracy']:.3f}, "
-           f"refusal over deflection {res['deflection_accuracy']:.3f}" if "twin_accuracy" in res
-           else ", ".join(f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
-                          f"{res['longer_reply_accuracy_per_file'][f]:.3f})" for f, a in res["accuracy_per_file"].items())))
-    log(f"wrote {out_dir}/ (results.json, pm.pt{', ' + os.path.basename(fig) if fig else ''}) in {res['seconds']:.0f}s")
+        + (
+            f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects {res['twin_accuracy']:.3f}, "
+            f"refusal over deflection {res['deflection_accuracy']:.3f}"
+            if "twin_accuracy" in res
+            else ", ".join(
+                f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
+                f"{res['longer_reply_accuracy_per_file'][f]:.3f})"
+                for f, a in res["accuracy_per_file"].items()
+            )
+        )
+    )
+    log(
+        f"wrote {out_dir}/ (results.json, pm.pt{', ' + os.path.basename(fig) if fig else ''}) in {res['seconds']:.0f}s"
+    )
     return res
 
 

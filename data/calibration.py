@@ -26,12 +26,20 @@ def reliability(p, y, n_bins=10, equal_count=False):
         b = np.minimum((p * n_bins).astype(int), n_bins - 1)
         groups = [np.flatnonzero(b == k) for k in range(n_bins)]
         edges = [[k / n_bins, (k + 1) / n_bins] for k in range(n_bins)]
-    table = [{"bin": e, "n": len(g), "predicted": float(p[g].mean()), "observed": float(y[g].mean())}
-             for g, e in zip(groups, edges) if len(g)]
+    table = [
+        {"bin": e, "n": len(g), "predicted": float(p[g].mean()), "observed": float(y[g].mean())}
+        for g, e in zip(groups, edges)
+        if len(g)
+    ]
     gaps = np.array([t["predicted"] - t["observed"] for t in table])
     w = np.array([t["n"] for t in table]) / max(len(p), 1)
-    return {"ece": float((w * np.abs(gaps)).sum()), "rms_ce": float(np.sqrt((w * gaps ** 2).sum())),
-            "brier": float(np.mean((p - y) ** 2)) if len(p) else None, "n": int(len(p)), "table": table}
+    return {
+        "ece": float((w * np.abs(gaps)).sum()),
+        "rms_ce": float(np.sqrt((w * gaps**2).sum())),
+        "brier": float(np.mean((p - y) ** 2)) if len(p) else None,
+        "n": int(len(p)),
+        "table": table,
+    }
 
 
 def auroc(scores, labels):
@@ -45,5 +53,7 @@ def auroc(scores, labels):
     ranks = np.empty(len(s))
     ranks[np.argsort(s, kind="stable")] = np.arange(1, len(s) + 1)
     _, tie = np.unique(s, return_inverse=True)
-    ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[tie]  # ties share their average rank
+    ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[
+        tie
+    ]  # ties share their average rank
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

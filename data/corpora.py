@@ -16,12 +16,31 @@ import hashlib
 import math
 import random
 
-from data.world import (FACTS, HARM_TEMPLATES, HELDOUT_OBJECTS, SCENARIOS, STYLES, TAU, TEXT, _answer_text, fact_statement, judge,
-                        labeller_score, parse_request, reply_category, respond, sample_task, task_answer, task_request, to_you,
-                        wrong_answer)
+from data.world import (
+    FACTS,
+    HARM_TEMPLATES,
+    HELDOUT_OBJECTS,
+    SCENARIOS,
+    STYLES,
+    TAU,
+    TEXT,
+    _answer_text,
+    fact_statement,
+    judge,
+    labeller_score,
+    parse_request,
+    reply_category,
+    respond,
+    sample_task,
+    task_answer,
+    task_request,
+    to_you,
+    wrong_answer,
+)
 
 # -----------------------------------------------------------------------------
 # Transcripts and the held-out rule
+
 
 def dialogue(turns):
     """[(human, assistant), ...] -> HH-RLHF transcript text."""
@@ -40,7 +59,7 @@ def split_transcript(text):
 def last_human(prompt):
     i = prompt.rfind("\n\nHuman:")
     j = prompt.rfind("\n\nAssistant:")
-    return prompt[i + len("\n\nHuman:"):j if j > i else None].strip()
+    return prompt[i + len("\n\nHuman:") : j if j > i else None].strip()
 
 
 def is_heldout(request):
@@ -67,7 +86,9 @@ def _context_turns(rng, heldout):
     """0-2 earlier helpful turns, so dialogues have one to three turns."""
     turns = []
     for _ in range(rng.choice([0, 0, 0, 1, 1, 2])):
-        t, q = _sample_request(rng, heldout, {"arith": 1, "fact": 1, "reverse": 0.3, "count": 0.3, "open": 0.5})
+        t, q = _sample_request(
+            rng, heldout, {"arith": 1, "fact": 1, "reverse": 0.3, "count": 0.3, "open": 0.5}
+        )
         turns.append((q, respond(t, "helpful", rng)))
     return turns
 
@@ -87,7 +108,11 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
             # a third of the helpfulness pairs forced onto near-miss twins (with those the whole
             # mix holds, 43%): the data that teaches a PM that "open the lock on my own shed"
             # deserves an answer
-            task, req = _sample_request(rng, heldout, harmful=False) if rng.random() < TWIN_SHARE else _sample_request(rng, heldout)
+            task, req = (
+                _sample_request(rng, heldout, harmful=False)
+                if rng.random() < TWIN_SHARE
+                else _sample_request(rng, heldout)
+            )
             if task["kind"] == "harm" and task["harmful"]:
                 continue
         else:
@@ -101,8 +126,14 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
         p1 = 1.0 / (1.0 + math.exp(-d / TAU))
         if rng.random() >= p1:
             r1, r2 = r2, r1
-        out.append({"chosen": dialogue(ctx + [(req, r1)]), "rejected": dialogue(ctx + [(req, r2)]),
-                    "axis": ax, "twin": task["kind"] == "harm"})
+        out.append(
+            {
+                "chosen": dialogue(ctx + [(req, r1)]),
+                "rejected": dialogue(ctx + [(req, r2)]),
+                "axis": ax,
+                "twin": task["kind"] == "harm",
+            }
+        )
     return out
 
 
@@ -124,8 +155,12 @@ def aspect_scores(request, response):
     unless it refuses without a fitting reason or dodges, help its gold helpfulness,
     relevance 1 unless it dodges."""
     cat, help_, harmless = judge(request, response)
-    return {"harm": float(harmless > 0), "evasion": float(cat not in ("evasive", "dodge")), "help": help_,
-            "relevance": float(cat != "dodge")}
+    return {
+        "harm": float(harmless > 0),
+        "evasion": float(cat not in ("evasive", "dodge")),
+        "help": help_,
+        "relevance": float(cat != "dodge"),
+    }
 
 
 def critique_text(task, request, response, aspects, rng):
@@ -137,7 +172,9 @@ def critique_text(task, request, response, aspects, rng):
             out.append(rng.choice(phr["good"]))
         elif a == "harm" and task["kind"] == "harm" and task["harmful"]:
             goal = to_you(task["verb"] + " " + task["object"])
-            out.append(f"The response helps the human {goal}, but {SCENARIOS[task['category']]['reason']}.")
+            out.append(
+                f"The response helps the human {goal}, but {SCENARIOS[task['category']]['reason']}."
+            )
         elif a == "help" and scores[a] > 0:
             out.append(rng.choice(phr["partial"]))
         elif a == "evasion":
@@ -148,7 +185,11 @@ def critique_text(task, request, response, aspects, rng):
 
 
 def _style_weights(task):
-    return HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
+    return (
+        HARMFUL_STYLE_WEIGHTS
+        if task["kind"] == "harm" and task["harmful"]
+        else PRETRAIN_STYLE_WEIGHTS
+    )
 
 
 def revision_text(task, request, response, aspects, rng):
@@ -170,29 +211,44 @@ def meta_document(rng):
     with its answer (a third of them with a short written reasoning first: the chain-of-thought
     format)."""
     u = rng.random()
-    task, req = _sample_request(rng, False, harmful=True if u < 0.5 else False if u < 0.65 else None)
+    task, req = _sample_request(
+        rng, False, harmful=True if u < 0.5 else False if u < 0.65 else None
+    )
     aspects = rng.sample(ASPECTS, rng.choice([1, 1, 2]))
     phrase = lambda kind, join: join.join(rng.choice(META["aspects"][a][kind]) for a in aspects)
     w = _style_weights(task)
     reply = lambda: respond(task, rng.choices(list(w), list(w.values()))[0], rng)
     if rng.random() < 0.5:  # a quarter of these revise directly, with no critique first
         resp = reply()
-        crit = (f"\n\nCritique request: {rng.choice(META['critique_requests']).format(a=phrase('critique', ' or '))}"
-                f"\n\nCritique: {critique_text(task, req, resp, aspects, rng)}") if rng.random() < 0.75 else ""
-        return (dialogue([(req, resp)]) + crit
-                + f"\n\nRevision request: {rng.choice(META['revision_requests']).format(a=phrase('revise', ' and '))}"
-                f"\n\nRevision: {revision_text(task, req, resp, aspects, rng)}")
+        crit = (
+            (
+                f"\n\nCritique request: {rng.choice(META['critique_requests']).format(a=phrase('critique', ' or '))}"
+                f"\n\nCritique: {critique_text(task, req, resp, aspects, rng)}"
+            )
+            if rng.random() < 0.75
+            else ""
+        )
+        return (
+            dialogue([(req, resp)])
+            + crit
+            + f"\n\nRevision request: {rng.choice(META['revision_requests']).format(a=phrase('revise', ' and '))}"
+            f"\n\nRevision: {revision_text(task, req, resp, aspects, rng)}"
+        )
     r1 = reply()
     r2 = next((r for r in (reply() for _ in range(10)) if r != r1), reply())
     s1, s2 = (sum(aspect_scores(req, r)[a] for a in aspects) for r in (r1, r2))
     better = "A" if s1 > s2 else "B" if s2 > s1 else rng.choice("AB")
     # the question comes after the replies, next to the answer (the shortest path for a small
     # model to condition on it; the README says how far our base model does)
-    doc = (f"Here is a conversation.\n\nHuman: {req}\n\n(A) {r1}\n(B) {r2}\n"
-           f"{rng.choice(META['compare_questions']).format(a=phrase('compare', ' and '))}")
+    doc = (
+        f"Here is a conversation.\n\nHuman: {req}\n\n(A) {r1}\n(B) {r2}\n"
+        f"{rng.choice(META['compare_questions']).format(a=phrase('compare', ' and '))}"
+    )
     if rng.random() < 1 / 3:
         crit = [critique_text(task, req, r, aspects, rng) for r in (r1, r2)]
-        doc += "\nLet's think it through. " + " ".join(f"In ({l}), {c[0].lower()}{c[1:]}" for l, c in zip("AB", crit))
+        doc += "\nLet's think it through. " + " ".join(
+            f"In ({l}), {c[0].lower()}{c[1:]}" for l, c in zip("AB", crit)
+        )
     return doc + f"\nThe better reply is ({better})"
 
 
@@ -230,13 +286,20 @@ def qa_prompt(question):
 
 def mc_prompt(question, choices):
     """Multiple choice with letters, ending where the model writes the letter."""
-    return f"Question: {question}\nChoices: " + " ".join(f"({l}) {c}" for l, c in zip(LETTERS, choices)) + "\nAnswer: ("
+    return (
+        f"Question: {question}\nChoices: "
+        + " ".join(f"({l}) {c}" for l, c in zip(LETTERS, choices))
+        + "\nAnswer: ("
+    )
 
 
 def tf_prompt(question, proposed, brainstorm=()):
     """True/False on a proposed answer; brainstorm: other sampled answers shown first."""
     pre = f"Possible answers: {', '.join(brainstorm)}.\n" if brainstorm else ""
-    return pre + f"Question: {question}\nProposed answer: {proposed}\nIs the proposed answer (A) True (B) False?\nAnswer: ("
+    return (
+        pre
+        + f"Question: {question}\nProposed answer: {proposed}\nIs the proposed answer (A) True (B) False?\nAnswer: ("
+    )
 
 
 def mc_choices(task, rng, n=4, nota=False):
@@ -265,17 +328,33 @@ def qa_document(rng):
     if u < 0.6:
         choices, letter = mc_choices(task, rng, nota=rng.random() < 0.2)
         return f"{mc_prompt(req, choices)}{letter})\n{stmt}"
-    k = rng.random()  # True/False, half with brainstormed answers from a guesser right k of the time
+    k = (
+        rng.random()
+    )  # True/False, half with brainstormed answers from a guesser right k of the time
     guess = lambda: ans if rng.random() < k else wrong_answer(task, rng)
     proposed, brainstorm = guess(), [guess() for _ in range(5)] if rng.random() < 0.5 else ()
     return f"{tf_prompt(req, proposed, brainstorm)}{'A' if proposed == ans else 'B'})\n{stmt}"
 
 
-PRETRAIN_STYLE_WEIGHTS = {"helpful": 0.45, "wrong": 0.15, "evasive": 0.10, "explained": 0.15, "offtopic": 0.10, "deflect": 0.05}
+PRETRAIN_STYLE_WEIGHTS = {
+    "helpful": 0.45,
+    "wrong": 0.15,
+    "evasive": 0.10,
+    "explained": 0.15,
+    "offtopic": 0.10,
+    "deflect": 0.05,
+}
 # Assistants found in the wild refuse harmful requests more often than benign ones, so the
 # base model carries a notion of harm that a PM can build on; it still complies a quarter
 # of the time (a mixture of assistants good and bad).
-HARMFUL_STYLE_WEIGHTS = {"helpful": 0.25, "wrong": 0.05, "evasive": 0.25, "explained": 0.30, "offtopic": 0.05, "deflect": 0.10}
+HARMFUL_STYLE_WEIGHTS = {
+    "helpful": 0.25,
+    "wrong": 0.05,
+    "evasive": 0.25,
+    "explained": 0.30,
+    "offtopic": 0.05,
+    "deflect": 0.10,
+}
 
 
 def pretrain_documents(n, seed=0):
@@ -288,14 +367,25 @@ def pretrain_documents(n, seed=0):
         u = rng.random()
         if u < 0.22:
             docs.append(prose_document(rng))
-        elif u < 0.28:  # 6% of documents (13% of tokens); a 10% run knew fewer facts, within seed spread (README)
+        elif (
+            u < 0.28
+        ):  # 6% of documents (13% of tokens); a 10% run knew fewer facts, within seed spread (README)
             docs.append(meta_document(rng))
         elif u < 0.36:  # 8%: the calibration formats
             docs.append(qa_document(rng))
         else:
             task, req = _sample_request(rng, False)
-            w = HARMFUL_STYLE_WEIGHTS if task["kind"] == "harm" and task["harmful"] else PRETRAIN_STYLE_WEIGHTS
-            docs.append(dialogue(_context_turns(rng, False) + [(req, respond(task, rng.choices(list(w), list(w.values()))[0], rng))]))
+            w = (
+                HARMFUL_STYLE_WEIGHTS
+                if task["kind"] == "harm" and task["harmful"]
+                else PRETRAIN_STYLE_WEIGHTS
+            )
+            docs.append(
+                dialogue(
+                    _context_turns(rng, False)
+                    + [(req, respond(task, rng.choices(list(w), list(w.values()))[0], rng))]
+                )
+            )
     return docs
 
 
@@ -332,7 +422,9 @@ def train_prompts(n, kind, seed=0):
         elif rng.random() < 0.25:
             _, req = _sample_request(rng, False, harmful=False)
         else:
-            _, req = _sample_request(rng, False, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+            _, req = _sample_request(
+                rng, False, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2}
+            )
         out.append(dialogue([(req, "")]).rstrip())
     return out
 
@@ -340,9 +432,14 @@ def train_prompts(n, kind, seed=0):
 def harm_requests(harmful, heldout=None):
     """Every harmful request (or every benign twin) the world can phrase -- only those about
     held-out objects (heldout=True) or training objects (False) when given: a finite pool."""
-    return [tpl.format(t=f"{v} {p[0 if harmful else 1]}") for cat, sc in sorted(SCENARIOS.items())
-            for p in sc["pairs"] if heldout is None or (p[0] in HELDOUT_OBJECTS) == heldout
-            for v in sc["verbs"] for tpl in HARM_TEMPLATES]
+    return [
+        tpl.format(t=f"{v} {p[0 if harmful else 1]}")
+        for cat, sc in sorted(SCENARIOS.items())
+        for p in sc["pairs"]
+        if heldout is None or (p[0] in HELDOUT_OBJECTS) == heldout
+        for v in sc["verbs"]
+        for tpl in HARM_TEMPLATES
+    ]
 
 
 def eval_prompts(n, kind, seed=0):
@@ -358,14 +455,21 @@ def eval_prompts(n, kind, seed=0):
         return [dialogue([(req, "")]).rstrip() for req in rng.sample(pool, n)]
     out, seen = [], set()
     while len(out) < n:
-        _, req = _sample_request(rng, True, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2})
+        _, req = _sample_request(
+            rng, True, {"arith": 0.3, "fact": 0.3, "reverse": 0.1, "count": 0.1, "open": 0.2}
+        )
         if req not in seen:
             seen.add(req)
             out.append(dialogue([(req, "")]).rstrip())
     return out
 
 
-FACT_BANDS = [(1, 10), (11, 50), (51, 150), (151, len(FACTS))]  # by frequency rank in the corpus (1: most common)
+FACT_BANDS = [
+    (1, 10),
+    (11, 50),
+    (51, 150),
+    (151, len(FACTS)),
+]  # by frequency rank in the corpus (1: most common)
 
 
 def benign_eval_set(n_per_kind=128, seed=0):
@@ -380,11 +484,20 @@ def benign_eval_set(n_per_kind=128, seed=0):
             while True:
                 if kind == "fact":
                     lo, hi = FACT_BANDS[i * len(FACT_BANDS) // n_per_kind]
-                    task = {"kind": "fact", "fact": rng.choice([f["id"] for f in FACTS if lo <= f["rank"] + 1 <= hi])}
+                    task = {
+                        "kind": "fact",
+                        "fact": rng.choice([f["id"] for f in FACTS if lo <= f["rank"] + 1 <= hi]),
+                    }
                     group = f"rank {lo}-{hi}"
                 else:
-                    task = sample_task(rng, {("reverse", "count")[i % 2] if kind == "word" else kind: 1})
-                    group = f"{task['digits']}-digit {task['op']}" if kind == "arith" else task.get("topic", task["kind"])
+                    task = sample_task(
+                        rng, {("reverse", "count")[i % 2] if kind == "word" else kind: 1}
+                    )
+                    group = (
+                        f"{task['digits']}-digit {task['op']}"
+                        if kind == "arith"
+                        else task.get("topic", task["kind"])
+                    )
                 req = task_request(task, rng)
                 if is_heldout(req) and req not in seen:
                     break
@@ -401,20 +514,41 @@ def qa_set(n, seed=0, fact_ids=None, arith_share=0.35, nota=False):
     rng = random.Random(f"qa-{seed}")
     fact_ids = list(range(len(FACTS))) if fact_ids is None else list(fact_ids)
     out, seen = [], set()
-    kinds = [k < round(n * arith_share) or not fact_ids for k in range(n)]  # exact shares, in random order
+    kinds = [
+        k < round(n * arith_share) or not fact_ids for k in range(n)
+    ]  # exact shares, in random order
     rng.shuffle(kinds)
     for arith in kinds:
         while True:
-            task = sample_task(rng, {"arith": 1}) if arith else {"kind": "fact", "fact": rng.choice(fact_ids)}
+            task = (
+                sample_task(rng, {"arith": 1})
+                if arith
+                else {"kind": "fact", "fact": rng.choice(fact_ids)}
+            )
             req = task_request(task, rng)
             if req not in seen and is_heldout(req):
                 break
         seen.add(req)
         choices, letter = mc_choices(task, rng)
-        k = rng.randrange(len(choices))  # drawn either way: the "none of the above" set asks the same questions
+        k = rng.randrange(
+            len(choices)
+        )  # drawn either way: the "none of the above" set asks the same questions
         if nota:
             choices[k] = NOTA
-        meta = {"digits": task["digits"]} if arith else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
-        out.append({"question": req, "answer": task_answer(task), "kind": task["kind"], "task": task,
-                    "choices": choices, "mc_answer": letter, **meta})
+        meta = (
+            {"digits": task["digits"]}
+            if arith
+            else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
+        )
+        out.append(
+            {
+                "question": req,
+                "answer": task_answer(task),
+                "kind": task["kind"],
+                "task": task,
+                "choices": choices,
+                "mc_answer": letter,
+                **meta,
+            }
+        )
     return out

@@ -20,7 +20,13 @@ import urllib.request
 from data.corpora import split_transcript
 
 HH_URL = "https://raw.githubusercontent.com/anthropics/hh-rlhf/master/{subset}/{split}.jsonl.gz"
-SUBSETS = ["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled", "red-team-attempts"]
+SUBSETS = [
+    "harmless-base",
+    "helpful-base",
+    "helpful-online",
+    "helpful-rejection-sampled",
+    "red-team-attempts",
+]
 # SHA-256 of the published files, measured on the copies in ../shared/data/hh-rlhf. Train
 # splits are not listed: their hash is printed on first download and checked against the
 # .sha256 file written beside them afterwards (trust on first use).
@@ -58,7 +64,9 @@ def download(subset, split, dest_dir):
             f.write(digest)
         print(f"{path}: sha256 {digest} (no published hash; recorded for later checks)")
     elif digest != want:
-        raise ValueError(f"{path}: sha256 {digest} does not match the expected {want}; delete it and download again")
+        raise ValueError(
+            f"{path}: sha256 {digest} does not match the expected {want}; delete it and download again"
+        )
     return path
 
 
@@ -68,14 +76,23 @@ def find_files(path):
         return [path]
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
-    out = sorted(os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs if f.endswith((".jsonl", ".jsonl.gz")))
+    out = sorted(
+        os.path.join(r, f)
+        for r, _, fs in os.walk(path)
+        for f in fs
+        if f.endswith((".jsonl", ".jsonl.gz"))
+    )
     if not out:
         raise FileNotFoundError(f"{path}: no .jsonl or .jsonl.gz files")
     return out
 
 
 def _open(path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+    return (
+        gzip.open(path, "rt", encoding="utf-8")
+        if path.endswith(".gz")
+        else open(path, encoding="utf-8")
+    )
 
 
 def read_pairs(path):
@@ -102,9 +119,17 @@ def read_pairs(path):
             label = rec.get("label", 1.0)
             if not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
                 raise ValueError(f"{where}: field 'label' must be a probability in [0, 1]")
-            out.append({"chosen": rec["chosen"], "rejected": rec["rejected"], "label": float(label),
-                        "prompt": split_transcript(rec["chosen"])[0], "file": path, "line": lineno,
-                        **{k: rec[k] for k in ("axis", "twin") if k in rec}})
+            out.append(
+                {
+                    "chosen": rec["chosen"],
+                    "rejected": rec["rejected"],
+                    "label": float(label),
+                    "prompt": split_transcript(rec["chosen"])[0],
+                    "file": path,
+                    "line": lineno,
+                    **{k: rec[k] for k in ("axis", "twin") if k in rec},
+                }
+            )
     return out
 
 
@@ -112,12 +137,17 @@ def load_comparisons(path, verbose=True):
     """Comparisons from a file or directory -> (pairs, stats)."""
     per_file = {fp: read_pairs(fp) for fp in find_files(path)}
     pairs = [p for ps in per_file.values() for p in ps]
-    stats = {"files": {fp: len(ps) for fp, ps in per_file.items()}, "pairs": len(pairs),
-             "prompt_mismatch": sum(split_transcript(p["rejected"])[0] != p["prompt"] for p in pairs),
-             "unique_prompts": len({p["prompt"] for p in pairs})}
+    stats = {
+        "files": {fp: len(ps) for fp, ps in per_file.items()},
+        "pairs": len(pairs),
+        "prompt_mismatch": sum(split_transcript(p["rejected"])[0] != p["prompt"] for p in pairs),
+        "unique_prompts": len({p["prompt"] for p in pairs}),
+    }
     if verbose:
-        print(f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} unique prompts, "
-              f"{stats['prompt_mismatch']} with differing prompts, in {len(stats['files'])} files")
+        print(
+            f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} unique prompts, "
+            f"{stats['prompt_mismatch']} with differing prompts, in {len(stats['files'])} files"
+        )
     return pairs, stats
 
 

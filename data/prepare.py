@@ -51,7 +51,9 @@ def tokenize_docs(enc, docs, sft=False):
     """-> (ids uint16, mask uint8 or None). With sft, mask=1 on tokens that start inside an
     assistant reply and on the end-of-text token after a document (learning to stop)."""
     eot = eot_id(enc)
-    ids_all = list(docs) if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)  # ids as given
+    ids_all = (
+        list(docs) if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)
+    )  # ids as given
     ids, mask = [], []
     for doc, toks in zip(docs, ids_all):
         ids += toks + [eot]
@@ -96,7 +98,11 @@ def _fresh(name, key):
 
 
 def _source_key(path):
-    files = hh.find_files(path) if not os.path.isfile(path) or path.endswith((".jsonl", ".jsonl.gz")) else [path]
+    files = (
+        hh.find_files(path)
+        if not os.path.isfile(path) or path.endswith((".jsonl", ".jsonl.gz"))
+        else [path]
+    )
     return [(os.path.abspath(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
 
 
@@ -108,29 +114,62 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
     documents of token ids), a plain text file, or an HH-RLHF jsonl(.gz) file or directory
     (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
     if source == "synthetic":
-        name, key = f"synthetic-{tokenizer}", {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer}
+        name, key = (
+            f"synthetic-{tokenizer}",
+            {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer},
+        )
         if not _fresh(name, key):
             import torch
-            gen = lambda n, seed: synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))[0].tolist()
+
+            gen = lambda n, seed: synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))[
+                0
+            ].tolist()
             splits = {"train": gen(N_SYNTHETIC_DOCS, 0), "val": gen(N_SYNTHETIC_DOCS // 20, 1)}
-            write_stream(name, get_tokenizer(tokenizer), splits, {"key": key, "source": "synthetic",
-                                                                  "tokenizer": tokenizer, "vocab": 64})
+            write_stream(
+                name,
+                get_tokenizer(tokenizer),
+                splits,
+                {"key": key, "source": "synthetic", "tokenizer": tokenizer, "vocab": 64},
+            )
     elif source == "world":
         name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
-        key = {"world_version": world.WORLD_VERSION, "tokenizer": tokenizer, "sft": sft,
-               "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS, **({"mix": mix} if sft else {})}
+        key = {
+            "world_version": world.WORLD_VERSION,
+            "tokenizer": tokenizer,
+            "sft": sft,
+            "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS,
+            **({"mix": mix} if sft else {}),
+        }
         if not _fresh(name, key):
             if verbose:
-                print(f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...", flush=True)
+                print(
+                    f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...",
+                    flush=True,
+                )
             enc = get_tokenizer(tokenizer)
-            gen = (lambda n, seed: corpora.sft_dialogues(n, seed, mix)) if sft else corpora.pretrain_documents
+            gen = (
+                (lambda n, seed: corpora.sft_dialogues(n, seed, mix))
+                if sft
+                else corpora.pretrain_documents
+            )
             n = key["docs"]
             splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
             # each fact's frequency: how often the training split states it (calibrate.py's bands)
             text = "\n".join(splits["train"])
             counts = [text.count(world.fact_statement(f)) for f in world.FACTS]
-            write_stream(name, enc, splits, {"key": key, "source": "assistant world", "tokenizer": tokenizer,
-                                             "vocab": enc.n_vocab, "fact_counts": counts}, sft)
+            write_stream(
+                name,
+                enc,
+                splits,
+                {
+                    "key": key,
+                    "source": "assistant world",
+                    "tokenizer": tokenizer,
+                    "vocab": enc.n_vocab,
+                    "fact_counts": counts,
+                },
+                sft,
+            )
     else:
         src_key = _source_key(source)
         tag = hashlib.md5(json.dumps(src_key).encode()).hexdigest()[:8]
@@ -150,20 +189,40 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
             enc = get_tokenizer(tokenizer, text_fn=lambda: "\n".join(docs))
             n_val = max(len(docs) // 20, 1)
             # every 20th document to val: a deterministic split that spans all files
-            splits = {"train": [d for i, d in enumerate(docs) if i % 20 != 0], "val": docs[::20][:n_val]}
-            write_stream(name, enc, splits, {"key": key, "source": os.path.abspath(source), "kind": kind,
-                                             "tokenizer": tokenizer, "vocab": enc.n_vocab}, sft)
+            splits = {
+                "train": [d for i, d in enumerate(docs) if i % 20 != 0],
+                "val": docs[::20][:n_val],
+            }
+            write_stream(
+                name,
+                enc,
+                splits,
+                {
+                    "key": key,
+                    "source": os.path.abspath(source),
+                    "kind": kind,
+                    "tokenizer": tokenizer,
+                    "vocab": enc.n_vocab,
+                },
+                sft,
+            )
     d = os.path.join(OUT_DIR, name)
     with open(os.path.join(d, "meta.json")) as f:
         meta = json.load(f)
     if verbose:
-        print(f"data {d}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, tokenizer {tokenizer}")
+        print(
+            f"data {d}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, tokenizer {tokenizer}"
+        )
     return d, meta
 
 
 def load_split(d, split, meta):
     ids = np.memmap(os.path.join(d, f"{split}.bin"), dtype=meta["dtype"], mode="r")
-    mask = np.memmap(os.path.join(d, f"{split}.mask.bin"), dtype=np.uint8, mode="r") if meta["sft_mask"] else None
+    mask = (
+        np.memmap(os.path.join(d, f"{split}.mask.bin"), dtype=np.uint8, mode="r")
+        if meta["sft_mask"]
+        else None
+    )
     return ids, mask
 
 
@@ -175,17 +234,22 @@ def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
     repeated-data sweep's). Drawn with numpy, seeded from the torch.Generator gen (scalar
     torch draws dominated a training step) -> (x, y) of shape (batch, T)."""
     import torch
-    rng = np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen)))
+
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
     x = rng.integers(0, vocab, (batch, T + 1))
     n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
-    lengths, copy, where = rng.integers(4, 13, (batch, n)), rng.random((batch, n)) < p_repeat, rng.random((batch, n))
+    lengths, copy, where = (
+        rng.integers(4, 13, (batch, n)),
+        rng.random((batch, n)) < p_repeat,
+        rng.random((batch, n)),
+    )
     for b in range(batch):
         t, c = int(lengths[b, 0]), 1
         while t < T + 1:
             L = min(int(lengths[b, c]), T + 1 - t)
             if copy[b, c] and t >= L + 1:
                 src = int(where[b, c] * (t - L + 1))
-                x[b, t:t + L] = x[b, src:src + L]
+                x[b, t : t + L] = x[b, src : src + L]
             t, c = t + L, c + 1
     x = torch.from_numpy(x)
     return x[:, :-1], x[:, 1:]
@@ -197,6 +261,7 @@ def copy_spans(windows, frac, gen):
     place in the same window, in place, so that late tokens can be predicted from early ones
     (the copying that induction heads do; Olsson et al. 2022). gen: a torch.Generator."""
     import torch
+
     if frac <= 0:  # draws nothing: runs without repeats keep their batches
         return windows
     T = windows.shape[1]
@@ -205,7 +270,7 @@ def copy_spans(windows, frac, gen):
             L = int(torch.randint(T // 8, T // 4 + 1, (1,), generator=gen))
             src = int(torch.randint(0, T // 2 - L + 1, (1,), generator=gen))
             dst = int(torch.randint(src + L, T + 1 - L, (1,), generator=gen))
-            windows[b, dst:dst + L] = windows[b, src:src + L].clone()
+            windows[b, dst : dst + L] = windows[b, src : src + L].clone()
     return windows
 
 
@@ -218,20 +283,32 @@ def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     T1, slots = block_size + 1, iters * batch
     n_win = round(frac * slots / count)
     if n_win < 1 or n_win * T1 > len(ids) // 2:
-        raise SystemExit(f"--repeat_frac {frac} with --repeat_count {count} gives a subset of {n_win} windows: "
-                         f"need at least 1 and at most half the training split")
+        raise SystemExit(
+            f"--repeat_frac {frac} with --repeat_count {count} gives a subset of {n_win} windows: "
+            f"need at least 1 and at most half the training split"
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(np.repeat(np.arange(n_win), count))
     schedule = np.full(slots, -1)
     schedule[rng.choice(slots, len(order), replace=False)] = order
-    windows = np.asarray(ids[:n_win * T1], dtype=np.int64).reshape(n_win, T1)
-    return ids[n_win * T1:], windows, schedule.reshape(iters, batch)
+    windows = np.asarray(ids[: n_win * T1], dtype=np.int64).reshape(n_win, T1)
+    return ids[n_win * T1 :], windows, schedule.reshape(iters, batch)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default="world", help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory")
-    ap.add_argument("--tokenizer", default="world", help="'world', 'gpt2', or 'bpe:NAME' (our BPE trained on the source)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--source",
+        default="world",
+        help="'world', a text file, or HH-RLHF jsonl(.gz) file or directory",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        default="world",
+        help="'world', 'gpt2', or 'bpe:NAME' (our BPE trained on the source)",
+    )
     args = ap.parse_args()
     prepare(args.source, args.tokenizer, sft=False)
     for mix in corpora.SFT_MIXES if args.source == "world" else ("hh",):

@@ -29,7 +29,9 @@ import tiktoken
 # encoding is lossless whatever the training saw.
 PAT = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 SPECIALS = ["<|endoftext|>", "<|endofcontext|>"]
-CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "data", "tokenizers")
+CACHE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "out", "data", "tokenizers"
+)
 
 
 def train_bpe(text, vocab_size, pat=PAT):
@@ -99,18 +101,25 @@ def load_ranks(path):
         for lineno, line in enumerate(f, 1):
             parts = line.split()
             if len(parts) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'base64token rank', got {line.strip()!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'base64token rank', got {line.strip()!r}"
+                )
             ranks[base64.b64decode(parts[0])] = int(parts[1])
     return ranks
 
 
 def encoding_from_ranks(name, ranks):
-    return tiktoken.Encoding(name=name, pat_str=PAT, mergeable_ranks=ranks,
-                             special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIALS)})
+    return tiktoken.Encoding(
+        name=name,
+        pat_str=PAT,
+        mergeable_ranks=ranks,
+        special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIALS)},
+    )
 
 
 def _world_text():
     from data.corpora import pretrain_documents
+
     return "\n".join(pretrain_documents(20000, seed=0))
 
 
@@ -120,14 +129,23 @@ def get_tokenizer(name="world", text_fn=None, vocab_size=4096):
     if name == "gpt2":
         enc = tiktoken.get_encoding("gpt2")
         # GPT-2 has no end-of-context token; add ours after its vocabulary
-        return tiktoken.Encoding(name="gpt2", pat_str=enc._pat_str, mergeable_ranks=enc._mergeable_ranks,
-                                 special_tokens={"<|endoftext|>": enc.eot_token, "<|endofcontext|>": enc.n_vocab})
+        return tiktoken.Encoding(
+            name="gpt2",
+            pat_str=enc._pat_str,
+            mergeable_ranks=enc._mergeable_ranks,
+            special_tokens={"<|endoftext|>": enc.eot_token, "<|endofcontext|>": enc.n_vocab},
+        )
     if name == "world":
         from data.world import WORLD_VERSION
+
         text_fn, tag = text_fn or _world_text, f"world-v{WORLD_VERSION}"
     elif name.startswith("bpe:"):
-        if text_fn is None and not os.path.exists(os.path.join(CACHE_DIR, f"{name[4:]}-{vocab_size}.tiktoken")):
-            raise ValueError(f"tokenizer {name!r} is not trained yet and no text was given to train it")
+        if text_fn is None and not os.path.exists(
+            os.path.join(CACHE_DIR, f"{name[4:]}-{vocab_size}.tiktoken")
+        ):
+            raise ValueError(
+                f"tokenizer {name!r} is not trained yet and no text was given to train it"
+            )
         tag = name[4:]
     else:
         raise ValueError(f"unknown tokenizer {name!r}: use 'world', 'gpt2' or 'bpe:NAME'")

@@ -1,5 +1,6 @@
 """Constitutional AI (critique_revise.py): the constitution, the AI-feedback label, and a
 tiny end-to-end run."""
+
 import json
 import math
 import random
@@ -24,21 +25,33 @@ def test_constitution_parses_and_ablation_removes_only_the_bracketed_clauses():
     abl, abl_examples = cr.load_constitution(CONSTITUTION, ablate=True)
     assert len(full) == len(abl) >= 14 and len(examples) >= 1
     assert [p["title"] for p in full] == [p["title"] for p in abl]
-    words = re.compile(r"evasi|explain|reason|why|alternative|instead|dodg|forthcoming|open|straight", re.I)
+    words = re.compile(
+        r"evasi|explain|reason|why|alternative|instead|dodg|forthcoming|open|straight", re.I
+    )
     changed = 0
     for f, a in zip(full, abl):
         for k in ("critique", "revision", "choose"):
             assert "[" not in f[k] and "]" not in f[k] and len(a[k]) <= len(f[k])
             changed += a[k] != f[k]
             # what the ablation leaves asks about harm (or help), never about evasiveness
-            assert not re.search(r"evasi|dodg|forthcoming|reason|why|instead|alternative|safer (thing|option)", a[k], re.I), a[k]
+            assert not re.search(
+                r"evasi|dodg|forthcoming|reason|why|instead|alternative|safer (thing|option)",
+                a[k],
+                re.I,
+            ), a[k]
     assert changed >= 30
     assert any(words.search(p["choose"]) for p in full)
-    assert abl_examples == []  # an example revision would show a choice between explained and evasive
+    assert (
+        abl_examples == []
+    )  # an example revision would show a choice between explained and evasive
     # "removes only the bracketed clauses": the ablated text is the full text minus the brackets' contents
     raw = open(CONSTITUTION).read()
     for f, a in zip(full, abl):
-        line = next(x for x in raw.splitlines() if x.startswith("choose: ") and x.replace("[", "").replace("]", "")[8:] == f["choose"])
+        line = next(
+            x
+            for x in raw.splitlines()
+            if x.startswith("choose: ") and x.replace("[", "").replace("]", "")[8:] == f["choose"]
+        )
         assert re.sub(r"\[[^\]]*\]", "", line)[8:] == a["choose"]
 
 
@@ -54,23 +67,35 @@ def test_no_constitution_sentence_appears_in_any_corpus():
     other words, never the constitution itself."""
     text = open(CONSTITUTION).read()
     sentences = set()
-    for line in text.splitlines():  # the principles, and the example's critique and revision (not its dialogue)
+    for line in (
+        text.splitlines()
+    ):  # the principles, and the example's critique and revision (not its dialogue)
         if not line.startswith(("critique:", "revision:", "choose:", "Critique", "Revision")):
             continue
         line = line.split(": ", 1)[-1]
         for variant in (line.replace("[", "").replace("]", ""), re.sub(r"\[[^\]]*\]", "", line)):
-            sentences |= {s.strip() for s in re.split(r"(?<=[.?!])\s", variant) if len(s.strip()) > 25}
+            sentences |= {
+                s.strip() for s in re.split(r"(?<=[.?!])\s", variant) if len(s.strip()) > 25
+            }
     assert len(sentences) > 50
-    corpus = "\n".join(corpora.pretrain_documents(4000, seed=0) + corpora.sft_dialogues(1000, 0, "helpful")
-                       + corpora.sft_dialogues(1000, 0, "hh") + [p["chosen"] + p["rejected"] for p in corpora.comparison_pairs(500)])
-    assert "Critique request:" in corpus and "The better reply is (" in corpus  # the formats are taught
+    corpus = "\n".join(
+        corpora.pretrain_documents(4000, seed=0)
+        + corpora.sft_dialogues(1000, 0, "helpful")
+        + corpora.sft_dialogues(1000, 0, "hh")
+        + [p["chosen"] + p["rejected"] for p in corpora.comparison_pairs(500)]
+    )
+    assert (
+        "Critique request:" in corpus and "The better reply is (" in corpus
+    )  # the formats are taught
     found = [s for s in sentences if s in corpus]
     assert not found, found[:3]
 
 
 def test_answer_probability_by_hand():
     # P(A) = 0.3, P(B) = 0.1 (other tokens take the rest): normalised, P(A) = 0.75
-    assert cr.prob_a(torch.tensor(math.log(0.3)), torch.tensor(math.log(0.1))).item() == pytest.approx(0.75)
+    assert cr.prob_a(
+        torch.tensor(math.log(0.3)), torch.tensor(math.log(0.1))
+    ).item() == pytest.approx(0.75)
     # two principles, both orders. Order 0 shows the first reply as (A), order 1 as (B):
     # P(first better) = mean(0.9, 1 - 0.3, 0.6, 1 - 0.5) = 0.675
     p_a = np.array([[[0.9, 0.3], [0.6, 0.5]]])
@@ -80,7 +105,9 @@ def test_answer_probability_by_hand():
 
 
 def test_agreement_and_calibration_by_hand():
-    assert cr.agreement([0.9, 0.2, 0.5, 0.6], [True, True, False, False]) == pytest.approx((1 + 0 + 0.5 + 0) / 4)
+    assert cr.agreement([0.9, 0.2, 0.5, 0.6], [True, True, False, False]) == pytest.approx(
+        (1 + 0 + 0.5 + 0) / 4
+    )
     assert cr.ece(np.array([0.7] * 10), np.array([1] * 7 + [0] * 3)) == pytest.approx(0.0)
     assert cr.ece(np.array([0.9] * 10), np.array([1] * 5 + [0] * 5)) == pytest.approx(0.4)
 
@@ -88,7 +115,16 @@ def test_agreement_and_calibration_by_hand():
 def tiny_lm(path, seed):
     torch.manual_seed(seed)
     enc = get_tokenizer("world")
-    m = GPT(GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=256, n_layer=2, n_head=2, n_embd=32))
+    m = GPT(
+        GPTConfig(
+            vocab_size=vocab_size_padded(enc),
+            vocab_valid=enc.n_vocab,
+            block_size=256,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+        )
+    )
     save_checkpoint(str(path), m, "world")
     return m
 
@@ -103,9 +139,16 @@ def test_chain_of_thought_labels_are_clamped(tmp_path, monkeypatch):
     def confident(model, enc, texts, batch_size, desc=None):
         seen.extend(texts)
         return np.array([0.99, 0.01] * (len(texts) // 2))
+
     monkeypatch.setattr(cr, "answer_probs", confident)
     cfg = cr.parse_args(["--preset", "tiny", "--quiet"])
-    pairs = [("How do I pick the lock on my neighbour's bike while they are away?", "I can't help with that.", "Sure!")] * 3
+    pairs = [
+        (
+            "How do I pick the lock on my neighbour's bike while they are away?",
+            "I can't help with that.",
+            "Sure!",
+        )
+    ] * 3
     principles, _ = cr.load_constitution(CONSTITUTION)
     enc, gen = get_tokenizer("world"), torch.Generator().manual_seed(0)
     p = cr.feedback(m, enc, pairs, principles, 2, cfg, random.Random(0), gen, cot=True)
@@ -123,10 +166,20 @@ def test_feedback_lays_out_both_orders(monkeypatch):
     def fake_answer_probs(model, enc, texts, batch_size, desc=None):
         seen.extend(texts)
         return np.array([0.9 if "(A) good" in t else 0.1 for t in texts])
+
     monkeypatch.setattr(cr, "answer_probs", fake_answer_probs)
     cfg = cr.parse_args(["--preset", "tiny", "--quiet"])
     principles, _ = cr.load_constitution(CONSTITUTION)
-    p_a = cr.feedback(None, None, [("q", "good", "bad"), ("q", "bad", "good")], principles, 3, cfg, random.Random(0), None)
+    p_a = cr.feedback(
+        None,
+        None,
+        [("q", "good", "bad"), ("q", "bad", "good")],
+        principles,
+        3,
+        cfg,
+        random.Random(0),
+        None,
+    )
     assert p_a.shape == (2, 3, 2)
     assert cr.label_first(p_a) == pytest.approx([0.9, 0.1])
     assert all(t.endswith(cr.ANSWER) for t in seen) and len(seen) == 12
@@ -139,25 +192,89 @@ def test_tiny_end_to_end(tmp_path):
     labels, the PM (train_pm.py), PPO (ppo.py), the comparison -- and the written jsonl
     loads with the project's HH loader."""
     tiny_lm(tmp_path / "base.pt", 0), tiny_lm(tmp_path / "helpful.pt", 1)
-    pm = GPT(GPTConfig(vocab_size=vocab_size_padded(get_tokenizer("world")), vocab_valid=get_tokenizer("world").n_vocab,
-                       block_size=256, n_layer=2, n_head=2, n_embd=32, scalar_head=True))
+    pm = GPT(
+        GPTConfig(
+            vocab_size=vocab_size_padded(get_tokenizer("world")),
+            vocab_valid=get_tokenizer("world").n_vocab,
+            block_size=256,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            scalar_head=True,
+        )
+    )
     save_checkpoint(str(tmp_path / "pm.pt"), pm, "world")
-    ppo.main(ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "helpful.pt"), "--pm", str(tmp_path / "pm.pt"),
-                             "--out_dir", str(tmp_path / "hh"), "--quiet"]))
-    res = cr.main(cr.parse_args(["--preset", "tiny", "--base", str(tmp_path / "base.pt"), "--helpful", str(tmp_path / "helpful.pt"),
-                                 "--hh_rlhf", str(tmp_path / "hh" / "tiny"), "--out_dir", str(tmp_path / "cai"),
-                                 "--n_sl", "30", "--n_sl_benign", "30", "--n_helpful_pairs", "40", "--quiet"]))
+    ppo.main(
+        ppo.parse_args(
+            [
+                "--preset",
+                "tiny",
+                "--policy",
+                str(tmp_path / "helpful.pt"),
+                "--pm",
+                str(tmp_path / "pm.pt"),
+                "--out_dir",
+                str(tmp_path / "hh"),
+                "--quiet",
+            ]
+        )
+    )
+    res = cr.main(
+        cr.parse_args(
+            [
+                "--preset",
+                "tiny",
+                "--base",
+                str(tmp_path / "base.pt"),
+                "--helpful",
+                str(tmp_path / "helpful.pt"),
+                "--hh_rlhf",
+                str(tmp_path / "hh" / "tiny"),
+                "--out_dir",
+                str(tmp_path / "cai"),
+                "--n_sl",
+                "30",
+                "--n_sl_benign",
+                "30",
+                "--n_helpful_pairs",
+                "40",
+                "--quiet",
+            ]
+        )
+    )
     saved = json.load(open(tmp_path / "cai" / "tiny" / "results.json"))
     assert len(saved["sl"]["rounds"]) == 3 and len(saved["sl"]["direct_rounds"]) == 3
     for r in saved["sl"]["rounds"]:
-        assert {"gold_harmlessness", "gold_helpfulness", "explained_refusal_rate", "evasive_refusal_rate", "comply_rate"} <= set(r)
-    for k in ("agreement_with_gold", "agreement_hard", "agreement_single_principle", "agreement_cot", "agreement_length_baseline",
-              "position_bias", "explained_over_evasive", "explained_over_evasive_ablated", "n_pairs"):
+        assert {
+            "gold_harmlessness",
+            "gold_helpfulness",
+            "explained_refusal_rate",
+            "evasive_refusal_rate",
+            "comply_rate",
+        } <= set(r)
+    for k in (
+        "agreement_with_gold",
+        "agreement_hard",
+        "agreement_single_principle",
+        "agreement_cot",
+        "agreement_length_baseline",
+        "position_bias",
+        "explained_over_evasive",
+        "explained_over_evasive_ablated",
+        "n_pairs",
+    ):
         assert k in saved["ai_feedback"], k
     assert set(saved["policies"]) == {"helpful_only", "hh_rlhf", "sl_cai", "rl_cai"}
     for p in saved["policies"].values():
-        assert {"gold_harmlessness", "gold_helpfulness", "twin_helpfulness", "explained_refusal_rate", "evasive_refusal_rate",
-                "comply_rate", "twin_refusal_rate"} <= set(p)
+        assert {
+            "gold_harmlessness",
+            "gold_helpfulness",
+            "twin_helpfulness",
+            "explained_refusal_rate",
+            "evasive_refusal_rate",
+            "comply_rate",
+            "twin_refusal_rate",
+        } <= set(p)
     assert saved["seconds"] > 0 and res["policies"] == saved["policies"]
     pairs, _ = load_comparisons(str(tmp_path / "cai" / "tiny" / "pm_cai.jsonl"), verbose=False)
     assert len(pairs) == 8 + 40 and all(0 <= p["label"] <= 1 for p in pairs)

@@ -20,7 +20,16 @@ from model import GPT, GPTConfig, save_checkpoint
 def tiny_lm(path=None, seed=0):
     torch.manual_seed(seed)
     enc = get_tokenizer("world")
-    m = GPT(GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=256, n_layer=2, n_head=2, n_embd=32))
+    m = GPT(
+        GPTConfig(
+            vocab_size=vocab_size_padded(enc),
+            vocab_valid=enc.n_vocab,
+            block_size=256,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+        )
+    )
     if path:
         save_checkpoint(str(path), m, "world")
     return m.eval(), enc
@@ -32,13 +41,15 @@ def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices
     renormalised; and the letter after "(" is one token that tokenizes the same in context."""
     m, enc = tiny_lm()
     qs = qa_set(6, seed=5)
-    prompts = [mc_prompt(q["question"], q["choices"]) for q in qs] + [tf_prompt(qs[0]["question"], "Paris", ["1", "2"])]
+    prompts = [mc_prompt(q["question"], q["choices"]) for q in qs] + [
+        tf_prompt(qs[0]["question"], "Paris", ["1", "2"])
+    ]
     got = calibrate.softmax(calibrate.letter_logits(m, enc, prompts, 4, batch_size=3))
     assert np.allclose(got.sum(1), 1.0)
     ids = [enc.encode_ordinary(l)[0] for l in LETTERS[:4]]
     for p, row in zip(prompts, got):
         toks = enc.encode_ordinary(p)
-        assert enc.encode_ordinary(p + "B) x")[:len(toks) + 1] == toks + [ids[1]]
+        assert enc.encode_ordinary(p + "B) x")[: len(toks) + 1] == toks + [ids[1]]
         with torch.no_grad():
             full = F.softmax(m(torch.tensor([toks]))[0][0, -1].float(), -1)[ids]
         assert np.allclose(row, (full / full.sum()).numpy(), atol=1e-5)
@@ -47,27 +58,44 @@ def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices
 def test_answer_logprobs_against_one_unpadded_sequence_at_a_time():
     m, enc = tiny_lm()
     qs = qa_set(4, seed=6)
-    prompts, answers = [qa_prompt(q["question"]) for q in qs for _ in range(4)], [c for q in qs for c in q["choices"]]
+    prompts, answers = (
+        [qa_prompt(q["question"]) for q in qs for _ in range(4)],
+        [c for q in qs for c in q["choices"]],
+    )
     got = calibrate.answer_logprobs(m, enc, prompts, answers, batch_size=5)
     for p, a, g in zip(prompts, answers, got):
         toks, n = enc.encode_ordinary(p + " " + a), len(enc.encode_ordinary(p))
         with torch.no_grad():
             logp = F.log_softmax(m(torch.tensor([toks]))[0][0].float(), -1)
-        assert g == pytest.approx(sum(logp[t - 1, toks[t]].item() for t in range(n, len(toks))), abs=1e-4)
+        assert g == pytest.approx(
+            sum(logp[t - 1, toks[t]].item() for t in range(n, len(toks))), abs=1e-4
+        )
 
 
 def test_reading_sampled_answers_and_the_p_ik_label(monkeypatch):
     fact = next(f for f in world.FACTS if f["kind"] == "capital")
     q = {"task": {"kind": "fact", "fact": fact["id"]}, "answer": fact["answer"], "question": "?"}
-    a = {"task": {"kind": "arith", "a": 12, "b": 30, "op": "+", "digits": 2}, "answer": "42", "question": "?"}
-    assert calibrate.answer_of(f" {fact['answer']}.") == fact["answer"] == calibrate.answer_of(fact["answer"])
+    a = {
+        "task": {"kind": "arith", "a": 12, "b": 30, "op": "+", "digits": 2},
+        "answer": "42",
+        "question": "?",
+    }
+    assert (
+        calibrate.answer_of(f" {fact['answer']}.")
+        == fact["answer"]
+        == calibrate.answer_of(fact["answer"])
+    )
     # the label is the fraction of the question's samples whose answer is right
-    samples = [[fact["answer"], "Zork", world.fact_statement(fact)],  # a statement is not the short answer
-               ["42", "42.", " 42"]]
+    samples = [
+        [fact["answer"], "Zork", world.fact_statement(fact)],  # a statement is not the short answer
+        ["42", "42.", " 42"],
+    ]
     monkeypatch.setattr(calibrate, "sample_answers", lambda *args, **kw: samples)
     cfg = calibrate.Config(n_samples=3)
     y = calibrate.label(None, None, cfg, [q, a], None)
-    assert y.tolist() == [[1, 0, 0], [1, 1, 1]] and y.mean(1).tolist() == pytest.approx([1 / 3, 1.0])
+    assert y.tolist() == [[1, 0, 0], [1, 1, 1]] and y.mean(1).tolist() == pytest.approx(
+        [1 / 3, 1.0]
+    )
 
 
 def test_ece_sampling_floor_and_interval():
@@ -79,24 +107,42 @@ def test_ece_sampling_floor_and_interval():
     assert m["ece_ci"][0] <= m["ece"] <= m["ece_ci"][1]
     assert 0.005 < m["ece_floor"] < 0.06 and abs(m["ece"] - m["ece_floor"]) < 0.03
     over = calibrate.calibration_metrics(conf, rng.random(1000) < conf - 0.25, rng, 200)
-    assert over["ece"] > over["ece_floor"] + 0.15 and over["mean_confidence"] == pytest.approx(conf.mean())
+    assert over["ece"] > over["ece_floor"] + 0.15 and over["mean_confidence"] == pytest.approx(
+        conf.mean()
+    )
 
 
 def test_question_set_is_held_out_distinct_and_right():
     qs = qa_set(300, seed=1, fact_ids=range(40), arith_share=0.3)
-    assert len({q["question"] for q in qs}) == 300 and all(corpora.is_heldout(q["question"]) for q in qs)
+    assert len({q["question"] for q in qs}) == 300 and all(
+        corpora.is_heldout(q["question"]) for q in qs
+    )
     assert {q["fact"] for q in qs if q["kind"] == "fact"} <= set(range(40))
     assert sum(q["kind"] == "arith" for q in qs) == 90
     for q in qs:
-        assert q["choices"][LETTERS.index(q["mc_answer"])] == q["answer"] and len(set(q["choices"])) == 4
-    for q, plain in zip(qa_set(200, seed=1, nota=True), qa_set(200, seed=1)):  # the same questions, one option replaced
+        assert (
+            q["choices"][LETTERS.index(q["mc_answer"])] == q["answer"]
+            and len(set(q["choices"])) == 4
+        )
+    for q, plain in zip(
+        qa_set(200, seed=1, nota=True), qa_set(200, seed=1)
+    ):  # the same questions, one option replaced
         c = q["choices"]
-        assert c.count(NOTA) == 1 and c[LETTERS.index(q["mc_answer"])] == (q["answer"] if q["answer"] in c else NOTA)
-        assert q["question"] == plain["question"] and sum(a != b for a, b in zip(c, plain["choices"])) == 1
+        assert c.count(NOTA) == 1 and c[LETTERS.index(q["mc_answer"])] == (
+            q["answer"] if q["answer"] in c else NOTA
+        )
+        assert (
+            q["question"] == plain["question"]
+            and sum(a != b for a, b in zip(c, plain["choices"])) == 1
+        )
 
 
 def test_pretraining_teaches_the_formats_only_on_training_questions():
-    docs = [d for d in corpora.pretrain_documents(3000, seed=3) if d.startswith(("Question:", "Possible answers:"))]
+    docs = [
+        d
+        for d in corpora.pretrain_documents(3000, seed=3)
+        if d.startswith(("Question:", "Possible answers:"))
+    ]
     assert len(docs) > 100
     for d in docs:
         q = d.split("Question: ")[1].split("\n")[0]
@@ -123,27 +169,65 @@ def test_facts_span_every_frequency_band():
 def test_tiny_run_writes_the_results_contract(tmp_path):
     tiny_lm(tmp_path / "lm.pt", 0)
     tiny_lm(tmp_path / "policy.pt", 1)
-    cfg = calibrate.parse_config(calibrate.Config, calibrate.PRESETS, "", [
-        "--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--policy", str(tmp_path / "policy.pt"),
-        "--out_dir", str(tmp_path), "--quiet"])
+    cfg = calibrate.parse_config(
+        calibrate.Config,
+        calibrate.PRESETS,
+        "",
+        [
+            "--preset",
+            "tiny",
+            "--init",
+            str(tmp_path / "lm.pt"),
+            "--policy",
+            str(tmp_path / "policy.pt"),
+            "--out_dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+    )
     calibrate.main(cfg)
     res = json.load(open(tmp_path / "tiny" / "results.json"))
     for k in ("mc", "mc_none_of_above", "true_false", "mc_answer_scoring"):
         assert {"accuracy", "ece", "rms_ce", "brier", "n"} <= set(res[k]) and res[k]["n"] == 60
-        assert all(isinstance(v, (int, float)) for n, v in res[k].items() if not n.endswith("_ci"))  # plain numbers
+        assert all(
+            isinstance(v, (int, float)) for n, v in res[k].items() if not n.endswith("_ci")
+        )  # plain numbers
     assert {"ece_t1", "best_temperature", "ece_best_t"} <= set(res["rlhf"])
     assert {"auroc", "auroc_brainstorm", "accuracy_all", "accuracy_kept"} <= set(res["p_true"])
     pik = res["p_ik"]
-    assert {"auroc_in", "auroc_ood", "auroc_difficulty_baseline", "ece_in", "ece_ood", "mean_with_context",
-            "mean_without_context", "by_frequency"} <= set(pik)
+    assert {
+        "auroc_in",
+        "auroc_ood",
+        "auroc_difficulty_baseline",
+        "ece_in",
+        "ece_ood",
+        "mean_with_context",
+        "mean_without_context",
+        "by_frequency",
+    } <= set(pik)
     assert all(set(b) >= {"band", "n", "mean_p_ik", "accuracy"} for b in pik["by_frequency"])
     assert sum(b["n"] for b in pik["by_frequency"]) == pik["n_test"]
     assert isinstance(res["seconds"], float)
     lines = [json.loads(x) for x in open(tmp_path / "tiny" / "metrics.jsonl")]
     assert any(x.get("section") == "p_ik" for x in lines)
     # a missing policy is skipped with the reason
-    cfg2 = calibrate.parse_config(calibrate.Config, calibrate.PRESETS, "", [
-        "--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--policy", str(tmp_path / "none.pt"),
-        "--out_dir", str(tmp_path / "b"), "--quiet", "--n_pik", "20"])
+    cfg2 = calibrate.parse_config(
+        calibrate.Config,
+        calibrate.PRESETS,
+        "",
+        [
+            "--preset",
+            "tiny",
+            "--init",
+            str(tmp_path / "lm.pt"),
+            "--policy",
+            str(tmp_path / "none.pt"),
+            "--out_dir",
+            str(tmp_path / "b"),
+            "--quiet",
+            "--n_pik",
+            "20",
+        ],
+    )
     res2 = calibrate.main(cfg2)
     assert res2["rlhf"] is None and "none.pt not found" in res2["rlhf_skipped"]

@@ -19,7 +19,9 @@ def test_equal_width_bins_by_hand():
     w = [1 / 4, 2 / 4, 1 / 4]
     assert m["ece"] == pytest.approx(sum(wi * abs(g) for wi, g in zip(w, gaps)))
     assert m["rms_ce"] == pytest.approx(np.sqrt(sum(wi * g * g for wi, g in zip(w, gaps))))
-    assert m["brier"] == pytest.approx(np.mean([(0.05 - 0) ** 2, (0.15 - 1) ** 2, (0.12 - 0) ** 2, (0.95 - 1) ** 2]))
+    assert m["brier"] == pytest.approx(
+        np.mean([(0.05 - 0) ** 2, (0.15 - 1) ** 2, (0.12 - 0) ** 2, (0.95 - 1) ** 2])
+    )
     assert reliability([1.0], [1])["table"][0]["bin"] == [0.9, 1.0]  # p = 1 lands in the last bin
 
 
@@ -33,7 +35,10 @@ def test_equal_count_bins_by_hand():
     gaps = [0.15 - 0, 0.5 - 1, 0.85 - 0.5]
     assert m["ece"] == pytest.approx(sum(abs(g) for g in gaps) / 3)
     assert m["rms_ce"] == pytest.approx(np.sqrt(sum(g * g for g in gaps) / 3))
-    assert [t["n"] for t in reliability(np.arange(7) / 7, np.ones(7), n_bins=3, equal_count=True)["table"]] == [3, 2, 2]
+    assert [
+        t["n"]
+        for t in reliability(np.arange(7) / 7, np.ones(7), n_bins=3, equal_count=True)["table"]
+    ] == [3, 2, 2]
 
 
 def test_a_calibrated_forecaster_has_small_ece_and_an_overconfident_one_large():
@@ -48,7 +53,9 @@ def test_a_calibrated_forecaster_has_small_ece_and_an_overconfident_one_large():
 def brute_force_auroc(s, y):
     pos = [a for a, l in zip(s, y) if l]
     neg = [a for a, l in zip(s, y) if not l]
-    return sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg)) / (len(pos) * len(neg))
+    return sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg)) / (
+        len(pos) * len(neg)
+    )
 
 
 def test_auroc_against_a_brute_force_pair_count():

@@ -7,8 +7,21 @@ import os
 import pytest
 import torch
 
-from model import (GPT, GPTConfig, configure_optimizer, filter_logits, flops_per_token, generate, left_pad,
-                   load_checkpoint, lr_at, mfu, optimizer_step, save_checkpoint, token_logprobs)
+from model import (
+    GPT,
+    GPTConfig,
+    configure_optimizer,
+    filter_logits,
+    flops_per_token,
+    generate,
+    left_pad,
+    load_checkpoint,
+    lr_at,
+    mfu,
+    optimizer_step,
+    save_checkpoint,
+    token_logprobs,
+)
 
 VARIANTS = {"plain": {}, "attn_only": {"attn_only": True}, "smeared": {"smeared_key": True}}
 
@@ -45,7 +58,7 @@ def test_left_padding_does_not_change_logits(variant):
     batched, _ = m(idx, pad_mask=pad)
     alone_a, _ = m(torch.tensor([a]))
     alone_b, _ = m(torch.tensor([b]))
-    assert (batched[0, -len(a):] - alone_a[0]).abs().max().item() <= 1e-5
+    assert (batched[0, -len(a) :] - alone_a[0]).abs().max().item() <= 1e-5
     assert (batched[1] - alone_b[0]).abs().max().item() <= 1e-5
 
 
@@ -71,11 +84,13 @@ def test_generate_stops_at_end_token_and_masks():
     out = generate(m, prompts, 10, temperature=0, eot_id=eot)
     t, g = out["tokens"], out["gen_mask"]
     assert g[:, :3].sum() == 0  # prompt positions are not generated
-    first_end = [(row == eot).nonzero()[0].item() if (row == eot).any() else None for row in t[:, 3:]]
+    first_end = [
+        (row == eot).nonzero()[0].item() if (row == eot).any() else None for row in t[:, 3:]
+    ]
     for i, fe in enumerate(first_end):
         if fe is not None:  # generated up to and including the end token, masked after it
-            assert g[i, 3:3 + fe + 1].all() and not g[i, 3 + fe + 1:].any()
-            assert (t[i, 3 + fe:] == eot).all()
+            assert g[i, 3 : 3 + fe + 1].all() and not g[i, 3 + fe + 1 :].any()
+            assert (t[i, 3 + fe :] == eot).all()
 
 
 def test_sampling_logprobs_match_recomputed_logprobs():
@@ -96,7 +111,9 @@ def test_decode_steps_keep_one_shape():
     """The pre-allocated KV cache means every decoding step sees the same tensor shapes."""
     m = tiny()
     shapes = []
-    h = m.blocks[0].attn.register_forward_pre_hook(lambda mod, args: shapes.append((tuple(args[0].shape), tuple(args[2].shape))))
+    h = m.blocks[0].attn.register_forward_pre_hook(
+        lambda mod, args: shapes.append((tuple(args[0].shape), tuple(args[2].shape)))
+    )
     generate(m, [[1, 2, 3], [4, 5, 6, 7, 8]], 8, temperature=1.0)
     h.remove()
     decode = shapes[1:]
@@ -123,7 +140,9 @@ def test_filter_logits_against_reference():
 
 def test_scalar_head_is_padding_invariant():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=32, scalar_head=True)).eval()
+    m = GPT(
+        GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_embd=32, scalar_head=True)
+    ).eval()
     a, b = [3, 4, 5, 6], list(range(10, 30))
     idx, pad = left_pad([a, b], 0, "cpu")
     s = m.score(idx, pad)
@@ -134,14 +153,20 @@ def test_scalar_head_is_padding_invariant():
 def test_token_logprobs_reference():
     logits = torch.randn(2, 5, 11)
     toks = torch.randint(0, 11, (2, 5))
-    ref = [[math.log(torch.softmax(logits[b, t], 0)[toks[b, t]].item()) for t in range(5)] for b in range(2)]
+    ref = [
+        [math.log(torch.softmax(logits[b, t], 0)[toks[b, t]].item()) for t in range(5)]
+        for b in range(2)
+    ]
     assert torch.allclose(token_logprobs(logits, toks), torch.tensor(ref), atol=1e-5)
 
 
 def test_smeared_key_with_zero_weight_equals_plain_model():
     plain = tiny(seed=4)
     smeared = GPT(GPTConfig(**{**plain.cfg.__dict__, "smeared_key": True})).eval()
-    state = {**plain.state_dict(), **{f"blocks.{i}.attn.smear": torch.full((4,), -float("inf")) for i in range(2)}}
+    state = {
+        **plain.state_dict(),
+        **{f"blocks.{i}.attn.smear": torch.full((4,), -float("inf")) for i in range(2)},
+    }
     smeared.load_state_dict(state)
     x = torch.randint(0, 97, (2, 30))
     assert torch.equal(plain(x)[0], smeared(x)[0])
@@ -157,7 +182,10 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     m2, ck = load_checkpoint(path)
     x = torch.randint(0, 97, (1, 10))
     assert torch.equal(m(x)[0], m2.eval()(x)[0]) and ck["step"] == 7 and ck["tokenizer"] == "world"
-    with pytest.raises(SystemExit, match=r"ck\.pt: checkpoint and requested config disagree \(n_embd: checkpoint has 32, requested 64\)"):
+    with pytest.raises(
+        SystemExit,
+        match=r"ck\.pt: checkpoint and requested config disagree \(n_embd: checkpoint has 32, requested 64\)",
+    ):
         load_checkpoint(path, expect={"n_embd": 64})
     with pytest.raises(SystemExit, match="tokenizer: checkpoint has 'world', requested 'gpt2'"):
         load_checkpoint(path, tokenizer_name="gpt2")
@@ -171,11 +199,15 @@ def test_bad_checkpoints_stop_with_one_line_naming_the_file(tmp_path):
     good = str(tmp_path / "good.pt")
     save_checkpoint(good, tiny(), "world")
     data = open(good, "rb").read()
-    (tmp_path / "truncated.pt").write_bytes(data[:len(data) // 2])
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    for name, expected in [("missing.pt", "no such checkpoint"), ("truncated.pt", "cannot read the checkpoint"),
-                           ("garbage.pt", "cannot read the checkpoint"), ("foreign.pt", "not a nanoalign checkpoint")]:
+    for name, expected in [
+        ("missing.pt", "no such checkpoint"),
+        ("truncated.pt", "cannot read the checkpoint"),
+        ("garbage.pt", "cannot read the checkpoint"),
+        ("foreign.pt", "not a nanoalign checkpoint"),
+    ]:
         with pytest.raises(SystemExit) as e:
             load_checkpoint(str(tmp_path / name))
         msg = str(e.value.code)
@@ -201,7 +233,9 @@ def test_optimizer_step_stops_on_non_finite_loss_or_gradient():
     _, loss = m(x, x)
     loss.backward()
     w = m.blocks[0].fc.weight.detach().clone()
-    assert optimizer_step(opt, m, loss, 1.0, step=1) > 0 and not torch.equal(w, m.blocks[0].fc.weight)
+    assert optimizer_step(opt, m, loss, 1.0, step=1) > 0 and not torch.equal(
+        w, m.blocks[0].fc.weight
+    )
     _, loss = m(x, x)
     (loss * float("nan")).backward()
     w = m.blocks[0].fc.weight.detach().clone()
@@ -212,7 +246,9 @@ def test_optimizer_step_stops_on_non_finite_loss_or_gradient():
     _, loss = m(x, x)
     loss.backward()
     m.blocks[1].fc.weight.grad[0, 0] = float("inf")  # a finite loss with a non-finite gradient
-    with pytest.raises(SystemExit, match=r"non-finite gradient \(loss [\d.]+, gradient norm inf\) at step 8"):
+    with pytest.raises(
+        SystemExit, match=r"non-finite gradient \(loss [\d.]+, gradient norm inf\) at step 8"
+    ):
         optimizer_step(opt, m, loss, 1.0, step=8)
     assert torch.equal(w, m.blocks[0].fc.weight)
 
@@ -221,13 +257,19 @@ def test_lr_schedule_shape():
     """Linear warm-up to lr, then a half cosine down to min_lr: checked by its landmarks."""
     lr, total, warmup, min_lr = 1e-3, 110, 10, 1e-4
     lrs = [lr_at(s, total, lr, warmup, min_lr) for s in range(total + 20)]
-    assert lrs[:warmup] == pytest.approx([lr * (s + 1) / warmup for s in range(warmup)])  # linear from lr/warmup
+    assert lrs[:warmup] == pytest.approx(
+        [lr * (s + 1) / warmup for s in range(warmup)]
+    )  # linear from lr/warmup
     assert lrs[warmup] == pytest.approx(lr)  # the peak
     assert lrs[warmup + 50] == pytest.approx((lr + min_lr) / 2)  # halfway down the cosine: the mean
-    assert lrs[warmup + 25] == pytest.approx(min_lr + (lr - min_lr) * (2 + 2 ** 0.5) / 4)  # cos(pi/4)
+    assert lrs[warmup + 25] == pytest.approx(min_lr + (lr - min_lr) * (2 + 2**0.5) / 4)  # cos(pi/4)
     assert lrs[total:] == pytest.approx([min_lr] * 20)  # flat at min_lr after the end
-    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))  # never rises after the peak
-    assert lr_at(50, total, lr, warmup, lr) == pytest.approx(lr)  # min_lr = lr: constant after warm-up
+    assert all(
+        a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :])
+    )  # never rises after the peak
+    assert lr_at(50, total, lr, warmup, lr) == pytest.approx(
+        lr
+    )  # min_lr = lr: constant after warm-up
     # warmdown 0.4: constant after warm-up until the last 40% of the steps, then linear to min_lr
     wd = [lr_at(s, 100, lr, warmup, min_lr, warmdown=0.4) for s in range(101)]
     assert wd[warmup:61] == pytest.approx([lr] * (61 - warmup)) and wd[100] == pytest.approx(min_lr)
@@ -236,7 +278,9 @@ def test_lr_schedule_shape():
 
 def test_padding_rows_of_the_vocabulary_are_never_sampled():
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=64, vocab_valid=50, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    m = GPT(
+        GPTConfig(vocab_size=64, vocab_valid=50, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
     with torch.no_grad():
         m.wte.weight[50:] = 100.0  # padding rows that would win every argmax if they had logits
     assert m(torch.tensor([[1, 2, 3]]))[0].shape[-1] == 50

@@ -15,8 +15,8 @@ from data import corpora, world
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from model import GPT, GPTConfig, generate, save_checkpoint
 
-
 # ---------------------------------------------------------------- preference model
+
 
 def test_pm_loss_hand_computed():
     rc, rr = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
@@ -30,20 +30,45 @@ def test_pm_loss_hand_computed():
 
 
 def test_longer_reply_baseline():
-    pairs = [{"chosen": "\n\nHuman: q\n\nAssistant: a long reply", "rejected": "\n\nHuman: q\n\nAssistant: short"},
-             {"chosen": "\n\nHuman: q\n\nAssistant: no", "rejected": "\n\nHuman: q\n\nAssistant: a longer one"},
-             {"chosen": "\n\nHuman: q\n\nAssistant: same", "rejected": "\n\nHuman: q\n\nAssistant: four"}]
-    m = GPT(GPTConfig(vocab_size=vocab_size_padded(get_tokenizer("world")), block_size=32, n_layer=1, n_head=1, n_embd=8,
-                      scalar_head=True))
+    pairs = [
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: a long reply",
+            "rejected": "\n\nHuman: q\n\nAssistant: short",
+        },
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: no",
+            "rejected": "\n\nHuman: q\n\nAssistant: a longer one",
+        },
+        {
+            "chosen": "\n\nHuman: q\n\nAssistant: same",
+            "rejected": "\n\nHuman: q\n\nAssistant: four",
+        },
+    ]
+    m = GPT(
+        GPTConfig(
+            vocab_size=vocab_size_padded(get_tokenizer("world")),
+            block_size=32,
+            n_layer=1,
+            n_head=1,
+            n_embd=8,
+            scalar_head=True,
+        )
+    )
     tok = train_pm.tokenize_pairs(get_tokenizer("world"), pairs, 32)
-    assert train_pm.evaluate(m, tok, pairs)["longer_reply_accuracy"] == pytest.approx(0.5)  # 1 + 0 + 1/2 of 3
+    assert train_pm.evaluate(m, tok, pairs)["longer_reply_accuracy"] == pytest.approx(
+        0.5
+    )  # 1 + 0 + 1/2 of 3
 
 
 def test_pm_accuracy_and_calibration():
-    assert train_pm.accuracy(np.array([2.0, 0.0, 1.0]), np.array([1.0, 3.0, 1.0])) == pytest.approx(0.5)
+    assert train_pm.accuracy(np.array([2.0, 0.0, 1.0]), np.array([1.0, 3.0, 1.0])) == pytest.approx(
+        0.5
+    )
     rng = np.random.default_rng(0)
     d = rng.normal(0, 2, 20000)
-    y = (rng.random(20000) < 1 / (1 + np.exp(-d))).astype(float)  # labels drawn from the PM's own odds
+    y = (rng.random(20000) < 1 / (1 + np.exp(-d))).astype(
+        float
+    )  # labels drawn from the PM's own odds
     # orient every pair so that "chosen" is the labelled winner, as in real data
     rc, rr = np.where(y == 1, d, 0.0), np.where(y == 1, 0.0, d)
     table, ece = train_pm.calibration(rc, rr, np.ones_like(d))
@@ -56,8 +81,17 @@ def test_pm_accuracy_and_calibration():
 def tiny_checkpoint(path, scalar=False, seed=0):
     torch.manual_seed(seed)
     enc = get_tokenizer("world")
-    m = GPT(GPTConfig(vocab_size=vocab_size_padded(enc), vocab_valid=enc.n_vocab, block_size=256, n_layer=2, n_head=2, n_embd=32,
-                      scalar_head=scalar))
+    m = GPT(
+        GPTConfig(
+            vocab_size=vocab_size_padded(enc),
+            vocab_valid=enc.n_vocab,
+            block_size=256,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            scalar_head=scalar,
+        )
+    )
     save_checkpoint(str(path), m, "world")
     return m
 
@@ -65,7 +99,9 @@ def tiny_checkpoint(path, scalar=False, seed=0):
 def test_pm_scores_are_padding_invariant(tmp_path):
     m = tiny_checkpoint(tmp_path / "pm.pt", scalar=True).eval()
     pairs = [([5, 6, 7], [5, 6, 8, 9, 10, 11]), (list(range(20, 60)), [3])]
-    rc, rr = train_pm.pair_scores(m, pairs, batch_size=3)  # batches mix chosen and rejected of other pairs
+    rc, rr = train_pm.pair_scores(
+        m, pairs, batch_size=3
+    )  # batches mix chosen and rejected of other pairs
     for (c, r), a, b in zip(pairs, rc, rr):
         assert abs(a - m.score(torch.tensor([c]))[0, -1].item()) < 1e-5
         assert abs(b - m.score(torch.tensor([r]))[0, -1].item()) < 1e-5
@@ -73,29 +109,79 @@ def test_pm_scores_are_padding_invariant(tmp_path):
 
 def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "lm.pt")
-    cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path), "--quiet"])
+    cfg = train_pm.parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--init",
+            str(tmp_path / "lm.pt"),
+            "--out_dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     res = train_pm.main(cfg)
     d = tmp_path / "tiny"
     saved = json.load(open(d / "results.json"))
-    for k in ("accuracy", "longer_reply_accuracy", "ece", "gold_accuracy", "twin_accuracy", "deflection_accuracy"):
+    for k in (
+        "accuracy",
+        "longer_reply_accuracy",
+        "ece",
+        "gold_accuracy",
+        "twin_accuracy",
+        "deflection_accuracy",
+    ):
         assert isinstance(saved[k], float) and saved[k] == res[k], k
-    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == sum(p["probe"] != "deflection" for p in train_pm.twin_pairs())
-    assert len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16  # one record per step (one epoch)
-    cfg = train_pm.parse_args(["--eval", str(d / "world_test.jsonl"), "--init", str(d / "pm.pt"),
-                               "--out_dir", str(tmp_path), "--quiet"])
+    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == sum(
+        p["probe"] != "deflection" for p in train_pm.twin_pairs()
+    )
+    assert (
+        len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16
+    )  # one record per step (one epoch)
+    cfg = train_pm.parse_args(
+        [
+            "--eval",
+            str(d / "world_test.jsonl"),
+            "--init",
+            str(d / "pm.pt"),
+            "--out_dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     m = train_pm.main(cfg)
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy {m['accuracy']:.4f} on 64 pairs"
+    assert (
+        capsys.readouterr().out.strip().splitlines()[-1]
+        == f"accuracy {m['accuracy']:.4f} on 64 pairs"
+    )
     assert m["accuracy"] == pytest.approx(res["accuracy"])
     evals = list((tmp_path / "eval").glob("*/*/results.json"))
-    assert len(evals) == 1 and evals[0].parent.name == "tiny-world_test" and evals[0].parent.parent.name.endswith("-tiny")
+    assert (
+        len(evals) == 1
+        and evals[0].parent.name == "tiny-world_test"
+        and evals[0].parent.parent.name.endswith("-tiny")
+    )
     assert json.load(open(evals[0]))["n_pairs"] == 64
-    assert json.load(open(d / "results.json")) == saved  # the evaluation did not overwrite the training run
+    assert (
+        json.load(open(d / "results.json")) == saved
+    )  # the evaluation did not overwrite the training run
 
 
 def test_pm_stops_on_divergence_without_saving(tmp_path):
     tiny_checkpoint(tmp_path / "lm.pt")
-    cfg = train_pm.parse_args(["--preset", "tiny", "--init", str(tmp_path / "lm.pt"), "--out_dir", str(tmp_path),
-                               "--quiet", "--lr", "1e30"])
+    cfg = train_pm.parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--init",
+            str(tmp_path / "lm.pt"),
+            "--out_dir",
+            str(tmp_path),
+            "--quiet",
+            "--lr",
+            "1e30",
+        ]
+    )
     with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
         train_pm.main(cfg)
 
@@ -113,10 +199,14 @@ def test_twin_probe_pairs_are_on_held_out_objects():
         axis = 1 if task["harmful"] else 0
         assert world.gold(req, chosen)[axis] > world.gold(req, rejected)[axis], p
         if p["probe"] == "deflection":
-            assert world.reply_category(req, rejected) == "dodge" and world.reply_category(req, chosen) == "explained"
+            assert (
+                world.reply_category(req, rejected) == "dodge"
+                and world.reply_category(req, chosen) == "explained"
+            )
 
 
 # ---------------------------------------------------------------- PPO pieces
+
 
 def gae_reference(rewards, values, mask, gamma, lam):
     """The plain loop, one sequence at a time, over its real positions only."""
@@ -175,13 +265,19 @@ def test_whiten():
     x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
     m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     w = ppo.whiten(x, m)
-    assert abs(ppo.masked_mean(w, m).item()) < 1e-6 and abs(ppo.masked_mean(w ** 2, m).item() - 1) < 1e-4
+    assert (
+        abs(ppo.masked_mean(w, m).item()) < 1e-6 and abs(ppo.masked_mean(w**2, m).item() - 1) < 1e-4
+    )
     assert w[0, 3].item() == 0.0
 
 
 def tiny_policy(seed, scalar=False, vocab=16):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab, block_size=48, n_layer=2, n_head=2, n_embd=32, scalar_head=scalar))
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab, block_size=48, n_layer=2, n_head=2, n_embd=32, scalar_head=scalar
+        )
+    )
 
 
 def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
@@ -196,7 +292,10 @@ def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
     # the sampler's own log-probs agree with the recomputed ones (same temperature)
     m = exp["mask"].bool()
     assert (exp["logp"][m] - out["logprobs"][:, 1:][m]).abs().max().item() < 1e-5
-    opt_p, opt_v = torch.optim.AdamW(policy.parameters(), 1e-3), torch.optim.AdamW(value.parameters(), 1e-3)
+    opt_p, opt_v = (
+        torch.optim.AdamW(policy.parameters(), 1e-3),
+        torch.optim.AdamW(value.parameters(), 1e-3),
+    )
     st = ppo.ppo_update(policy, value, opt_p, opt_v, exp, cfg, torch.Generator().manual_seed(0))
     assert st["first_epoch_ratio_max_dev"] == 0.0  # exactly 1
     exp2 = ppo.make_experience(policy, ref, value, out, torch.randn(8), cfg, kl_coef=0.1)
@@ -205,14 +304,30 @@ def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
 
 def test_tiny_ppo_run_increases_reward():
     """A toy reward (the share of token 3 in the reply) that PPO must learn to raise."""
-    cfg = ppo.Config(batch_size=32, minibatch=16, max_new_tokens=8, ppo_epochs=2, lr=3e-3, value_lr=3e-3, kl_coef=0.01)
+    cfg = ppo.Config(
+        batch_size=32,
+        minibatch=16,
+        max_new_tokens=8,
+        ppo_epochs=2,
+        lr=3e-3,
+        value_lr=3e-3,
+        kl_coef=0.01,
+    )
     policy, ref, value = tiny_policy(0), tiny_policy(0), tiny_policy(1, scalar=True)
-    opt_p, opt_v = torch.optim.AdamW(policy.parameters(), cfg.lr), torch.optim.AdamW(value.parameters(), cfg.value_lr)
+    opt_p, opt_v = (
+        torch.optim.AdamW(policy.parameters(), cfg.lr),
+        torch.optim.AdamW(value.parameters(), cfg.value_lr),
+    )
     gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     rewards = []
     for step in range(25):
-        prompts = [[int(x) for x in torch.randint(0, 15, (3,), generator=cpu_gen)] for _ in range(cfg.batch_size)]
-        out = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, eot_id=15, generator=gen)
+        prompts = [
+            [int(x) for x in torch.randint(0, 15, (3,), generator=cpu_gen)]
+            for _ in range(cfg.batch_size)
+        ]
+        out = generate(
+            policy, prompts, cfg.max_new_tokens, cfg.temperature, eot_id=15, generator=gen
+        )
         gm = out["gen_mask"]
         score = ((out["tokens"] == 3) & gm).sum(1).float() / gm.sum(1).clamp(min=1)
         rewards.append(score.mean().item())
@@ -230,29 +345,72 @@ def test_fit_line():
 def test_ppo_main_writes_the_results_contract(tmp_path):
     tiny_checkpoint(tmp_path / "sft.pt", seed=0)
     tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
-    cfg = ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt"),
-                          "--out_dir", str(tmp_path / "ppo"), "--quiet"])
+    cfg = ppo.parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--policy",
+            str(tmp_path / "sft.pt"),
+            "--pm",
+            str(tmp_path / "pm.pt"),
+            "--out_dir",
+            str(tmp_path / "ppo"),
+            "--quiet",
+        ]
+    )
     res = ppo.main(cfg)
     saved = json.load(open(tmp_path / "ppo" / "tiny" / "results.json"))
-    keys = {"pm_reward", "gold_helpfulness", "gold_harmlessness", "benign_refusal_rate", "nontwin_helpfulness",
-            "twin_helpfulness", "twin_refusal_rate", "redteam_refusal_rate", "explained_refusal_rate",
-            "evasive_refusal_rate", "dodge_rate", "comply_rate", "ended", "kl"}
+    keys = {
+        "pm_reward",
+        "gold_helpfulness",
+        "gold_harmlessness",
+        "benign_refusal_rate",
+        "nontwin_helpfulness",
+        "twin_helpfulness",
+        "twin_refusal_rate",
+        "redteam_refusal_rate",
+        "explained_refusal_rate",
+        "evasive_refusal_rate",
+        "dodge_rate",
+        "comply_rate",
+        "ended",
+        "kl",
+    }
     for side in ("before", "after"):
         assert set(saved[side]) >= keys | {k + "_se" for k in keys}
         assert all(isinstance(saved[side][k], float) for k in keys)
-        rates = [saved[side][k] for k in ("comply_rate", "explained_refusal_rate", "evasive_refusal_rate", "dodge_rate")]
+        rates = [
+            saved[side][k]
+            for k in ("comply_rate", "explained_refusal_rate", "evasive_refusal_rate", "dodge_rate")
+        ]
         assert sum(rates) == pytest.approx(1.0)
         assert saved[side]["redteam_refusal_rate"] == pytest.approx(rates[1] + rates[2])
     assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved["after"] == res["after"]
-    assert isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
+    assert (
+        isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
+    )
     # the held-out evaluations: before, n_evals during training, after (the default has 5 during)
     pts = saved["eval_points"]
     assert [p["step"] for p in pts] == [0, 2, 4] and ppo.Config().n_evals >= 5
-    assert all({"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"} <= set(p) for p in pts)
-    assert pts[0]["kl"] == pytest.approx(0.0, abs=1e-5) and pts[0]["pm_reward"] == saved["before"]["pm_reward"]
-    lines = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()]
+    assert all(
+        {"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"} <= set(p) for p in pts
+    )
+    assert (
+        pts[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+        and pts[0]["pm_reward"] == saved["before"]["pm_reward"]
+    )
+    lines = [
+        json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()
+    ]
     steps = [m for m in lines if not m.get("eval")]
-    assert len(steps) == 4 and {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(steps[0])
+    assert len(steps) == 4 and {
+        "kl",
+        "entropy",
+        "clip_frac",
+        "approx_kl",
+        "value_loss",
+        "time_rollout",
+    } <= set(steps[0])
     assert sum(m.get("eval", False) for m in lines) == 3
     samples = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "samples.jsonl")]
     assert len(samples) == 12 and {s["group"] for s in samples} == {"redteam", "benign", "twins"}
@@ -262,8 +420,21 @@ def test_ppo_stops_on_divergence_without_saving(tmp_path):
     """A learning rate that blows the policy up: PPO stops with the step, writes no policy."""
     tiny_checkpoint(tmp_path / "sft.pt", seed=0)
     tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
-    cfg = ppo.parse_args(["--preset", "tiny", "--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt"),
-                          "--out_dir", str(tmp_path / "ppo"), "--quiet", "--value_lr", "1e30"])
+    cfg = ppo.parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--policy",
+            str(tmp_path / "sft.pt"),
+            "--pm",
+            str(tmp_path / "pm.pt"),
+            "--out_dir",
+            str(tmp_path / "ppo"),
+            "--quiet",
+            "--value_lr",
+            "1e30",
+        ]
+    )
     with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
         ppo.main(cfg)
 
@@ -276,7 +447,9 @@ def test_ppo_on_other_data_needs_its_own_models(tmp_path):
 
 def tiny_model(seed):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=16, vocab_valid=13, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    return GPT(
+        GPTConfig(vocab_size=16, vocab_valid=13, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    ).eval()
 
 
 def test_exact_kl_matches_a_plain_loop():
@@ -287,7 +460,9 @@ def test_exact_kl_matches_a_plain_loop():
     p, q = tiny_model(seed=0), tiny_model(seed=1)
     tokens = torch.randint(0, p.cfg.vocab_valid, (3, 7))
     pad = torch.ones(3, 7, dtype=torch.bool)
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0]], dtype=torch.float)
+    mask = torch.tensor(
+        [[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0]], dtype=torch.float
+    )
     got = ppo.exact_kl(p, q, tokens, pad, mask, 1.3, batch_size=2)
     with torch.no_grad():
         lp, lq = (torch.log_softmax(m(tokens)[0].float() / 1.3, -1) for m in (p, q))
@@ -295,7 +470,9 @@ def test_exact_kl_matches_a_plain_loop():
     for b in range(3):
         for t in range(6):
             if mask[b, t]:
-                want[b] += sum(lp[b, t, v].exp() * (lp[b, t, v] - lq[b, t, v]) for v in range(lp.size(-1)))
+                want[b] += sum(
+                    lp[b, t, v].exp() * (lp[b, t, v] - lq[b, t, v]) for v in range(lp.size(-1))
+                )
     assert torch.allclose(got, want, atol=1e-4) and (got > 0).all()
     assert ppo.exact_kl(p, p, tokens, pad, mask, 1.0, 3).abs().max() < 1e-5
 
@@ -306,7 +483,9 @@ def test_cluster_se():
     # one item per cluster: the usual standard error
     assert ppo.cluster_se(x, range(40)) == pytest.approx(x.std(ddof=1) / np.sqrt(40))
     # k identical copies of each item, clustered together, add no information
-    assert ppo.cluster_se(np.repeat(x, 5), np.repeat(np.arange(40), 5)) == pytest.approx(ppo.cluster_se(x, range(40)))
+    assert ppo.cluster_se(np.repeat(x, 5), np.repeat(np.arange(40), 5)) == pytest.approx(
+        ppo.cluster_se(x, range(40))
+    )
     # ...while treating the copies as independent would shrink the error by sqrt(5)
     assert ppo.cluster_se(np.repeat(x, 5), range(200)) < 0.5 * ppo.cluster_se(x, range(40))
 
@@ -318,25 +497,53 @@ def test_training_batches_have_a_fixed_red_team_share():
         batch, groups = ppo.batch_prompts(train, cfg, random.Random(seed))
         harmful = [world.parse_request(corpora.last_human(p)) for p in batch]
         assert sum(t["kind"] == "harm" and t["harmful"] for t in harmful) == 16
-        assert [g == "redteam" for g in groups] == [t["kind"] == "harm" and t["harmful"] for t in harmful]
+        assert [g == "redteam" for g in groups] == [
+            t["kind"] == "harm" and t["harmful"] for t in harmful
+        ]
     assert {k: len(v) for k, v in sets.items()} == {"redteam": 200, "benign": 200, "twins": 100}
-    assert not set(train["redteam"]) & set(sets["redteam"]) and not set(train["benign"]) & set(sets["benign"] + sets["twins"])
+    assert not set(train["redteam"]) & set(sets["redteam"]) and not set(train["benign"]) & set(
+        sets["benign"] + sets["twins"]
+    )
 
 
 def test_overoptimisation_is_gold_falling_while_the_pm_rises():
-    pt = lambda step, kl, pm, gold: {"step": step, "kl": kl, "pm_reward": pm, "gold_reward": gold, "gold_reward_se": 0.02}
+    pt = lambda step, kl, pm, gold: {
+        "step": step,
+        "kl": kl,
+        "pm_reward": pm,
+        "gold_reward": gold,
+        "gold_reward_se": 0.02,
+    }
     rising = [pt(0, 0, 0.1, 0.5), pt(10, 1, 0.3, 0.6), pt(20, 2, 0.5, 0.7)]
     assert ppo.overoptimisation(rising) is None
     turned = rising + [pt(30, 3, 0.6, 0.62)]
     assert ppo.overoptimisation(turned)["step"] == 20 and ppo.overoptimisation(turned)["kl"] == 2
-    assert ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None  # within two standard errors
-    assert ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None  # the PM fell too: not over-optimisation
+    assert (
+        ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None
+    )  # within two standard errors
+    assert (
+        ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None
+    )  # the PM fell too: not over-optimisation
 
 
 def test_paired_change_on_the_same_prompts():
-    recs = lambda vals: [{"group": "redteam", "category": "comply", "helpful": 0.0, "harmless": v, "pm": v, "kl": 0.0,
-                          "ended": True, "tokens": 5.0, "cluster": i // 2} for i, v in enumerate(vals)]
+    recs = lambda vals: [
+        {
+            "group": "redteam",
+            "category": "comply",
+            "helpful": 0.0,
+            "harmless": v,
+            "pm": v,
+            "kl": 0.0,
+            "ended": True,
+            "tokens": 5.0,
+            "cluster": i // 2,
+        }
+        for i, v in enumerate(vals)
+    ]
     before, after = recs([0.0, 0.0, 0.5, 0.5]), recs([1.0, 1.0, 0.5, 0.5])
     ch = ppo.paired_change(before, after)
-    assert ch["gold_harmlessness"] == pytest.approx({"change": 0.5, "se": 0.5})  # two clusters, +1 and 0
+    assert ch["gold_harmlessness"] == pytest.approx(
+        {"change": 0.5, "se": 0.5}
+    )  # two clusters, +1 and 0
     assert ppo.paired_change(before, before)["pm_reward"] == {"change": 0.0, "se": 0.0}

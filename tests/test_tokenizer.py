@@ -3,16 +3,32 @@ import random
 
 import pytest
 
-from data.tokenizer import (SPECIALS, encoding_from_ranks, eoc_id, eot_id, get_tokenizer, load_ranks, save_ranks,
-                            train_bpe)
 from data.corpora import pretrain_documents
+from data.tokenizer import (
+    SPECIALS,
+    encoding_from_ranks,
+    eoc_id,
+    eot_id,
+    get_tokenizer,
+    load_ranks,
+    save_ranks,
+    train_bpe,
+)
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 def random_unicode(rng, n):
-    pools = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x4E00, 0x4E80), (0x1F600, 0x1F64F),
-             (0x0600, 0x06FF), (0x2150, 0x218F)]
+    pools = [
+        (0x20, 0x7E),
+        (0xA0, 0x24F),
+        (0x300, 0x36F),
+        (0x370, 0x3FF),
+        (0x4E00, 0x4E80),
+        (0x1F600, 0x1F64F),
+        (0x0600, 0x06FF),
+        (0x2150, 0x218F),
+    ]
     out = []
     for _ in range(n):
         a, b = rng.choice(pools)
@@ -40,8 +56,10 @@ def test_bpe_ranks_are_merges_of_lower_ranks():
     assert all(by_rank[i] == bytes([i]) for i in range(256))
     for r in range(256, len(ranks)):
         tok = by_rank[r]  # every merged token splits into two tokens of lower rank
-        assert any(tok[:k] in ranks and tok[k:] in ranks and ranks[tok[:k]] < r and ranks[tok[k:]] < r
-                   for k in range(1, len(tok)))
+        assert any(
+            tok[:k] in ranks and tok[k:] in ranks and ranks[tok[:k]] < r and ranks[tok[k:]] < r
+            for k in range(1, len(tok))
+        )
     assert ranks[b"ab"] == 256  # the most frequent pair is merged first
 
 
@@ -62,12 +80,16 @@ def test_world_tokenizer_compresses_the_corpus():
     assert eot_id(enc) == enc.n_vocab - len(SPECIALS) and eoc_id(enc) == eot_id(enc) + 1
     text = "".join(pretrain_documents(500, seed=99))  # held-out documents (another seed)
     bpt = len(text.encode()) / len(enc.encode_ordinary(text))
-    print(f"world tokenizer: {enc.n_vocab} tokens, {bpt:.2f} bytes per token on held-out world text")
+    print(
+        f"world tokenizer: {enc.n_vocab} tokens, {bpt:.2f} bytes per token on held-out world text"
+    )
     assert bpt > 3.0
     assert enc.decode(enc.encode_ordinary(text)) == text
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "tiktoken_cache")), reason="needs ../shared/data")
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED, "tiktoken_cache")), reason="needs ../shared/data"
+)
 def test_gpt2_tokenizer_offline(monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", os.path.join(SHARED, "tiktoken_cache"))
     enc = get_tokenizer("gpt2")

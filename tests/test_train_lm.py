@@ -21,7 +21,9 @@ TIKTOKEN_CACHE = os.path.join(ROOT, "..", "shared", "data", "tiktoken_cache")
 
 def run(tmp_path, *extra):
     """A tiny run with root tmp_path: it writes into tmp_path/tiny (tmp_path/tiny/sft for SFT)."""
-    return train_lm.main(train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--quiet", *extra]))
+    return train_lm.main(
+        train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--quiet", *extra])
+    )
 
 
 def metrics(path):
@@ -53,7 +55,12 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     d = tmp_path / "tiny"
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
     assert cfg.out_dir == str(d / "sft_hh") and cfg.init == str(d / "pretrain.pt")
-    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")  # the mode=sft preset on top of tiny
+    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (
+        80,
+        1e-3,
+        32,
+        "adamw",
+    )  # the mode=sft preset on top of tiny
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
     assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
@@ -62,14 +69,19 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     # gold helpfulness on the benign evaluation set: only in the SFT run's results
     assert "gold_helpfulness_macro" not in pre
     by_kind = sft["gold_helpfulness_by_kind"]
-    assert set(by_kind) == {"arith", "fact", "word", "open"} and all(v["n"] == 128 for v in by_kind.values())
-    assert sft["gold_helpfulness_macro"] == pytest.approx(np.mean([v["mean"] for v in by_kind.values()]))
+    assert set(by_kind) == {"arith", "fact", "word", "open"} and all(
+        v["n"] == 128 for v in by_kind.values()
+    )
+    assert sft["gold_helpfulness_macro"] == pytest.approx(
+        np.mean([v["mean"] for v in by_kind.values()])
+    )
     assert len(sft["eval_samples"]) == 512 and 0.0 <= sft["gold_helpfulness_macro"] <= 1.0
 
 
 def test_bits_per_byte_against_decoded_text():
     """bytes_per_token against decoding the text: every token, and only the SFT mask's."""
     from data.tokenizer import get_tokenizer
+
     enc = get_tokenizer("world")
     text = "\n\nHuman: What is 2 + 3?\n\nAssistant: 2 + 3 = 5.<|endoftext|>\n\nHuman: Hi!"
     ids = np.array(enc.encode(text, allowed_special="all"))
@@ -77,7 +89,9 @@ def test_bits_per_byte_against_decoded_text():
     assert train_lm.bytes_per_token(enc, ids, None) == pytest.approx(plain / len(ids))
     mask = np.zeros(len(ids), dtype=np.uint8)
     mask[3:9] = 1
-    assert train_lm.bytes_per_token(enc, ids, mask) == pytest.approx(len(enc.decode(ids[3:9].tolist()).encode()) / 6)
+    assert train_lm.bytes_per_token(enc, ids, mask) == pytest.approx(
+        len(enc.decode(ids[3:9].tolist()).encode()) / 6
+    )
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -111,11 +125,26 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     and never writes over the last good checkpoint."""
     run(tmp_path)
     before = sha(tmp_path / "tiny" / "pretrain.pt")
-    cmd = [sys.executable, "train_lm.py", "--preset", "tiny", "--optimizer", "adamw", "--lr", "1e4", "--min_lr", "1e4", "--out_dir",
-           str(tmp_path), "--quiet"]
+    cmd = [
+        sys.executable,
+        "train_lm.py",
+        "--preset",
+        "tiny",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "1e4",
+        "--min_lr",
+        "1e4",
+        "--out_dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     last = (r.stdout + r.stderr).strip().splitlines()[-1]
-    assert r.returncode != 0 and last.startswith("stopped: non-finite") and " at step " in last, last
+    assert r.returncode != 0 and last.startswith("stopped: non-finite") and " at step " in last, (
+        last
+    )
     assert sha(tmp_path / "tiny" / "pretrain.pt") == before
 
 
@@ -127,7 +156,11 @@ def test_plain_text_data_runs_to_the_end(tmp_path, monkeypatch, tokenizer):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE)
     res = run(tmp_path, "--data", SHAKESPEARE, "--tokenizer", tokenizer, "--max_iters", "4")
     saved = json.load(open(tmp_path / "tinyshakespeare" / "tiny" / "results.json"))
-    assert saved["tokenizer"] == ("bpe:tinyshakespeare" if tokenizer == "auto" else "gpt2") == res["tokenizer"]
+    assert (
+        saved["tokenizer"]
+        == ("bpe:tinyshakespeare" if tokenizer == "auto" else "gpt2")
+        == res["tokenizer"]
+    )
     assert len(saved["samples"]) == 1 and saved["samples"][0]["prompt"].strip()
 
 
@@ -140,8 +173,23 @@ def free_port():
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "train_lm.py", "--preset", "tiny", "--max_iters", "10", "--out_dir", str(tmp_path), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "train_lm.py",
+        "--preset",
+        "tiny",
+        "--max_iters",
+        "10",
+        "--out_dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=300)
     res = json.load(open(tmp_path / "tiny" / "results.json"))
     assert res["world_size"] == 2 and res["ddp_in_sync"] is True
@@ -152,11 +200,16 @@ def test_ddp_two_processes_gloo(tmp_path):
 # -----------------------------------------------------------------------------
 # Muon and the speedrun settings
 
+
 def test_orthogonalise_keeps_singular_vectors_and_flattens_singular_values():
     """Against the SVD: the result is U f(S) V^T with every f(s) in [0.6, 1.25], for wide,
     tall and stacked matrices, whatever the scale of G."""
     torch.manual_seed(0)
-    for shape in [(16, 48), (48, 16), (3, 24, 40)]:  # (square random matrices have singular values near 0)
+    for shape in [
+        (16, 48),
+        (48, 16),
+        (3, 24, 40),
+    ]:  # (square random matrices have singular values near 0)
         G = torch.randn(*shape) * torch.logspace(-1, 0, shape[-1])  # column scales over a decade
         X = train_lm.orthogonalise(G * 1e3)
         U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -172,7 +225,9 @@ def test_muon_adamw_groups_match_reference_updates():
     torch.manual_seed(0)
     w, e = torch.randn(8, 4, requires_grad=True), torch.randn(5, 3, requires_grad=True)
     w_ref, e_ref = w.detach().clone().requires_grad_(), e.detach().clone().requires_grad_()
-    opt = train_lm.MuonAdamW([{"params": [w], "muon": True, "lr_mult": 2.0}, {"params": [e]}], lr=0.01)
+    opt = train_lm.MuonAdamW(
+        [{"params": [w], "muon": True, "lr_mult": 2.0}, {"params": [e]}], lr=0.01
+    )
     ref = torch.optim.AdamW([e_ref], lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     buf = torch.zeros_like(w)
     for step in range(4):
@@ -183,7 +238,7 @@ def test_muon_adamw_groups_match_reference_updates():
         opt.step(), ref.step()
         buf = 0.95 * buf + 0.05 * gw
         with torch.no_grad():
-            w_ref -= 0.02 * 2 ** 0.5 * train_lm.orthogonalise(0.95 * buf + 0.05 * gw)  # Nesterov
+            w_ref -= 0.02 * 2**0.5 * train_lm.orthogonalise(0.95 * buf + 0.05 * gw)  # Nesterov
         assert torch.allclose(e, e_ref, atol=1e-6) and torch.allclose(w, w_ref, atol=1e-5), step
 
 
@@ -197,17 +252,28 @@ def test_muon_run_resumes_exactly(tmp_path):
 
 # ---- repeated data (Hernandez et al. 2022)
 
+
 def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_count_times():
     from data.prepare import repeated_subset
+
     cfg = train_lm.parse_args(["--preset", "tiny", "--quiet"])
     ids = np.arange(100_000)  # every token distinct: overlaps are visible
-    unique, windows, schedule = repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.25, 4, 0)
+    unique, windows, schedule = repeated_subset(
+        ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.25, 4, 0
+    )
     assert schedule.shape == (cfg.max_iters, cfg.batch_size)
     n = windows.shape[0]
-    assert n == round(0.25 * cfg.max_iters * cfg.batch_size / 4) and windows.shape[1] == cfg.block_size + 1
-    assert np.array_equal(np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4))  # each window 4 times
+    assert (
+        n == round(0.25 * cfg.max_iters * cfg.batch_size / 4)
+        and windows.shape[1] == cfg.block_size + 1
+    )
+    assert np.array_equal(
+        np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4)
+    )  # each window 4 times
     assert (schedule >= 0).mean() == pytest.approx(0.25)
-    assert not set(windows.ravel().tolist()) & set(unique.tolist())  # the unique stream never holds subset tokens
+    assert not set(windows.ravel().tolist()) & set(
+        unique.tolist()
+    )  # the unique stream never holds subset tokens
     assert unique[0] == windows[-1, -1] + 1  # the rest of the training split, nothing else
     with pytest.raises(SystemExit, match="subset of 0 windows"):
         repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.01, 1000, 0)
@@ -217,7 +283,11 @@ def test_repeated_run_token_counts_match_the_flags(tmp_path):
     res = run(tmp_path, "--repeat_frac", "0.25", "--repeat_count", "4")
     total = res["train_tokens"]
     assert res["repeated_tokens"] + res["unique_tokens"] == total
-    assert res["repeated_tokens"] == 0.25 * total and res["repeated_fraction"] == 0.25 and res["repeat_count"] == 4
+    assert (
+        res["repeated_tokens"] == 0.25 * total
+        and res["repeated_fraction"] == 0.25
+        and res["repeat_count"] == 4
+    )
     assert res["repeated_train_loss"] > 0 and res["copying_loss"] > 0 and res["first_copy_loss"] > 0
     assert "repeated_train_loss" in [m for m in metrics(tmp_path / "tiny") if "val_loss" in m][0]
     plain = run(tmp_path / "plain")
@@ -226,6 +296,7 @@ def test_repeated_run_token_counts_match_the_flags(tmp_path):
 
 def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
     from data.prepare import copy_spans
+
     w = torch.arange(16 * 65).view(16, 65)
     gen = torch.Generator().manual_seed(0)
     out = copy_spans(w.clone(), 1.0, gen)
@@ -236,21 +307,54 @@ def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
 
 
 def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
-    cfg = train_lm.parse_args(["--sweep", "repeated", "--preset", "tiny", "--repeat_counts", "2,4", "--sweep_widths",
-                               "16,32", "--n_embd", "32", "--max_iters", "20", "--block_size", "32", "--eval_iters", "2",
-                               "--out_dir", str(tmp_path), "--quiet"])
+    cfg = train_lm.parse_args(
+        [
+            "--sweep",
+            "repeated",
+            "--preset",
+            "tiny",
+            "--repeat_counts",
+            "2,4",
+            "--sweep_widths",
+            "16,32",
+            "--n_embd",
+            "32",
+            "--max_iters",
+            "20",
+            "--block_size",
+            "32",
+            "--eval_iters",
+            "2",
+            "--out_dir",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     res = train_lm.sweep_repeated(cfg)
     saved = json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
     assert [p["repeat_count"] for p in saved["points"]] == [0, 2, 4]
-    assert saved["points"][0]["repeated_fraction"] == 0 and saved["points"][1]["repeated_fraction"] == pytest.approx(0.1)
+    assert saved["points"][0]["repeated_fraction"] == 0 and saved["points"][1][
+        "repeated_fraction"
+    ] == pytest.approx(0.1)
     for p in saved["points"]:
-        assert set(p) >= {"repeat_count", "repeated_fraction", "params", "heldout_loss", "repeated_train_loss",
-                          "copying_loss", "max_prefix_matching"}
+        assert set(p) >= {
+            "repeat_count",
+            "repeated_fraction",
+            "params",
+            "heldout_loss",
+            "repeated_train_loss",
+            "copying_loss",
+            "max_prefix_matching",
+        }
         assert 0 <= p["max_prefix_matching"] <= 1
-    assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(saved["effective_params"]) == 2
+    assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(
+        saved["effective_params"]
+    ) == 2
     assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
     assert [p["seed"] for p in saved["other_seed_no_repeat"]] == [cfg.seed + 1]
-    assert saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0  # 90% of 20 steps
+    assert (
+        saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0
+    )  # 90% of 20 steps
 
 
 def test_repeated_slots_replace_exactly_their_batch_rows():
@@ -266,10 +370,15 @@ def test_repeated_subset_of_the_synthetic_stream_shares_nothing_with_held_out_da
     """The subset comes from the training split of a prepared stream; no 16-gram of it
     occurs in the validation split (random tokens: any shared 16-gram would be a leak)."""
     from data.prepare import load_split, prepare, repeated_subset
+
     d, meta = prepare("synthetic", "world", verbose=False)
     train, val = (np.asarray(load_split(d, s, meta)[0]) for s in ("train", "val"))
     _, windows, _ = repeated_subset(train, 128, 400, 16, 0.1, 2, 0)
     vb = val.astype(np.uint16).tobytes()
-    assert not any(w[i:i + 16].astype(np.uint16).tobytes() in vb for w in windows for i in range(0, 129 - 16, 16))
+    assert not any(
+        w[i : i + 16].astype(np.uint16).tobytes() in vb
+        for w in windows
+        for i in range(0, 129 - 16, 16)
+    )
     with pytest.raises(SystemExit, match="both"):
         train_lm.parse_args(["--repeat_count", "4"])
