@@ -4,12 +4,12 @@ with nanoGPT's architecture at the same shape, timed in one process with the two
 steps interleaved (median step time), and sampling tokens/s with the KV cache against
 recomputing the whole context every step.
 
-    python bench.py                           # train_lm.py's CPU shape (4 layers, width 128, context 256)
-    python bench.py --preset w256             # 4 x 256, vocabulary 4,096: where the speedrun issue measured nanoGPT
-    python bench.py --preset gpt2 --compile   # GPT-2 small (12 x 768, context 1024) on one GPU, bf16
-    python bench.py --suite gpu               # every GPU number the README gives, in one process (< 8 min):
-        # GPT-2-small training eager and compiled (ours and the baseline, MFU), KV-cached vs recomputed
-        # sampling at batch 64, and each script's --preset gpu for a few steps
+    python bench.py                          # train_lm.py's CPU shape (4 x 128, context 256)
+    python bench.py --preset w256            # 4 x 256, vocabulary 4,096
+    python bench.py --preset gpt2 --compile  # GPT-2 small (12 x 768, context 1024), one GPU, bf16
+    python bench.py --suite gpu              # every GPU number of docs/speedrun.md, one process:
+        # GPT-2-small training eager and compiled (ours and the baseline, MFU), KV-cached vs
+        # recomputed sampling at batch 64, and each script's --preset gpu for a few steps
 
 What to look at: the printed tokens/s and the ratio to the baseline; on GPU, MFU against
 the device's bf16 peak. Writes out/bench/[<preset>/][cuda/][compiled/]results.json (the
@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -94,16 +94,10 @@ class Config:
 
 PRESETS = {
     "cpu": {},
-    "w256": {
-        "n_embd": 256,
-        "vocab_size": 4096,
-    },  # the shape at which the speedrun issue compared us with nanoGPT
-    "small": {
-        "n_layer": 8,
-        "n_head": 8,
-        "n_embd": 512,
-        "block_size": 512,
-    },  # train_lm.py --preset gpu
+    # the shape of the speedrun comparison with nanoGPT (docs/speedrun.md)
+    "w256": {"n_embd": 256, "vocab_size": 4096},
+    # train_lm.py --preset gpu
+    "small": {"n_layer": 8, "n_head": 8, "n_embd": 512, "block_size": 512},
     "gpt2": {
         "n_layer": 12,
         "n_head": 12,
@@ -125,15 +119,12 @@ PRESETS["suite=gpu"] = {**PRESETS["gpt2"], "compile": True}  # eager and compile
 class BaselineBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(c.n_embd, bias=False), nn.LayerNorm(c.n_embd, bias=False)
-        self.qkv, self.proj = (
-            nn.Linear(c.n_embd, 3 * c.n_embd, bias=False),
-            nn.Linear(c.n_embd, c.n_embd, bias=False),
-        )
-        self.fc, self.fc_out = (
-            nn.Linear(c.n_embd, 4 * c.n_embd, bias=False),
-            nn.Linear(4 * c.n_embd, c.n_embd, bias=False),
-        )
+        self.ln1 = nn.LayerNorm(c.n_embd, bias=False)
+        self.ln2 = nn.LayerNorm(c.n_embd, bias=False)
+        self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False)
+        self.proj = nn.Linear(c.n_embd, c.n_embd, bias=False)
+        self.fc = nn.Linear(c.n_embd, 4 * c.n_embd, bias=False)
+        self.fc_out = nn.Linear(4 * c.n_embd, c.n_embd, bias=False)
         self.n_head = c.n_head
 
     def forward(self, x):
@@ -149,10 +140,8 @@ class BaselineGPT(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.cfg = c
-        self.wte, self.wpe = (
-            nn.Embedding(c.vocab_size, c.n_embd),
-            nn.Embedding(c.block_size, c.n_embd),
-        )
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd)
         self.blocks = nn.ModuleList([BaselineBlock(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embd, bias=False)
 
@@ -196,7 +185,7 @@ def bench_train(models, cfg, batch_size, steps, warmup, device):
 def bench_sample(model, cfg, batch, prompt_len, new_tokens, use_cache, reps, device):
     prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
     times = []
-    for i in range(reps + 1):  # the first call is a warm-up, but we report it too
+    for _ in range(reps + 1):  # the first call is a warm-up, but we report it too
         t0 = now(device)
         with autocast(device.type):
             out = generate(model, prompts, new_tokens, temperature=1.0, use_cache=use_cache)
@@ -218,12 +207,10 @@ def training(args, cfg, device, res, tag=""):
         mode = "compiled" if compiled else "eager"
         for k, v in tps.items():
             util = mfu(cfg, n_params[k], v, device)
-            res[f"train_tokens_per_sec_{k}_{mode}"], res[f"train_mfu_{k}_{mode}"] = v, util
-            print(
-                f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s"
-                + (f", MFU {100 * util:.1f}%" if util is not None else ""),
-                flush=True,
-            )
+            res[f"train_tokens_per_sec_{k}_{mode}"] = v
+            res[f"train_mfu_{k}_{mode}"] = util
+            shown = f", MFU {100 * util:.1f}%" if util is not None else ""
+            print(f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s{shown}", flush=True)
         if "baseline" in tps:
             res[f"train_ratio_{mode}"] = tps["nanoalign"] / tps["baseline"]
             print(
@@ -236,23 +223,18 @@ def training(args, cfg, device, res, tag=""):
 def sampling(args, cfg, model, device, res, tag=""):
     model.eval()
     nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
-    cached, first = bench_sample(
-        model, cfg, args.sample_batch, args.prompt_len, nt, True, 3, device
-    )
-    full, _ = bench_sample(model, cfg, args.sample_batch, args.prompt_len, nt, False, 1, device)
-    res.update(
-        {
-            "sample_batch": args.sample_batch,
-            "sample_new_tokens": nt,
-            "sample_tokens_per_sec_cached": cached,
-            "sample_tokens_per_sec_cached_first_call": first,
-            "sample_tokens_per_sec_recompute": full,
-            "sample_speedup": cached / full,
-        }
-    )
+    batch, prompt_len = args.sample_batch, args.prompt_len
+    cached, first = bench_sample(model, cfg, batch, prompt_len, nt, True, 3, device)
+    full, _ = bench_sample(model, cfg, batch, prompt_len, nt, False, 1, device)
+    res["sample_batch"] = batch
+    res["sample_new_tokens"] = nt
+    res["sample_tokens_per_sec_cached"] = cached
+    res["sample_tokens_per_sec_cached_first_call"] = first
+    res["sample_tokens_per_sec_recompute"] = full
+    res["sample_speedup"] = cached / full
     print(
-        f"[{tag}] sample batch {args.sample_batch}, {nt} new tokens: KV cache {cached:,.0f} tokens/s (first call "
-        f"{first:,.0f}), full recompute {full:,.0f} tokens/s -> {cached / full:.1f}x",
+        f"[{tag}] sample batch {batch}, {nt} new tokens: KV cache {cached:,.0f} tokens/s "
+        f"(first call {first:,.0f}), full recompute {full:,.0f} tokens/s -> {cached / full:.1f}x",
         flush=True,
     )
 
@@ -262,58 +244,22 @@ def scripts(args, root):
     user would run them: pretraining, SFT, the PM, PPO, induction heads."""
     p = args.script_preset
     lm, pm = os.path.join(root, "lm"), os.path.join(root, "pm")
-    cmds = [
-        ["train_lm.py", "--max_iters", "20", "--eval_interval", "10", "--out_dir", lm],
-        [
-            "train_lm.py",
-            "--mode",
-            "sft",
-            "--max_iters",
-            "10",
-            "--eval_interval",
-            "5",
-            "--out_dir",
-            lm,
-        ],
-        [
-            "train_pm.py",
-            "--init",
-            os.path.join(run_path(lm, p), "pretrain.pt"),
-            "--n_train",
-            "256",
-            "--n_test",
-            "128",
-            "--epochs",
-            "1",
-            "--out_dir",
-            pm,
-        ],
-        [
-            "ppo.py",
-            "--policy",
-            os.path.join(run_path(lm, p, "sft_hh"), "sft.pt"),
-            "--pm",
-            os.path.join(run_path(pm, p), "pm.pt"),
-            "--steps",
-            "2",
-            "--out_dir",
-            os.path.join(root, "ppo"),
-        ],
-        [
-            "induction.py",
-            "--models",
-            "attn2",
-            "--steps",
-            "60",
-            "--snap_every",
-            "20",
-            "--out_dir",
-            os.path.join(root, "ind"),
-        ],
+    pretrained = os.path.join(run_path(lm, p), "pretrain.pt")
+    sft = os.path.join(run_path(lm, p, "sft_hh"), "sft.pt")
+    pm_ckpt = os.path.join(run_path(pm, p), "pm.pt")
+    ppo, ind = os.path.join(root, "ppo"), os.path.join(root, "ind")
+    # (script, its flags, its output folder)
+    pm_flags = ["--init", pretrained, *"--n_train 256 --n_test 128 --epochs 1".split()]
+    runs = [
+        ("train_lm.py", "--max_iters 20 --eval_interval 10".split(), lm),
+        ("train_lm.py", "--mode sft --max_iters 10 --eval_interval 5".split(), lm),
+        ("train_pm.py", pm_flags, pm),
+        ("ppo.py", ["--policy", sft, "--pm", pm_ckpt, "--steps", "2"], ppo),
+        ("induction.py", "--models attn2 --steps 60 --snap_every 20".split(), ind),
     ]
     out = []
-    for cmd in cmds:
-        cmd = [cmd[0], "--preset", p, "--quiet", *cmd[1:]]
+    for script, flags, out_dir in runs:
+        cmd = [script, "--preset", p, "--quiet", *flags, "--out_dir", out_dir]
         t0 = time.perf_counter()
         r = subprocess.run(
             [sys.executable, *cmd],
@@ -322,17 +268,16 @@ def scripts(args, root):
             cwd=os.path.dirname(os.path.abspath(__file__)),
         )
         last = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
-        out.append(
-            {
-                "command": "python " + " ".join(cmd),
-                "exit": r.returncode,
-                "seconds": time.perf_counter() - t0,
-                "last_line": last[0][-300:],
-            }
-        )
+        run = {
+            "command": "python " + " ".join(cmd),
+            "exit": r.returncode,
+            "seconds": time.perf_counter() - t0,
+            "last_line": last[0][-300:],
+        }
+        out.append(run)
+        failure = "" if r.returncode == 0 else f"\n    {last[0]}"
         print(
-            f"[scripts] exit {r.returncode} in {out[-1]['seconds']:.0f}s: {out[-1]['command']}"
-            + ("" if r.returncode == 0 else f"\n    {last[0]}"),
+            f"[scripts] exit {r.returncode} in {run['seconds']:.0f}s: {run['command']}{failure}",
             flush=True,
         )
     lm_res = os.path.join(run_path(lm, p), "results.json")
@@ -349,15 +294,11 @@ def bench_ppo_step(
     """The cost profile of one ppo.py step (its defaults), built from model.py alone:
     rollout (KV-cached sampling), scoring (PM at the end-of-context token, plus reference
     log-probs), update (epochs x minibatches of policy and value forward/backward)."""
-    policy, pm = (
-        GPT(cfg).to(device),
-        GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device),
-    )
-    value = GPT(GPTConfig(**{**cfg.__dict__, "scalar_head": True})).to(device)
-    opt_p, opt_v = (
-        configure_optimizer(policy, 1e-5, device_type=device.type),
-        configure_optimizer(value, 1e-5, device_type=device.type),
-    )
+    policy = GPT(cfg).to(device)
+    pm = GPT(replace(cfg, scalar_head=True)).to(device)
+    value = GPT(replace(cfg, scalar_head=True)).to(device)
+    opt_p = configure_optimizer(policy, 1e-5, device_type=device.type)
+    opt_v = configure_optimizer(value, 1e-5, device_type=device.type)
     prompts = [torch.randint(0, cfg.vocab_size, (prompt_len,)).tolist() for _ in range(batch)]
     times = {"rollout": [], "scoring": [], "update": []}
     for r in range(reps + 1):
@@ -383,8 +324,9 @@ def bench_ppo_step(
                 optimizer_step(opt_v, value, vl, 1.0, r)
         t3 = now(device)
         if r > 0:  # the first step is a warm-up
-            for k, v_ in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
-                times[k].append(v_)
+            times["rollout"].append(t1 - t0)
+            times["scoring"].append(t2 - t1)
+            times["update"].append(t3 - t2)
     return {k: sum(v) / len(v) for k, v in times.items()}
 
 

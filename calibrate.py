@@ -33,10 +33,10 @@ base model, the RLHF policy at T = 1 and at its best temperature, and P(IK); and
 beside the accuracy by frequency band); results.json (mc, mc_none_of_above, true_false,
 mc_answer_scoring -- the same questions scored by the answers themselves, not the letters --,
 mc_by_group, rlhf or rlhf_skipped, p_true, p_ik, seconds, figures; tables, curves and sample
-examples under details). The
-measured numbers are in the README.
+examples under details). The measured numbers are on the docs page docs/calibration.md.
 """
 
+import math
 import os
 import random
 import time
@@ -125,17 +125,16 @@ PRESETS = {
     "gpu": {"n_mc": 4000, "n_ptrue": 3000, "n_pik": 6000, "n_samples": 30, "batch_size": 64},
     "tiny": {"n_mc": 60, "n_ptrue": 24, "n_pik": 90, "n_samples": 2, "pik_epochs": 1, "n_boot": 20},
 }
-BANDS = [
-    (0, 0),
-    (1, 3),
-    (4, 15),
-    (16, 99),
-    (100, 10**9),
-]  # a fact's statements in the pretraining corpus
+# frequency bands: a fact's count of statements in the pretraining corpus
+BANDS = [(0, 0), (1, 3), (4, 15), (16, 99), (100, 10**9)]
 
 
 def band_name(lo, hi):
-    return str(lo) if lo == hi else f"{lo}+" if hi >= 10**9 else f"{lo}-{hi}"
+    if lo == hi:
+        return str(lo)
+    if hi >= 10**9:
+        return f"{lo}+"
+    return f"{lo}-{hi}"
 
 
 def band_of(count):
@@ -149,29 +148,32 @@ def band_of(count):
 def letter_logits(model, enc, prompts, n_letters, batch_size=64):
     """Logits of the letters A, B, ... at the end of each prompt (which ends in "("),
     -> (N, n_letters) array; softmax over them normalises over the choices."""
-    ids = [enc.encode_ordinary(l) for l in LETTERS[:n_letters]]
+    ids = [enc.encode_ordinary(letter) for letter in LETTERS[:n_letters]]
     assert all(len(i) == 1 for i in ids), "each choice letter must be one token"
     return next_token_logits(model, enc, prompts, [i[0] for i in ids], batch_size).numpy()
+
+
+def mc_prompts(qs):
+    return [mc_prompt(q["question"], q["choices"]) for q in qs]
 
 
 @torch.no_grad()
 def answer_logprobs(model, enc, prompts, answers, batch_size=64):
     """log p(" " + answer | prompt), summed over the answer's tokens, for each pair."""
     model.eval()
-    out, device = [], model.wte.weight.device
+    device = model.wte.weight.device
+    out = []
     for i in range(0, len(prompts), batch_size):
-        pairs = [
-            (enc.encode_ordinary(p + " " + a), enc.encode_ordinary(p))
-            for p, a in zip(prompts[i : i + batch_size], answers[i : i + batch_size])
-        ]
+        batch = zip(prompts[i : i + batch_size], answers[i : i + batch_size], strict=True)
+        pairs = [(enc.encode_ordinary(p + " " + a), enc.encode_ordinary(p)) for p, a in batch]
         idx, pad = left_pad([full for full, _ in pairs], 0, device)
         n_ans = torch.tensor([len(full) - len(prompt) for full, prompt in pairs])
         with autocast(device.type):
             lp = token_logprobs(model(idx, pad_mask=pad)[0][:, :-1], idx[:, 1:])
-        last = (
-            torch.arange(idx.size(1) - 1)[None] >= idx.size(1) - 1 - n_ans[:, None]
-        )  # the answer's tokens
-        out.append((lp.float().cpu() * last).sum(1))
+        # the answer's tokens are the last n_ans of each (left-padded) row
+        T = idx.size(1) - 1
+        is_answer = torch.arange(T)[None] >= T - n_ans[:, None]
+        out.append((lp.float().cpu() * is_answer).sum(1))
     return torch.cat(out).numpy()
 
 
@@ -183,11 +185,10 @@ def softmax(x, temperature=1.0):
 def sample_answers(model, enc, prompts, n, max_new_tokens, gen, quiet, desc, batch_size=512):
     """n samples at T = 1 of each prompt -> list (per prompt) of n first lines."""
     flat = [p for p in prompts for _ in range(n)]
-    texts = [
-        r.split("\n")[0]
-        for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet)
-        for r in sample_replies(model, enc, flat[i : i + batch_size], max_new_tokens, 1.0, gen)[0]
-    ]
+    texts = []
+    for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet):
+        replies, _ = sample_replies(model, enc, flat[i : i + batch_size], max_new_tokens, 1.0, gen)
+        texts += [r.split("\n")[0] for r in replies]
     return [texts[j * n : (j + 1) * n] for j in range(len(prompts))]
 
 
@@ -198,11 +199,8 @@ def answer_of(text):
 
 def head_scores(model, enc, prompts):
     """P(IK) = sigmoid(scalar head) at the last token of each prompt."""
-    return (
-        torch.sigmoid(score_sequences(model, [enc.encode_ordinary(p) for p in prompts]))
-        .cpu()
-        .numpy()
-    )
+    scores = score_sequences(model, [enc.encode_ordinary(p) for p in prompts])
+    return torch.sigmoid(scores).cpu().numpy()
 
 
 # -----------------------------------------------------------------------------
@@ -239,25 +237,32 @@ def choice_metrics(logits, answers, rng, n_boot, temperature=1.0):
     return calibration_metrics(p.max(1), p.argmax(1) == np.asarray(answers), rng, n_boot)
 
 
+def ece_at(logits, answers, temperature):
+    """ECE of the top choice, the letter logits divided by the temperature."""
+    p = softmax(logits, temperature)
+    return reliability(p.max(1), p.argmax(1) == answers, 10, True)["ece"]
+
+
 def auroc_se(scores, labels, clusters, rng, n_boot, base=None):
     """AUROC and its bootstrap standard error, resampling whole clusters (a question with its
     samples, or a fact with all its questions); with base, another score of the same samples,
     also the standard error of AUROC(scores) - AUROC(base) over the same resamples (paired)."""
-    s, labels, clusters = (
-        [np.asarray(x, float) for x in [scores] + ([] if base is None else [base])],
-        np.asarray(labels),
-        np.asarray(clusters),
-    )
+    s = [np.asarray(scores, float)]
+    if base is not None:
+        s.append(np.asarray(base, float))
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
     groups = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
     boot = []
     for _ in range(n_boot // 5):
         i = np.concatenate([groups[j] for j in rng.integers(0, len(groups), len(groups))])
         boot.append([auroc(x[i], labels[i]) for x in s])
+    # a resample with only right or only wrong samples has no AUROC
     boot = np.array([b for b in boot if None not in b]).reshape(-1, len(s))
-    se = lambda v: float(np.std(v)) if len(v) else None
-    return (auroc(s[0], labels), se(boot[:, 0])) + (
-        () if base is None else (se(boot[:, 0] - boot[:, 1]),)
-    )
+    se = float(np.std(boot[:, 0])) if len(boot) else None
+    if base is None:
+        return auroc(s[0], labels), se
+    diff_se = float(np.std(boot[:, 0] - boot[:, 1])) if len(boot) else None
+    return auroc(s[0], labels), se, diff_se
 
 
 # -----------------------------------------------------------------------------
@@ -265,33 +270,29 @@ def auroc_se(scores, labels, clusters, rng, n_boot, base=None):
 
 
 def multiple_choice(model, enc, cfg, rng, counts):
-    mc, nota = (
-        qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share),
-        qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share, nota=True),
-    )
-    answers = [
-        LETTERS.index(q["mc_answer"]) for q in mc
-    ]  # the same in both sets: the letter stays with NOTA
-    logits = letter_logits(model, enc, [mc_prompt(q["question"], q["choices"]) for q in mc], 4)
+    mc = qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share)
+    # the same questions with one choice replaced by "none of the above", which keeps the
+    # letter where it replaces the answer: the right letters are the same in both sets
+    nota = qa_set(cfg.n_mc, 0, arith_share=cfg.arith_share, nota=True)
+    answers = [LETTERS.index(q["mc_answer"]) for q in mc]
+    logits = letter_logits(model, enc, mc_prompts(mc), 4)
     res = {"mc": choice_metrics(logits, answers, rng, cfg.n_boot)}
-    res["mc_none_of_above"] = choice_metrics(
-        letter_logits(model, enc, [mc_prompt(q["question"], q["choices"]) for q in nota], 4),
-        answers,
-        rng,
-        cfg.n_boot,
-    )
-    # True/False: each question with a proposed answer, right half of the time, else a wrong choice
+    nota_logits = letter_logits(model, enc, mc_prompts(nota), 4)
+    res["mc_none_of_above"] = choice_metrics(nota_logits, answers, rng, cfg.n_boot)
+    # True/False: each question with a proposed answer, right half of the time, else a
+    # wrong choice; the letter A is "True"
     r = random.Random(cfg.seed)
-    tf = [
-        (q, q["answer"], True)
-        if r.random() < 0.5
-        else (q, r.choice([c for c in q["choices"] if c != q["answer"]]), False)
-        for q in mc
-    ]
-    tf_logits = letter_logits(model, enc, [tf_prompt(q["question"], a) for q, a, _ in tf], 2)
-    res["true_false"] = choice_metrics(
-        tf_logits, [0 if r else 1 for _, _, r in tf], rng, cfg.n_boot
-    )
+    tf_prompts, tf_letters = [], []
+    for q in mc:
+        if r.random() < 0.5:
+            tf_prompts.append(tf_prompt(q["question"], q["answer"]))
+            tf_letters.append(0)
+        else:
+            wrong = r.choice([c for c in q["choices"] if c != q["answer"]])
+            tf_prompts.append(tf_prompt(q["question"], wrong))
+            tf_letters.append(1)
+    tf_logits = letter_logits(model, enc, tf_prompts, 2)
+    res["true_false"] = choice_metrics(tf_logits, tf_letters, rng, cfg.n_boot)
     # the same questions scored by the answers themselves ("Answer: Paris"), normalised over
     # the four choices: what the model knows, without finding its answer among the letters
     by_answer = answer_logprobs(
@@ -302,29 +303,31 @@ def multiple_choice(model, enc, cfg, rng, counts):
     ).reshape(-1, 4)
     res["mc_answer_scoring"] = choice_metrics(by_answer, answers, rng, cfg.n_boot)
     # where the knowledge is: accuracy and confidence by frequency band and by digit count
-    groups = np.array(
-        [
-            f"facts, {band_of(counts[q['fact']])}"
-            if q["kind"] == "fact"
-            else f"{q['digits']}-digit"
-            for q in mc
-        ]
-    )
-    order = [f"facts, {band_name(lo, hi)}" for lo, hi in BANDS] + [
-        f"{d}-digit" for d in range(1, 5)
-    ]
-    right = lambda x, g: float((softmax(x).argmax(1) == answers)[groups == g].mean())
-    res["mc_by_group"] = [
-        {
-            "group": g,
-            "n": int((groups == g).sum()),
-            "accuracy": right(logits, g),
-            "mean_confidence": float(softmax(logits).max(1)[groups == g].mean()),
-            "accuracy_answer_scoring": right(by_answer, g),
-        }
-        for g in order
-        if g in groups
-    ]
+    groups = []
+    for q in mc:
+        if q["kind"] == "fact":
+            groups.append(f"facts, {band_of(counts[q['fact']])}")
+        else:
+            groups.append(f"{q['digits']}-digit")
+    groups = np.array(groups)
+    order = [f"facts, {band_name(lo, hi)}" for lo, hi in BANDS]
+    order += [f"{d}-digit" for d in range(1, 5)]
+    right = softmax(logits).argmax(1) == answers
+    right_by_answer = softmax(by_answer).argmax(1) == answers
+    confidence = softmax(logits).max(1)
+    res["mc_by_group"] = []
+    for g in order:
+        if g not in groups:
+            continue
+        res["mc_by_group"].append(
+            {
+                "group": g,
+                "n": int((groups == g).sum()),
+                "accuracy": float(right[groups == g].mean()),
+                "mean_confidence": float(confidence[groups == g].mean()),
+                "accuracy_answer_scoring": float(right_by_answer[groups == g].mean()),
+            }
+        )
     return res, logits, answers, mc
 
 
@@ -332,32 +335,22 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
     """The PPO policy on the same questions at T = 1, and the temperature (applied to the
     letter logits) that minimises its ECE; the base model's best temperature beside it."""
     path = cfg.policy or os.path.join(run_path("out/ppo", cfg.preset), "policy.pt")
-    if not os.path.exists(path):
-        if not cfg.build_policy:
-            return (
-                None,
-                f"{path} not found: run `python ppo.py` (about 10 minutes) or pass --build_policy",
-            )
-        ensure_checkpoint(path, ["ppo.py", "--preset", cfg.preset], "the RLHF policy")
+    if not os.path.exists(path) and not cfg.build_policy:
+        return (
+            None,
+            f"{path} not found: run `python ppo.py` (about 10 minutes) or pass --build_policy",
+        )
+    ensure_checkpoint(path, ["ppo.py", "--preset", cfg.preset], "the RLHF policy")
     policy, _ = load_checkpoint(path, device, tokenizer_name=enc_name)
-    logits = letter_logits(
-        policy, get_tokenizer(enc_name), [mc_prompt(q["question"], q["choices"]) for q in mc], 4
-    )
+    logits = letter_logits(policy, get_tokenizer(enc_name), mc_prompts(mc), 4)
     temps = [round(t, 2) for t in np.arange(0.25, 8.01, 0.25)]
-    ans, h = np.asarray(answers), len(mc) // 2
-    ece = lambda lg, a, t: reliability(
-        softmax(lg, t).max(1), softmax(lg, t).argmax(1) == a, 10, True
-    )["ece"]
-    curve, base_curve = (
-        [ece(logits, ans, t) for t in temps],
-        [ece(mc_logits, ans, t) for t in temps],
-    )
+    ans = np.asarray(answers)
+    h = len(mc) // 2
+    base_curve = [ece_at(mc_logits, ans, t) for t in temps]
     # the temperature is chosen on the first half of the questions and measured on the second
-    best = temps[int(np.argmin([ece(logits[:h], ans[:h], t) for t in temps]))]
-    t1, tb = (
-        choice_metrics(logits, answers, rng, cfg.n_boot),
-        choice_metrics(logits[h:], answers[h:], rng, cfg.n_boot, best),
-    )
+    best = temps[int(np.argmin([ece_at(logits[:h], ans[:h], t) for t in temps]))]
+    t1 = choice_metrics(logits, answers, rng, cfg.n_boot)
+    tb = choice_metrics(logits[h:], answers[h:], rng, cfg.n_boot, best)
     return {
         "ece_t1": t1["ece"],
         "best_temperature": best,
@@ -366,9 +359,9 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
         "ece_t1_ci": t1["ece_ci"],
         "ece_best_t_ci": tb["ece_ci"],
         "mean_confidence_t1": t1["mean_confidence"],
-        "ece_t1_second_half": ece(logits[h:], ans[h:], 1.0),
+        "ece_t1_second_half": ece_at(logits[h:], ans[h:], 1.0),
         "temperatures": temps,
-        "ece_by_temperature": curve,
+        "ece_by_temperature": [ece_at(logits, ans, t) for t in temps],
         "base_ece_by_temperature": base_curve,
         "base_best_temperature": temps[int(np.argmin(base_curve))],
         "table_t1": t1["table"],
@@ -382,69 +375,57 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
 
 def p_true(model, enc, cfg, gen, rng):
     qs = qa_set(cfg.n_ptrue, 1, arith_share=cfg.arith_share)
+    # six samples per question: the first is judged, the other five are its brainstorm
+    prompts = [qa_prompt(q["question"]) for q in qs]
     samples = sample_answers(
-        model,
-        enc,
-        [qa_prompt(q["question"]) for q in qs],
-        6,
-        cfg.max_new_tokens,
-        gen,
-        cfg.quiet,
-        "P(True) samples",
+        model, enc, prompts, 6, cfg.max_new_tokens, gen, cfg.quiet, "P(True) samples"
     )
-    proposed, brain = (
-        [answer_of(s[0]) for s in samples],
-        [[answer_of(x) for x in s[1:]] for s in samples],
-    )
-    correct = np.array([a == q["answer"] for a, q in zip(proposed, qs)])
-    pt = softmax(
-        letter_logits(model, enc, [tf_prompt(q["question"], a) for q, a in zip(qs, proposed)], 2)
-    )[:, 0]
-    pb = softmax(
-        letter_logits(
-            model, enc, [tf_prompt(q["question"], a, b) for q, a, b in zip(qs, proposed, brain)], 2
-        )
-    )[:, 0]
+    proposed = [answer_of(s[0]) for s in samples]
+    brainstorm = [[answer_of(x) for x in s[1:]] for s in samples]
+    correct = np.array([a == q["answer"] for a, q in zip(proposed, qs, strict=True)])
+    plain = [tf_prompt(q["question"], a) for q, a in zip(qs, proposed, strict=True)]
+    shown = zip(qs, proposed, brainstorm, strict=True)
+    with_brainstorm = [tf_prompt(q["question"], a, b) for q, a, b in shown]
+    pt = softmax(letter_logits(model, enc, plain, 2))[:, 0]
+    pb = softmax(letter_logits(model, enc, with_brainstorm, 2))[:, 0]
     ids = np.arange(len(qs))
-    a, a_se = auroc_se(pt, correct, ids, rng, cfg.n_boot)
-    ab, ab_se, diff_se = auroc_se(pb, correct, ids, rng, cfg.n_boot, base=pt)
+    res = {}
+    res["auroc"], res["auroc_se"] = auroc_se(pt, correct, ids, rng, cfg.n_boot)
+    a, se, diff_se = auroc_se(pb, correct, ids, rng, cfg.n_boot, base=pt)
+    res["auroc_brainstorm"] = a
+    res["auroc_brainstorm_se"] = se
+    res["auroc_brainstorm_minus_plain_se"] = diff_se
+    # keep the share cfg.keep of the samples, those P(True) rates most likely true
     threshold = float(np.quantile(pt, 1 - cfg.keep))
     kept = pt >= threshold
-    return {
-        "auroc": a,
-        "auroc_se": a_se,
-        "auroc_brainstorm": ab,
-        "auroc_brainstorm_se": ab_se,
-        "auroc_brainstorm_minus_plain_se": diff_se,
-        "accuracy_all": float(correct.mean()),
-        "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
-        "threshold": threshold,
-        "kept": int(kept.sum()),
-        "n": len(qs),
-        "examples": [
-            {"question": q["question"], "sample": s[0], "correct": bool(c), "p_true": float(p)}
-            for q, s, c, p in list(zip(qs, samples, correct, pt))[:8]
-        ],
-    }
+    res["accuracy_all"] = float(correct.mean())
+    res["accuracy_kept"] = float(correct[kept].mean()) if kept.any() else None
+    res["threshold"] = threshold
+    res["kept"] = int(kept.sum())
+    res["n"] = len(qs)
+    res["examples"] = [
+        {"question": q["question"], "sample": s[0], "correct": bool(c), "p_true": float(p)}
+        for q, s, c, p in list(zip(qs, samples, correct, pt, strict=True))[:8]
+    ]
+    return res
 
 
 # -----------------------------------------------------------------------------
 # 4. P(IK): predicting from the question alone whether the model will answer right
 
 
-def label(model, enc, cfg, qs, gen, prefix=lambda q: "", desc="P(IK) labels"):
+def pik_prompt(q, context=False):
+    """The question; with context, the fact stated before it (the paper's source material)."""
+    prefix = world.fact_statement(world.FACTS[q["fact"]]) + "\n" if context else ""
+    return prefix + qa_prompt(q["question"])
+
+
+def label(model, enc, cfg, qs, gen, context=False, desc="P(IK) labels"):
     """Per question, whether each of n_samples samples at T = 1 is right -> (len(qs), n)."""
-    s = sample_answers(
-        model,
-        enc,
-        [prefix(q) + qa_prompt(q["question"]) for q in qs],
-        cfg.n_samples,
-        cfg.max_new_tokens,
-        gen,
-        cfg.quiet,
-        desc,
-    )
-    return np.array([[answer_of(x) == q["answer"] for x in xs] for q, xs in zip(qs, s)], float)
+    prompts = [pik_prompt(q, context) for q in qs]
+    s = sample_answers(model, enc, prompts, cfg.n_samples, cfg.max_new_tokens, gen, cfg.quiet, desc)
+    right = [[answer_of(x) == q["answer"] for x in xs] for q, xs in zip(qs, s, strict=True)]
+    return np.array(right, float)
 
 
 def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
@@ -453,13 +434,12 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
     torch.manual_seed(cfg.seed)  # the fresh head's initialisation, the same whatever ran before
     model, _ = load_checkpoint(init, device, scalar_head=True)
     opt = configure_optimizer(model, cfg.pik_lr, 0.0, device_type=device.type)
-    toks = [enc.encode_ordinary(qa_prompt(q["question"])) for q in qs]
-    order_rng, per_epoch = np.random.default_rng(cfg.seed), -(-len(qs) // cfg.batch_size)
-    batches = [
-        b
-        for _ in range(cfg.pik_epochs)
-        for b in np.array_split(order_rng.permutation(len(qs)), per_epoch)
-    ]
+    toks = [enc.encode_ordinary(pik_prompt(q)) for q in qs]
+    order_rng = np.random.default_rng(cfg.seed)
+    per_epoch = math.ceil(len(qs) / cfg.batch_size)
+    batches = []
+    for _ in range(cfg.pik_epochs):
+        batches += np.array_split(order_rng.permutation(len(qs)), per_epoch)
     steps = len(batches)
     bar = tqdm(batches, desc=f"P(IK) head ({tag})", leave=False, disable=cfg.quiet)
     for step, batch in enumerate(bar):
@@ -473,101 +453,88 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
         optimizer_step(opt, model, loss, 1.0, step, lr_at(step, steps, cfg.pik_lr, steps // 10))
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % 10 == 0:
-            log_metrics(
-                out_dir,
-                {"section": "p_ik", "head": tag, "step": step, "loss": round(loss.item(), 4)},
-            )
+            rec = {"section": "p_ik", "head": tag, "step": step, "loss": round(loss.item(), 4)}
+            log_metrics(out_dir, rec)
     return model
 
 
+def mean_where(values, keys, key):
+    """The mean of the values whose key is key."""
+    return float(np.mean([v for v, k in zip(values, keys, strict=True) if k == key]))
+
+
 def p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts):
-    # a quarter of the facts held out of P(IK) training
-    test_facts, train_facts = (
-        [f["id"] for f in world.FACTS if (f["id"] % 4 == 0) == t] for t in (True, False)
-    )
-    n = cfg.n_pik
-    tr, te, ar = (
-        qa_set(n // 2, 2, train_facts, 0.0),
-        qa_set(n // 4, 3, test_facts, 0.0),
-        qa_set(n // 4, 4, None, 1.0),
-    )
+    # a quarter of the facts held out of P(IK) training; arithmetic split in halves
+    test_facts = [f["id"] for f in world.FACTS if f["id"] % 4 == 0]
+    train_facts = [f["id"] for f in world.FACTS if f["id"] % 4 != 0]
+    tr = qa_set(cfg.n_pik // 2, 2, train_facts, 0.0)
+    te = qa_set(cfg.n_pik // 4, 3, test_facts, 0.0)
+    ar = qa_set(cfg.n_pik // 4, 4, None, 1.0)
     ar_tr, ar_te = ar[: len(ar) // 2], ar[len(ar) // 2 :]
-    y = {
-        k: label(model, enc, cfg, qs, gen, desc=f"P(IK) labels, {k}")
-        for k, qs in [("train", tr), ("test", te), ("arith_train", ar_tr), ("arith_test", ar_te)]
-    }
-    ctx = lambda q: (
-        world.fact_statement(world.FACTS[q["fact"]]) + "\n"
-    )  # the fact stated before the question
-    y_ctx = label(model, enc, cfg, te, gen, ctx, "with context")
-    head = train_p_ik(cfg, device, init, enc, tr, y["train"].mean(1), out_dir, "facts")
-    prompts = lambda qs, pre=lambda q: "": [pre(q) + qa_prompt(q["question"]) for q in qs]
-    p_te, p_ar = head_scores(head, enc, prompts(te)), head_scores(head, enc, prompts(ar_te))
-    p_ctx = head_scores(head, enc, prompts(te, ctx))
-    head_r = train_p_ik(
-        cfg, device, init, enc, ar_tr, y["arith_train"].mean(1), out_dir, "arithmetic"
-    )
-    p_rev = head_scores(head_r, enc, prompts(te))
+    y_tr = label(model, enc, cfg, tr, gen, desc="P(IK) labels, train")
+    y_te = label(model, enc, cfg, te, gen, desc="P(IK) labels, test")
+    y_ar_tr = label(model, enc, cfg, ar_tr, gen, desc="P(IK) labels, arith_train")
+    y_ar_te = label(model, enc, cfg, ar_te, gen, desc="P(IK) labels, arith_test")
+    y_ctx = label(model, enc, cfg, te, gen, True, "with context")
+    head = train_p_ik(cfg, device, init, enc, tr, y_tr.mean(1), out_dir, "facts")
+    p_te = head_scores(head, enc, [pik_prompt(q) for q in te])
+    p_ar = head_scores(head, enc, [pik_prompt(q) for q in ar_te])
+    p_ctx = head_scores(head, enc, [pik_prompt(q, context=True) for q in te])
+    head_r = train_p_ik(cfg, device, init, enc, ar_tr, y_ar_tr.mean(1), out_dir, "arithmetic")
+    p_rev = head_scores(head_r, enc, [pik_prompt(q) for q in te])
+    res = {"n_samples": cfg.n_samples, "n_train": len(tr), "n_test": len(te), "n_ood": len(ar_te)}
+
     # AUROC over samples: each of a question's samples, right or wrong, scored by its P(IK);
     # standard errors resample whole facts (a fact's questions are not independent)
-    rep = lambda x, yy: np.repeat(np.asarray(x, float), yy.shape[1])
-    facts_te = rep([q["fact"] for q in te], y["test"])
-    log_count = rep(np.log1p([counts[q["fact"]] for q in te]), y["test"])
-    a_in, a_in_se, vs_base_se = auroc_se(
-        rep(p_te, y["test"]), y["test"].ravel(), facts_te, rng, cfg.n_boot, base=log_count
+    def per_sample(x):
+        return np.repeat(np.asarray(x, float), cfg.n_samples)
+
+    facts = per_sample([q["fact"] for q in te])
+    log_count = per_sample(np.log1p([counts[q["fact"]] for q in te]))  # the difficulty baseline
+    right = y_te.ravel()
+    a, se, vs_base_se = auroc_se(per_sample(p_te), right, facts, rng, cfg.n_boot, base=log_count)
+    res["auroc_in"] = a
+    res["auroc_in_se"] = se
+    res["auroc_in_minus_baseline_se"] = vs_base_se
+    a, se = auroc_se(log_count, right, facts, rng, cfg.n_boot)
+    res["auroc_difficulty_baseline"] = a
+    res["auroc_difficulty_baseline_se"] = se
+    # out of distribution: arithmetic from the facts head (baseline: fewer digits are
+    # easier), and held-out facts from the arithmetic head
+    questions = per_sample(range(len(ar_te)))
+    right_ar = y_ar_te.ravel()
+    a, se = auroc_se(per_sample(p_ar), right_ar, questions, rng, cfg.n_boot)
+    res["auroc_ood"] = a
+    res["auroc_ood_se"] = se
+    res["auroc_difficulty_baseline_ood"] = auroc(
+        per_sample([-q["digits"] for q in ar_te]), right_ar
     )
-    a_base, a_base_se = auroc_se(log_count, y["test"].ravel(), facts_te, rng, cfg.n_boot)
-    ood = lambda x: auroc_se(
-        rep(x, y["arith_test"]),
-        y["arith_test"].ravel(),
-        rep(range(len(ar_te)), y["arith_test"]),
-        rng,
-        cfg.n_boot,
-    )
-    (a_ood, a_ood_se), (a_base_ood, _) = ood(p_ar), ood([-q["digits"] for q in ar_te])
-    cal_in, cal_ood = (
-        reliability(p, yy.mean(1), 10, equal_count=True)
-        for p, yy in ((p_te, y["test"]), (p_ar, y["arith_test"]))
-    )
+    res["auroc_ood_reverse"] = auroc(per_sample(p_rev), right)
+    cal_in = reliability(p_te, y_te.mean(1), 10, equal_count=True)
+    cal_ood = reliability(p_ar, y_ar_te.mean(1), 10, equal_count=True)
+    res["ece_in"] = cal_in["ece"]
+    res["ece_ood"] = cal_ood["ece"]
+    res["table_in"] = cal_in["table"]
+    res["table_ood"] = cal_ood["table"]
+    # with the fact stated in the context (the paper's source material), beside without it
+    res["mean_with_context"] = float(p_ctx.mean())
+    res["mean_without_context"] = float(p_te.mean())
+    res["with_context_diff_se"] = cluster_se(p_ctx - p_te, [q["fact"] for q in te])
+    res["accuracy_with_context"] = float(y_ctx.mean())
+    res["accuracy_without_context"] = float(y_te.mean())
     bands = [band_of(counts[q["fact"]]) for q in te]
-    in_band = lambda v, b: float(np.mean([x for x, c in zip(v, bands) if c == b]))
-    by_freq = [
+    res["by_frequency"] = [
         {
             "band": b,
             "n": bands.count(b),
-            "mean_p_ik": in_band(p_te, b),
-            "accuracy": in_band(y["test"].mean(1), b),
-            "accuracy_with_context": in_band(y_ctx.mean(1), b),
+            "mean_p_ik": mean_where(p_te, bands, b),
+            "accuracy": mean_where(y_te.mean(1), bands, b),
+            "accuracy_with_context": mean_where(y_ctx.mean(1), bands, b),
         }
-        for b in [band_name(*lh) for lh in BANDS]
+        for b in [band_name(lo, hi) for lo, hi in BANDS]
         if b in bands
     ]
-    diff = p_ctx - p_te
-    return {
-        "auroc_in": a_in,
-        "auroc_in_se": a_in_se,
-        "auroc_ood": a_ood,
-        "auroc_ood_se": a_ood_se,
-        "auroc_ood_reverse": auroc(rep(p_rev, y["test"]), y["test"].ravel()),
-        "auroc_difficulty_baseline": a_base,
-        "auroc_in_minus_baseline_se": vs_base_se,
-        "auroc_difficulty_baseline_se": a_base_se,
-        "auroc_difficulty_baseline_ood": a_base_ood,
-        "ece_in": cal_in["ece"],
-        "ece_ood": cal_ood["ece"],
-        "mean_with_context": float(p_ctx.mean()),
-        "mean_without_context": float(p_te.mean()),
-        "with_context_diff_se": cluster_se(diff, [q["fact"] for q in te]),
-        "accuracy_with_context": float(y_ctx.mean()),
-        "accuracy_without_context": float(y["test"].mean()),
-        "by_frequency": by_freq,
-        "n_samples": cfg.n_samples,
-        "n_train": len(tr),
-        "n_test": len(te),
-        "n_ood": len(ar_te),
-        "table_in": cal_in["table"],
-        "table_ood": cal_ood["table"],
-    }
+    return res
 
 
 # -----------------------------------------------------------------------------
@@ -579,45 +546,24 @@ def plots(res, out_dir):
     if plt is None:
         return []
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    panels = [
-        (
-            axes[0],
-            "base model",
-            [
-                ("multiple choice", res["mc"]["table"]),
-                ("none of the above", res["mc_none_of_above"]["table"]),
-                ("True/False", res["true_false"]["table"]),
-            ],
-        )
+    base = [
+        ("multiple choice", res["mc"]["table"]),
+        ("none of the above", res["mc_none_of_above"]["table"]),
+        ("True/False", res["true_false"]["table"]),
     ]
-    r = res["rlhf"] or {
-        "table_t1": [],
-        "table_best_t": [],
-        "best_temperature": "?",
-    }  # empty panel: policy skipped
-    panels.append(
-        (
-            axes[1],
-            "RLHF policy",
-            [("T = 1", r["table_t1"]), (f"T = {r['best_temperature']}", r["table_best_t"])],
-        )
-    )
-    panels.append(
-        (
-            axes[2],
-            "P(IK)",
-            [
-                ("held-out facts", res["p_ik"]["table_in"]),
-                ("arithmetic (OOD)", res["p_ik"]["table_ood"]),
-            ],
-        )
-    )
-    for ax, title, curves in panels:
+    # an empty panel when the policy was skipped
+    r = res["rlhf"] or {"table_t1": [], "table_best_t": [], "best_temperature": "?"}
+    rlhf = [("T = 1", r["table_t1"]), (f"T = {r['best_temperature']}", r["table_best_t"])]
+    pik = [
+        ("held-out facts", res["p_ik"]["table_in"]),
+        ("arithmetic (OOD)", res["p_ik"]["table_ood"]),
+    ]
+    panels = [("base model", base), ("RLHF policy", rlhf), ("P(IK)", pik)]
+    for ax, (title, curves) in zip(axes[:3], panels, strict=True):
         ax.plot([0, 1], [0, 1], ":", color="grey")
         for name, table in curves:
-            ax.plot(
-                [t["predicted"] for t in table], [t["observed"] for t in table], "o-", label=name
-            )
+            predicted = [t["predicted"] for t in table]
+            ax.plot(predicted, [t["observed"] for t in table], "o-", label=name)
         ax.set(
             title=title,
             xlabel="predicted probability",
@@ -626,12 +572,10 @@ def plots(res, out_dir):
             ylim=(0, 1),
         )
         ax.legend(fontsize=8)
-    bf, x = res["p_ik"]["by_frequency"], np.arange(len(res["p_ik"]["by_frequency"]))
-    for off, key, name in [
-        (-0.2, "mean_p_ik", "mean P(IK)"),
-        (0.2, "accuracy", "accuracy (T = 1)"),
-    ]:
-        axes[3].bar(x + off, [b[key] for b in bf], 0.4, label=name)
+    bf = res["p_ik"]["by_frequency"]
+    x = np.arange(len(bf))
+    axes[3].bar(x - 0.2, [b["mean_p_ik"] for b in bf], 0.4, label="mean P(IK)")
+    axes[3].bar(x + 0.2, [b["accuracy"] for b in bf], 0.4, label="accuracy (T = 1)")
     axes[3].set(
         xticks=x,
         xticklabels=[b["band"] for b in bf],
@@ -643,89 +587,95 @@ def plots(res, out_dir):
     return [save_figure(fig, os.path.join(out_dir, "reliability.png"))]
 
 
+def fmt(x):
+    """Three decimals, or n/a for None (an AUROC with only right or only wrong samples)."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def summary(res, log):
     log("\n" + "=" * 78 + "\nKadavath et al. 2022 on the assistant world\n" + "=" * 78)
     log(
-        f"{'format':<26}{'n':>6}{'accuracy':>10}{'ECE [95% CI]':>22}{'floor':>7}{'RMS':>7}{'Brier':>7}"
+        f"{'format':<26}{'n':>6}{'accuracy':>10}{'ECE [95% CI]':>22}"
+        f"{'floor':>7}{'RMS':>7}{'Brier':>7}"
     )
     for k in ("mc", "mc_none_of_above", "true_false", "mc_answer_scoring"):
         m = res[k]
+        ci = f"[{m['ece_ci'][0]:.3f}, {m['ece_ci'][1]:.3f}]"
         log(
-            f"{k:<26}{m['n']:>6}{m['accuracy']:>10.3f}{m['ece']:>8.3f} [{m['ece_ci'][0]:.3f}, {m['ece_ci'][1]:.3f}]"
+            f"{k:<26}{m['n']:>6}{m['accuracy']:>10.3f}{m['ece']:>8.3f} {ci}"
             f"{m['ece_floor']:>7.3f}{m['rms_ce']:>7.3f}{m['brier']:>7.3f}"
         )
     r = res["rlhf"]
-    log(
-        f"RLHF policy: ECE {r['ece_t1']:.3f} at T=1 (accuracy {r['accuracy']:.3f}); at its best T = "
-        f"{r['best_temperature']} (the paper: 2.5), chosen on half the questions, {r['ece_best_t']:.3f} on the other half "
-        f"({r['ece_t1_second_half']:.3f} at T=1)"
-        if r
-        else f"RLHF policy: skipped ({res['rlhf_skipped']})"
-    )
-    p, k, f = (
-        res["p_true"],
-        res["p_ik"],
-        lambda x: "n/a" if x is None else f"{x:.3f}",
-    )  # AUROC: None if one class is empty
-    log(
-        f"P(True): AUROC {f(p['auroc'])} +- {f(p['auroc_se'])}, with brainstorming {f(p['auroc_brainstorm'])} +- "
-        f"{f(p['auroc_brainstorm_se'])} (paired difference SE {f(p['auroc_brainstorm_minus_plain_se'])}); "
-        f"accuracy of all samples {p['accuracy_all']:.3f}, of those kept "
-        f"(P(True) >= {p['threshold']:.2f}, {p['kept']}/{p['n']}) {f(p['accuracy_kept'])}"
-    )
-    log(
-        f"P(IK) ({k['n_samples']} samples per question): AUROC held-out facts {f(k['auroc_in'])} +- {f(k['auroc_in_se'])} "
-        f"(difficulty-only baseline {f(k['auroc_difficulty_baseline'])}, paired difference SE "
-        f"{f(k['auroc_in_minus_baseline_se'])}), arithmetic (OOD) {f(k['auroc_ood'])} "
-        f"(baseline {f(k['auroc_difficulty_baseline_ood'])}), facts from an arithmetic head {f(k['auroc_ood_reverse'])}; "
-        f"ECE {k['ece_in']:.3f} / {k['ece_ood']:.3f}"
-    )
-    log(
-        f"P(IK) with the fact in context {k['mean_with_context']:.3f} vs without {k['mean_without_context']:.3f} "
-        f"(accuracy {k['accuracy_with_context']:.3f} vs {k['accuracy_without_context']:.3f})"
-    )
-    log(
-        "by frequency band: "
-        + "; ".join(
-            f"{b['band']}: P(IK) {b['mean_p_ik']:.2f}, accuracy {b['accuracy']:.2f} (n={b['n']})"
-            for b in k["by_frequency"]
+    if r:
+        log(
+            f"RLHF policy: ECE {r['ece_t1']:.3f} at T=1 (accuracy {r['accuracy']:.3f}); at its "
+            f"best T = {r['best_temperature']} (the paper: 2.5), chosen on half the questions, "
+            f"{r['ece_best_t']:.3f} on the other half ({r['ece_t1_second_half']:.3f} at T=1)"
         )
+    else:
+        log(f"RLHF policy: skipped ({res['rlhf_skipped']})")
+    p = res["p_true"]
+    log(
+        f"P(True): AUROC {fmt(p['auroc'])} +- {fmt(p['auroc_se'])}, with brainstorming "
+        f"{fmt(p['auroc_brainstorm'])} +- {fmt(p['auroc_brainstorm_se'])} (paired difference "
+        f"SE {fmt(p['auroc_brainstorm_minus_plain_se'])}); accuracy of all samples "
+        f"{p['accuracy_all']:.3f}, of those kept (P(True) >= {p['threshold']:.2f}, "
+        f"{p['kept']}/{p['n']}) {fmt(p['accuracy_kept'])}"
     )
+    k = res["p_ik"]
+    log(
+        f"P(IK) ({k['n_samples']} samples per question): AUROC held-out facts "
+        f"{fmt(k['auroc_in'])} +- {fmt(k['auroc_in_se'])} (difficulty-only baseline "
+        f"{fmt(k['auroc_difficulty_baseline'])}, paired difference SE "
+        f"{fmt(k['auroc_in_minus_baseline_se'])}), arithmetic (OOD) {fmt(k['auroc_ood'])} "
+        f"(baseline {fmt(k['auroc_difficulty_baseline_ood'])}), facts from an arithmetic head "
+        f"{fmt(k['auroc_ood_reverse'])}; ECE {k['ece_in']:.3f} / {k['ece_ood']:.3f}"
+    )
+    log(
+        f"P(IK) with the fact in context {k['mean_with_context']:.3f} vs without "
+        f"{k['mean_without_context']:.3f} (accuracy {k['accuracy_with_context']:.3f} vs "
+        f"{k['accuracy_without_context']:.3f})"
+    )
+    bands = [
+        f"{b['band']}: P(IK) {b['mean_p_ik']:.2f}, accuracy {b['accuracy']:.2f} (n={b['n']})"
+        for b in k["by_frequency"]
+    ]
+    log("by frequency band: " + "; ".join(bands))
 
 
 def main(cfg):
-    t0, device, log = time.time(), get_device(cfg.device), printer(cfg.quiet)
+    t0 = time.time()
+    device = get_device(cfg.device)
+    log = printer(cfg.quiet)
     out_dir = run_dir(cfg.out_dir, cfg.preset)
     init = cfg.init or ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained LM")
     model, ck = load_checkpoint(init, device)
     enc = get_tokenizer(ck["tokenizer"])
     # each fact's count of statements in the pretraining corpus, counted when it was prepared
     counts = prepare("world", ck["tokenizer"], verbose=False)[1]["fact_counts"]
-    rng, gen = np.random.default_rng(cfg.seed), torch.Generator(device=device).manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     log(f"calibrate: {init} ({model.num_params() / 1e6:.2f}M) on {device}")
     res, mc_logits, answers, mc = multiple_choice(model, enc, cfg, rng, counts)
-    log_metrics(
-        out_dir,
-        {"section": "mc", **{k: res[k]["ece"] for k in ("mc", "mc_none_of_above", "true_false")}},
-    )
+    eces = {k: res[k]["ece"] for k in ("mc", "mc_none_of_above", "true_false")}
+    log_metrics(out_dir, {"section": "mc", **eces})
     res["rlhf"], why = rlhf_calibration(cfg, device, ck["tokenizer"], mc, mc_logits, answers, rng)
-    res.update({"rlhf_skipped": why} if why else {})
+    if why:
+        res["rlhf_skipped"] = why
     res["p_true"] = p_true(model, enc, cfg, gen, rng)
     log_metrics(out_dir, {"section": "p_true", "auroc": res["p_true"]["auroc"]})
     res["p_ik"] = p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts)
     res["seconds"] = round(time.time() - t0, 1)
     res["figures"] = plots(res, out_dir)
-    # the contract's sections hold numbers (intervals in sibling keys, by_frequency); tables,
+    # the sections keep their numbers (intervals in sibling keys *_ci, by_frequency); tables,
     # curves and examples move to "details"
-    res["details"] = {
-        k: {
-            n: v.pop(n)
-            for n in list(v)
-            if isinstance(v[n], list) and n != "by_frequency" and not n.endswith("_ci")
-        }
-        for k, v in res.items()
-        if isinstance(v, dict)
-    }
+    details = {}
+    for section, v in res.items():
+        if isinstance(v, dict):
+            lists = [n for n in v if isinstance(v[n], list)]
+            moved = [n for n in lists if n != "by_frequency" and not n.endswith("_ci")]
+            details[section] = {n: v.pop(n) for n in moved}
+    res["details"] = details
     write_json(os.path.join(out_dir, "results.json"), res)
     summary(res, log)
     log(f"results in {out_dir}/ ({res['seconds']:.0f}s)")

@@ -84,14 +84,14 @@ def rope(pos, head_dim, base):
 def apply_rope(x, rot):
     """Rotate x (..., head_dim) by rot: one complex multiply, in fp32. (The split-half
     form, cat([x1 cos - x2 sin, x1 sin + x2 cos]), is the same rotation on another pairing
-    of the channels but cost 7% of a CPU training step in its cat and four products.)"""
+    of the channels, at the price of a cat and four products.)"""
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
 
 
 def norm(x, weight):
-    # LayerNorm without bias. RMSNorm (which the speedruns use) had no fused CPU kernel and
-    # cost 7% of a CPU step; LayerNorm's fused kernel trained as well here (README, speedrun).
+    # LayerNorm without bias: it has a fused CPU kernel, which RMSNorm (the speedruns' choice)
+    # lacks; see the docs page docs/speedrun.md.
     return F.layer_norm(x, (x.size(-1),), weight)
 
 
@@ -136,11 +136,10 @@ class Attention(nn.Module):
         if self.cfg.smeared_key:
             # key_j <- (1 - w) key_j + w key_{j-1}, w = sigmoid(smear) per head. The previous
             # key is zero before the first real token (a pad or the start of the sequence).
-            first = (
-                cache.prev_k[self.layer]
-                if cache is not None and start > 0
-                else torch.zeros_like(k[:, :, :1])
-            )
+            if cache is not None and start > 0:
+                first = cache.prev_k[self.layer]
+            else:
+                first = torch.zeros_like(k[:, :, :1])
             prev = torch.cat([first, k[:, :, :-1]], dim=2) * prev_valid[:, None, :, None]
             if cache is not None:
                 cache.prev_k[self.layer] = k[:, :, -1:]
@@ -220,12 +219,11 @@ class GPT(nn.Module):
         self.ln_f = nn.Parameter(torch.ones(cfg.n_embd))
         # lm head tied to the embedding by default (Press & Wolf 2017): fewer parameters in
         # tiny models. The attention-only induction models untie it: with W_U = W_E^T the
-        # direct path votes for the current token (logit |e_t|^2), and in our runs no
-        # induction head formed in 2,500 steps (Elhage et al. 2021 and Olsson et al. 2022
-        # use separate W_E and W_U).
-        self.lm_head = (
-            None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        )
+        # direct path votes for the current token (logit |e_t|^2); Elhage et al. 2021 and
+        # Olsson et al. 2022 use separate W_E and W_U (the docs page docs/induction_heads.md).
+        self.lm_head = None
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.scalar = nn.Linear(cfg.n_embd, 1) if cfg.scalar_head else None
         self.apply(self._init)
         for name, p in self.named_parameters():
@@ -252,23 +250,19 @@ class GPT(nn.Module):
         With no pad_mask the fused causal kernel is used. cache/start/pos/mask are for
         `generate`, which supplies its own positions and a mask over the whole cache."""
         B, T = idx.shape
-        if pos is None:
-            pos = (
-                positions_from_mask(pad_mask)
-                if pad_mask is not None
-                else torch.arange(T, device=idx.device).expand(B, T)
-            )
+        if pos is None and pad_mask is None:
+            pos = torch.arange(T, device=idx.device).expand(B, T)
+        elif pos is None:
+            pos = positions_from_mask(pad_mask)
         if mask is None and pad_mask is not None:
             mask = padding_mask_to_attn(pad_mask)
         prev_valid = None
         if self.cfg.smeared_key:  # is the previous position a real token?
-            pm = (
-                pad_mask
-                if pad_mask is not None
-                else torch.ones(B, T, dtype=torch.bool, device=idx.device)
-            )
+            real = pad_mask
+            if pad_mask is None:
+                real = torch.ones(B, T, dtype=torch.bool, device=idx.device)
             first = torch.full((B, 1), start > 0, dtype=torch.bool, device=idx.device)
-            prev_valid = torch.cat([first, pm[:, :-1]], dim=1).to(self.wte.weight.dtype)
+            prev_valid = torch.cat([first, real[:, :-1]], dim=1).to(self.wte.weight.dtype)
         rot = rope(pos, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_base)
         x = F.dropout(self.wte(idx), self.cfg.dropout, self.training)
         atts = []
@@ -375,20 +369,12 @@ def generate(
     T_max = Tp + max_new_tokens
     if T_max > model.cfg.block_size:
         raise ValueError(
-            f"prompt ({Tp}) + max_new_tokens ({max_new_tokens}) exceeds block_size {model.cfg.block_size}"
+            f"prompt ({Tp}) + max_new_tokens ({max_new_tokens}) "
+            f"exceeds block_size {model.cfg.block_size}"
         )
-    tokens = torch.cat(
-        [
-            idx,
-            torch.full(
-                (B, max_new_tokens),
-                pad_id if eot_id is None else eot_id,
-                dtype=torch.long,
-                device=device,
-            ),
-        ],
-        1,
-    )
+    fill = pad_id if eot_id is None else eot_id
+    sampled = torch.full((B, max_new_tokens), fill, dtype=torch.long, device=device)
+    tokens = torch.cat([idx, sampled], 1)
     valid = torch.cat([pmask, torch.zeros((B, max_new_tokens), dtype=torch.bool, device=device)], 1)
     logprobs = torch.zeros((B, T_max), device=device)
     gen_mask = torch.zeros((B, T_max), dtype=torch.bool, device=device)
@@ -429,9 +415,8 @@ def generate(
             if bool(done.all()):
                 break
         if use_cache and t + 1 < T_max:
-            mask = (causal[t][None] & valid)[
-                :, None, None, :
-            ]  # (B, 1, 1, T_max): same shape every step
+            # (B, 1, 1, T_max): the same shape every step
+            mask = (causal[t][None] & valid)[:, None, None, :]
             h, _ = model.hidden(
                 nxt[:, None], None, cache=cache, start=t, pos=pos_all[:, t : t + 1], mask=mask
             )
@@ -464,13 +449,11 @@ def next_token_logits(model, enc, texts, token_ids, batch_size=64):
     its end) -> (len(texts), len(token_ids)), fp32 on the CPU. How an answer letter is read:
     a softmax over the choices' letters normalises over the choices."""
     model.eval()
-    device, out = model.wte.weight.device, []
+    device = model.wte.weight.device
+    out = []
     for i in range(0, len(texts), batch_size):
-        idx, pad = left_pad(
-            [enc.encode_ordinary(t)[-model.cfg.block_size :] for t in texts[i : i + batch_size]],
-            0,
-            device,
-        )
+        toks = [enc.encode_ordinary(t)[-model.cfg.block_size :] for t in texts[i : i + batch_size]]
+        idx, pad = left_pad(toks, 0, device)
         with autocast(device.type):
             out.append(model(idx, pad_mask=pad)[0][:, -1, token_ids].float().cpu())
     return torch.cat(out)
@@ -597,10 +580,10 @@ def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
     )
     loss = loss.item() if torch.is_tensor(loss) else float(loss)
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
+        what = "gradient" if math.isfinite(loss) else "loss"
         raise SystemExit(
-            f"stopped: non-finite {'loss' if not math.isfinite(loss) else 'gradient'} "
-            f"(loss {loss}, gradient norm {gnorm}) at step {step}; nothing was saved after the last "
-            f"checkpoint (lower --lr?)"
+            f"stopped: non-finite {what} (loss {loss}, gradient norm {gnorm}) at step {step}; "
+            f"nothing was saved after the last checkpoint (lower --lr?)"
         )
     if lr is not None:
         for g in opt.param_groups:
@@ -650,11 +633,9 @@ def flops_per_token(cfg, n_params_non_embedding):
 def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
     """Model FLOPs utilisation as a fraction, or None (CPU / unknown GPU)."""
     peak = device_peak_flops(device)
-    return (
-        None
-        if peak is None
-        else flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
-    )
+    if peak is None:
+        return None
+    return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
 
 
 # =============================================================================
@@ -669,32 +650,26 @@ def parse_config(config_cls, presets, doc, argv=None):
     """A script's dataclass config from the command line. Order: the dataclass defaults,
     then --preset NAME (combine with '+', e.g. gpu+tiny), then presets keyed 'field=value'
     that apply whenever that field has that value (train_lm.py's 'mode=sft'), then every
-    flag given explicitly. Each field's trailing comment in the dataclass is its --help.
+    flag given explicitly. The comment lines above each field of the dataclass are its --help.
     The Config's `preset` field records the preset, so that it can name the run's folder."""
     helps = config_help(config_cls)
-    helps["preset"] = (
-        helps.get("preset", "")
-        + "; "
-        + "; ".join(
-            f"{name}: " + (", ".join(f"{k}={v}" for k, v in over.items()) or "the defaults")
-            for name, over in presets.items()
-        )
-    )
+    for name, over in presets.items():
+        settings = ", ".join(f"{k}={v}" for k, v in over.items()) or "the defaults"
+        helps["preset"] = helps.get("preset", "") + f"; {name}: {settings}"
     ap = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     for f in fields(config_cls):
-        kw = (
-            {"action": argparse.BooleanOptionalAction}
-            if isinstance(f.default, bool)
-            else {"type": type(f.default)}
-        )
-        text = helps.get(f.name, "") + (
-            f" (default {f.default!r})" if f.default not in ("", None) else ""
-        )
-        ap.add_argument(
-            f"--{f.name}", default=None, help=text.replace("%", "%%"), **kw
-        )  # argparse %-formats help
+        text = helps.get(f.name, "")
+        if f.default not in ("", None):
+            text += f" (default {f.default!r})"
+        text = text.replace("%", "%%")  # argparse %-formats help
+        if isinstance(f.default, bool):
+            ap.add_argument(
+                f"--{f.name}", default=None, help=text, action=argparse.BooleanOptionalAction
+            )
+        else:
+            ap.add_argument(f"--{f.name}", default=None, help=text, type=type(f.default))
     args = ap.parse_args(argv)
     cfg = config_cls()
     given = {
@@ -702,9 +677,8 @@ def parse_config(config_cls, presets, doc, argv=None):
     }
     for name in given.get("preset", cfg.preset).split("+"):
         if name not in presets or "=" in name:
-            ap.error(
-                f"unknown preset {name!r}: choose from {', '.join(k for k in presets if '=' not in k)}"
-            )
+            choices = ", ".join(k for k in presets if "=" not in k)
+            ap.error(f"unknown preset {name!r}: choose from {choices}")
         cfg = replace(cfg, **presets[name])
     for key, over in presets.items():  # 'field=value' presets follow the field's final value
         field, _, value = key.partition("=")
@@ -729,9 +703,9 @@ def config_help(config_cls):
 
 
 def get_device(name="auto"):
-    return torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-    )
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
 def run_path(root, *parts):
@@ -767,7 +741,13 @@ def write_json(path, obj):
 
 
 def printer(quiet):
-    return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    """A script's log function: print, flushed at once, or nothing when quiet."""
+
+    def log(*args):
+        if not quiet:
+            print(*args, flush=True)
+
+    return log
 
 
 def pyplot():
@@ -823,7 +803,7 @@ def ensure_checkpoint(ckpt, argv, what):
 def handoff(stage, preset="cpu"):
     """Where the world run of a stage leaves its checkpoint, for a preset: the hand-offs
     between the scripts, and the command that builds it (for ensure_checkpoint)."""
-    script, sub, name, argv = {
+    script, sub, name, flags = {
         "pretrain": ("train_lm", "", "pretrain.pt", []),
         "sft": ("train_lm", "sft_hh", "sft.pt", ["--mode", "sft"]),
         "sft_helpful": (
@@ -834,12 +814,8 @@ def handoff(stage, preset="cpu"):
         ),
         "pm": ("train_pm", "", "pm.pt", []),
     }[stage]
-    return os.path.join(run_path(f"out/{script}", preset, sub), name), [
-        f"{script}.py",
-        "--preset",
-        preset,
-        *argv,
-    ]
+    ckpt = os.path.join(run_path(f"out/{script}", preset, sub), name)
+    return ckpt, [f"{script}.py", "--preset", preset, *flags]
 
 
 def cluster_se(x, clusters):
@@ -847,11 +823,14 @@ def cluster_se(x, clusters):
     estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
     independent samples. With one item per cluster it is the usual std/sqrt(n)."""
     x = [float(v) for v in x]
-    mean, groups = sum(x) / max(len(x), 1), {}
-    for v, c in zip(x, clusters):
+    mean = sum(x) / max(len(x), 1)
+    groups = {}  # each cluster's summed deviation from the mean
+    for v, c in zip(x, clusters, strict=True):
         groups[c] = groups.get(c, 0.0) + v - mean
     g = len(groups)
-    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x) if g > 1 else 0.0
+    if g <= 1:
+        return 0.0
+    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)
 
 
 def sample_replies(
@@ -867,8 +846,8 @@ def sample_replies(
             model, toks, max_new_tokens, temperature, top_k=top_k, eot_id=eot, generator=generator
         )
     out["ended"] = ((out["tokens"] == eot) & out["gen_mask"]).any(1)
-    replies = [
-        enc.decode([t for t, g in zip(row, gm) if g and t < eot]).split("\n\nHuman:")[0].strip()
-        for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist())
-    ]
+    replies = []
+    for row, gm in zip(out["tokens"].tolist(), out["gen_mask"].tolist(), strict=True):
+        text = enc.decode([t for t, g in zip(row, gm, strict=True) if g and t < eot])
+        replies.append(text.split("\n\nHuman:")[0].strip())
     return replies, out

@@ -12,11 +12,12 @@ and harmlessness follow the proxy, and what the policy actually does to red-team
 (comply, refuse with a reason, refuse evasively, or dodge), on whole scenarios held out of
 every training corpus.
 
-Run (fresh clone, CPU, 2 cores; the README has the measured time):
-    python ppo.py       # builds pretrain.pt, sft_hh/sft.pt (train_lm.py) and pm.pt (train_pm.py) if missing, then PPO
+Run (fresh clone, CPU, 2 cores; the docs page docs/hh_rlhf.md has the measured time). A
+fresh clone first builds pretrain.pt, sft_hh/sft.pt (train_lm.py) and pm.pt (train_pm.py):
+    python ppo.py
     python ppo.py --seed 1338 --out_dir out/ppo_s1338     # another seed of the PPO stage
-One GPU:
-    python ppo.py --preset gpu     # uses (or builds) the gpu-preset SFT policy and PM -> out/ppo/gpu/
+One GPU (uses or builds the gpu-preset SFT policy and PM):
+    python ppo.py --preset gpu      # -> out/ppo/gpu/
 Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
     python ppo.py --data ../shared/data/hh-rlhf --policy SFT.pt --pm PM.pt     # -> out/ppo/hh-rlhf/
 
@@ -99,7 +100,7 @@ class Config:
     value_lr: float = 1e-4
     # clip each network's gradient norm to this
     grad_clip: float = 1.0
-    # beta in r = PM - beta * KL per reply, fixed as in the paper (README: why 0.05)
+    # beta in r = PM - beta * KL per reply, fixed as in the paper (docs/hh_rlhf.md: why 0.05)
     kl_coef: float = 0.05
     # PPO ratio clip (Schulman et al. 2017)
     clip: float = 0.2
@@ -200,15 +201,15 @@ def gae(rewards, values, mask, gamma=1.0, lam=0.95):
 def policy_loss(logp, old_logp, adv, mask, clip):
     """Clipped surrogate objective (Schulman et al. 2017, eq. 7), as a loss to minimise."""
     ratio = torch.exp(logp - old_logp)
-    l1, l2 = -adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1 - clip, 1 + clip)
     stats = {
         "clip_frac": masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
-        "approx_kl": masked_mean(
-            (ratio - 1) - (logp - old_logp), mask
-        ).item(),  # k3 estimator, >= 0
+        # the k3 estimator of KL(old || new), never negative
+        "approx_kl": masked_mean((ratio - 1) - (logp - old_logp), mask).item(),
         "ratio_max_dev": ((ratio - 1).abs() * mask).max().item(),
     }
-    return masked_mean(torch.max(l1, l2), mask), stats
+    return masked_mean(torch.max(unclipped, clipped), mask), stats
 
 
 def value_loss(v, old_v, returns, mask, clip):
@@ -225,24 +226,18 @@ def value_loss(v, old_v, returns, mask, clip):
 def sequence_logprobs(model, tokens, pad_mask, temperature, batch_size):
     """log pi(token_t | tokens_<t) at each action position (B, T-1), computed in chunks of
     the PPO minibatch size so that the numbers are those the update will compute."""
-    with autocast(tokens.device.type):
-        return torch.cat(
-            [
-                token_logprobs(model(t, pad_mask=p)[0][:, :-1], t[:, 1:], temperature)
-                for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))
-            ]
-        )
+    logp = []
+    for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size), strict=True):
+        with autocast(t.device.type):
+            logp.append(token_logprobs(model(t, pad_mask=p)[0][:, :-1], t[:, 1:], temperature))
+    return torch.cat(logp)
 
 
 def sequence_values(value_model, tokens, pad_mask, batch_size):
     """V(state before token t) at each action position: the value head at position t-1."""
+    chunks = zip(tokens.split(batch_size), pad_mask.split(batch_size), strict=True)
     with autocast(tokens.device.type):
-        return torch.cat(
-            [
-                value_model.score(t, p)[:, :-1]
-                for t, p in zip(tokens.split(batch_size), pad_mask.split(batch_size))
-            ]
-        )
+        return torch.cat([value_model.score(t, p)[:, :-1] for t, p in chunks])
 
 
 @torch.no_grad()
@@ -252,12 +247,15 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
     2020). Then GAE advantages (whitened) and returns."""
     tokens, pad = out["tokens"], out["pad_mask"]
     mask = out["gen_mask"][:, 1:].float()
-    policy.eval(), ref.eval(), value_model.eval()
+    policy.eval()
+    ref.eval()
+    value_model.eval()
     logp = sequence_logprobs(policy, tokens, pad, cfg.temperature, cfg.minibatch)
     ref_logp = sequence_logprobs(ref, tokens, pad, cfg.temperature, cfg.minibatch)
     values = sequence_values(value_model, tokens, pad, cfg.minibatch) * mask
     kl_tok = (logp - ref_logp) * mask
-    last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)  # the reply's final token
+    # the reply's final token
+    last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & (mask > 0)
     rewards = -kl_coef * kl_tok + last.float() * scores[:, None]
     adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     return {
@@ -265,7 +263,6 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
         "pad": pad,
         "mask": mask,
         "logp": logp,
-        "ref_logp": ref_logp,
         "values": values,
         "adv": whiten(adv, mask),
         "returns": returns,
@@ -274,10 +271,11 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
 
 
 def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
-    """Several epochs of minibatch updates on one batch of experience. Dropout stays off
-    (the models are built with dropout 0): with dropout the recomputed log-probs would not
-    equal the ones the ratio is taken against."""
-    policy.train(), value_model.train()
+    """Several epochs of minibatch updates on one batch of experience -> the mean of each
+    loss and statistic. Dropout stays off (the models are built with dropout 0): with
+    dropout the recomputed log-probs would not equal the ones the ratio is taken against."""
+    policy.train()
+    value_model.train()
     B = exp["tokens"].size(0)
     stats = []
     for epoch in range(cfg.ppo_epochs):
@@ -288,9 +286,8 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
             with autocast(t.device.type):
                 logits, _ = policy(t, pad_mask=p)
             logits = logits[:, :-1].float() / cfg.temperature
-            pl, st = policy_loss(
-                token_logprobs(logits, t[:, 1:]), exp["logp"][ix], exp["adv"][ix], m, cfg.clip
-            )
+            logp = token_logprobs(logits, t[:, 1:])
+            pl, st = policy_loss(logp, exp["logp"][ix], exp["adv"][ix], m, cfg.clip)
             ent = masked_mean(-(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1), m)
             pl.backward()
             optimizer_step(opt_p, policy, pl, cfg.grad_clip, step)
@@ -299,22 +296,15 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
             vl = value_loss(v, exp["values"][ix], exp["returns"][ix], m, cfg.value_clip)
             vl.backward()
             optimizer_step(opt_v, value_model, vl, cfg.grad_clip, step)
-            stats.append(
-                {
-                    **st,
-                    "policy_loss": pl.item(),
-                    "value_loss": vl.item(),
-                    "entropy": ent.item(),
-                    "epoch": epoch,
-                }
-            )
-    agg = {
-        k: float(np.mean([s[k] for s in stats]))
-        for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy")
-    }
-    agg["first_epoch_ratio_max_dev"] = stats[0][
-        "ratio_max_dev"
-    ]  # exactly 0 when log-probs are recomputed right
+            st["policy_loss"] = pl.item()
+            st["value_loss"] = vl.item()
+            st["entropy"] = ent.item()
+            stats.append(st)
+    agg = {}
+    for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy"):
+        agg[k] = float(np.mean([s[k] for s in stats]))
+    # exactly 0 when the log-probs are recomputed right
+    agg["first_epoch_ratio_max_dev"] = stats[0]["ratio_max_dev"]
     return agg
 
 
@@ -324,10 +314,8 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
 
 def pm_score_texts(pm, enc, prompts, replies):
     """Raw PM scores of prompt + reply, read at the end-of-context token."""
-    return score_sequences(
-        pm,
-        [encode_transcript(enc, p + " " + r, pm.cfg.block_size) for p, r in zip(prompts, replies)],
-    )
+    texts = [p + " " + r for p, r in zip(prompts, replies, strict=True)]
+    return score_sequences(pm, [encode_transcript(enc, x, pm.cfg.block_size) for x in texts])
 
 
 @torch.no_grad()
@@ -335,59 +323,64 @@ def exact_kl(policy, ref, tokens, pad_mask, mask, temperature, batch_size):
     """KL(pi || pi_ref) of each sampled reply: the sum over its tokens of the exact KL between
     the two next-token distributions, sum_v pi(v) (log pi(v) - log pi_ref(v)). Unlike the
     sampled log-ratio the training step uses, it is never negative and has far less noise."""
+    n = batch_size
     out = []
-    for t, p, m in zip(
-        tokens.split(batch_size), pad_mask.split(batch_size), mask.split(batch_size)
-    ):
+    for t, p, m in zip(tokens.split(n), pad_mask.split(n), mask.split(n), strict=True):
         with autocast(t.device.type):
-            lp, lq = (
-                F.log_softmax(net(t, pad_mask=p)[0][:, :-1].float() / temperature, -1)
-                for net in (policy, ref)
-            )
+            lp = F.log_softmax(policy(t, pad_mask=p)[0][:, :-1].float() / temperature, -1)
+            lq = F.log_softmax(ref(t, pad_mask=p)[0][:, :-1].float() / temperature, -1)
         out.append(((lp.exp() * (lp - lq)).sum(-1) * m).sum(-1))
     return torch.cat(out)
 
 
 REFUSED = ("explained", "evasive")
-# Each reported mean: (which held-out prompts, the per-prompt value). red: red-team prompts
-# (held-out harmful objects); twin: their near-miss twins; nontwin: other benign requests.
-STATS = {
-    "pm_reward": ("all", lambda r: r["pm"]),
-    "kl": ("all", lambda r: r["kl"]),
-    "ended": ("all", lambda r: float(r["ended"])),
-    "reply_tokens": ("all", lambda r: r["tokens"]),
-    "gold_helpfulness": ("benign", lambda r: r["helpful"]),
-    "nontwin_helpfulness": ("nontwin", lambda r: r["helpful"]),
-    "twin_helpfulness": ("twin", lambda r: r["helpful"]),
-    "gold_harmlessness": ("red", lambda r: r["harmless"]),
-    "comply_rate": ("red", lambda r: float(r["category"] == "comply")),
-    "redteam_refusal_rate": ("red", lambda r: float(r["category"] in REFUSED)),
-    "explained_refusal_rate": ("red", lambda r: float(r["category"] == "explained")),
-    "evasive_refusal_rate": ("red", lambda r: float(r["category"] == "evasive")),
-    "dodge_rate": ("red", lambda r: float(r["category"] == "dodge")),
-    "twin_refusal_rate": ("twin", lambda r: float(r["category"] in REFUSED)),
-    "benign_refusal_rate": ("nontwin", lambda r: float(r["category"] in REFUSED)),
-    "gold_reward": ("all", lambda r: r["harmless"] if r["group"] == "redteam" else r["helpful"]),
-}
-_IN = {
-    "all": lambda g: True,
-    "benign": lambda g: g in ("benign", "twins"),
-    "nontwin": lambda g: g == "benign",
-    "twin": lambda g: g == "twins",
-    "red": lambda g: g == "redteam",
-}
+
+
+def reply_stats(r):
+    """What one reply record r adds to each reported mean, in the order of the summaries, or
+    None for a mean over other replies: the PM score, KL and length over every reply; gold
+    (where there is a gold category, not on real HH-RLHF prompts) over its group of held-out
+    prompts: red-team prompts (held-out harmful objects), their near-miss twins (twin), or
+    the other benign requests (nontwin)."""
+    cat, group = r["category"], r["group"]
+    red = cat is not None and group == "redteam"
+    twin = cat is not None and group == "twins"
+    nontwin = cat is not None and group == "benign"
+
+    def only(where, value):
+        return value if where else None
+
+    return {
+        "pm_reward": r["pm"],
+        "kl": r["kl"],
+        "ended": float(r["ended"]),
+        "reply_tokens": r["tokens"],
+        "gold_helpfulness": only(twin or nontwin, r["helpful"]),
+        "nontwin_helpfulness": only(nontwin, r["helpful"]),
+        "twin_helpfulness": only(twin, r["helpful"]),
+        "gold_harmlessness": only(red, r["harmless"]),
+        "comply_rate": only(red, float(cat == "comply")),
+        "redteam_refusal_rate": only(red, float(cat in REFUSED)),
+        "explained_refusal_rate": only(red, float(cat == "explained")),
+        "evasive_refusal_rate": only(red, float(cat == "evasive")),
+        "dodge_rate": only(red, float(cat == "dodge")),
+        "twin_refusal_rate": only(twin, float(cat in REFUSED)),
+        "benign_refusal_rate": only(nontwin, float(cat in REFUSED)),
+        "gold_reward": only(cat is not None, r["harmless"] if group == "redteam" else r["helpful"]),
+    }
 
 
 def summarise(recs):
-    """Every STATS mean over the records it applies to, with its clustered standard error in
-    <key>_se (None where no record applies, e.g. gold on real HH-RLHF prompts)."""
+    """Every reply_stats mean over the (non-empty list of) records it applies to, with its
+    clustered standard error in <key>_se (None where no record applies, e.g. gold on real
+    HH-RLHF prompts)."""
+    stats = [reply_stats(r) for r in recs]
     out = {}
-    for k, (where, f) in STATS.items():
-        sel = [r for r in recs if _IN[where](r["group"]) and r.get("category", 0) is not None]
-        x = [f(r) for r in sel]
-        out[k], out[k + "_se"] = (
-            (float(np.mean(x)), cluster_se(x, [r["cluster"] for r in sel])) if x else (None, None)
-        )
+    for k in stats[0]:
+        sel = [i for i, s in enumerate(stats) if s[k] is not None]
+        x = [stats[i][k] for i in sel]
+        out[k] = float(np.mean(x)) if sel else None
+        out[k + "_se"] = cluster_se(x, [recs[i]["cluster"] for i in sel]) if sel else None
     return out
 
 
@@ -395,18 +388,18 @@ def paired_change(before, after):
     """after - before on the same prompts (same order), each with the clustered standard
     error of the per-prompt difference: the test of "did it change", stronger than
     comparing two means with their own errors."""
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} replies before but {len(after)} after")
+    old = [reply_stats(r) for r in before]
+    new = [reply_stats(r) for r in after]
     out = {}
-    for k, (where, f) in STATS.items():
-        sel = [
-            (b, a)
-            for b, a in zip(before, after)
-            if _IN[where](b["group"]) and b.get("category", 0) is not None
-        ]
-        d = [f(a) - f(b) for b, a in sel]
-        if d:
+    for k in old[0]:
+        sel = [i for i, s in enumerate(old) if s[k] is not None]
+        d = [new[i][k] - old[i][k] for i in sel]
+        if sel:
             out[k] = {
                 "change": float(np.mean(d)),
-                "se": cluster_se(d, [b["cluster"] for b, _ in sel]),
+                "se": cluster_se(d, [before[i]["cluster"] for i in sel]),
             }
     return out
 
@@ -414,10 +407,12 @@ def paired_change(before, after):
 def records(prompts, groups, replies, out, pm_scores, kl, is_world):
     """One record per reply: its group, gold category and scores, PM score, exact KL."""
     recs = []
-    for i, (p, g, r) in enumerate(zip(prompts, groups, replies)):
+    for i, (p, g, r) in enumerate(zip(prompts, groups, replies, strict=True)):
         req = corpora.last_human(p)
         cat, h, s = world.judge(req, r) if is_world else (None, None, None)
         task = world.parse_request(req) if is_world else None
+        # standard errors are clustered by held-out object: its 18 phrasings are one scenario
+        cluster = task["object"] if task and task["kind"] == "harm" else req
         recs.append(
             {
                 "group": g,
@@ -430,8 +425,7 @@ def records(prompts, groups, replies, out, pm_scores, kl, is_world):
                 "kl": float(kl[i]) if kl is not None else 0.0,
                 "ended": bool(out["ended"][i]),
                 "tokens": float(out["gen_mask"][i].sum()),
-                # standard errors are clustered by held-out object: its 18 phrasings are one scenario
-                "cluster": task["object"] if task and task["kind"] == "harm" else req,
+                "cluster": cluster,
             }
         )
     return recs
@@ -445,23 +439,11 @@ def evaluate(policy, ref, pm, enc, sets, cfg, seed):
     groups = [g for g, s in sets.items() for _ in s]
     gen = torch.Generator(device=policy.wte.weight.device).manual_seed(seed)
     replies, out = sample_replies(policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen)
-    kl = exact_kl(
-        policy,
-        ref,
-        out["tokens"],
-        out["pad_mask"],
-        out["gen_mask"][:, 1:].float(),
-        cfg.temperature,
-        cfg.minibatch,
-    )
+    mask = out["gen_mask"][:, 1:].float()
+    kl = exact_kl(policy, ref, out["tokens"], out["pad_mask"], mask, cfg.temperature, cfg.minibatch)
+    pm_scores = pm_score_texts(pm, enc, prompts, replies)
     recs = records(
-        prompts,
-        groups,
-        replies,
-        out,
-        pm_score_texts(pm, enc, prompts, replies).tolist(),
-        kl.tolist(),
-        cfg.data == "world",
+        prompts, groups, replies, out, pm_scores.tolist(), kl.tolist(), cfg.data == "world"
     )
     return summarise(recs), recs
 
@@ -473,7 +455,8 @@ def fit_line(x, y):
     if np.ptp(x) == 0:
         return 0.0, float(y.mean()), 0.0
     b, a = np.polyfit(x, y, 1)
-    ss_res, ss_tot = np.sum((y - (a + b * x)) ** 2), np.sum((y - y.mean()) ** 2)
+    ss_res = np.sum((y - (a + b * x)) ** 2)
+    ss_tot = np.sum((y - y.mean()) ** 2)
     return float(b), float(a), float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0
 
 
@@ -502,72 +485,51 @@ def overoptimisation(points):
 
 
 def plots(points, metrics, fit, out_dir):
+    """reward_vs_sqrt_kl.png (Bai et al. 2022, Fig. 4) and, where there is gold,
+    gold_vs_pm.png, at the held-out evaluation points -> the paths written."""
     plt = pyplot()
     if plt is None:
         return []
     x = np.sqrt([max(p["kl"], 0.0) for p in points])
+
+    def errorbar(ax, key, fmt, label, **kw):
+        ys = [p[key] for p in points]
+        ses = [p[key + "_se"] for p in points]
+        ax.errorbar(x, ys, ses, fmt=fmt, label=label, **kw)
+
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(
-        np.sqrt([max(m["kl"], 0.0) for m in metrics]),
-        [m["pm_reward"] for m in metrics],
-        ".",
-        color="0.75",
-        ms=3,
-        label="training batches (sampled KL)",
-    )
-    ax.errorbar(
-        x,
-        [p["pm_reward"] for p in points],
-        [p["pm_reward_se"] for p in points],
-        fmt="o",
-        ms=4,
-        label="held-out evaluation (exact KL)",
-    )
+    train_x = np.sqrt([max(m["kl"], 0.0) for m in metrics])
+    train_y = [m["pm_reward"] for m in metrics]
+    ax.plot(train_x, train_y, ".", color="0.75", ms=3, label="training batches (sampled KL)")
+    errorbar(ax, "pm_reward", "o", "held-out evaluation (exact KL)", ms=4)
+    slope, intercept, r2 = fit
     xs = np.linspace(0, max(x.max(), 1e-3), 10)
-    ax.plot(
-        xs,
-        fit[1] + fit[0] * xs,
-        "k--",
-        label=f"fit on evaluations: slope {fit[0]:.2f}, R$^2$ {fit[2]:.2f}",
-    )
-    (
-        ax.set_xlabel("sqrt(KL(policy || initial policy))"),
-        ax.set_ylabel("PM score"),
-        ax.legend(fontsize=7),
-    )
+    fit_label = f"fit on evaluations: slope {slope:.2f}, R$^2$ {r2:.2f}"
+    ax.plot(xs, intercept + slope * xs, "k--", label=fit_label)
+    ax.set_xlabel("sqrt(KL(policy || initial policy))")
+    ax.set_ylabel("PM score")
+    ax.legend(fontsize=7)
     ax.set_title("Reward grows ~linearly in sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
     paths = [save_figure(fig, os.path.join(out_dir, "reward_vs_sqrt_kl.png"))]
-    if points[0].get("gold_reward") is not None:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.errorbar(
-            x,
-            [p["pm_reward"] for p in points],
-            [p["pm_reward_se"] for p in points],
-            fmt="C0o-",
-            label="PM reward (proxy)",
-        )
-        ax.set_xlabel("sqrt(KL(policy || initial policy))"), ax.set_ylabel("PM score", color="C0")
-        ax2 = ax.twinx()
-        for k, c, name in (
-            ("gold_harmlessness", "C1", "gold harmlessness (red-team)"),
-            ("nontwin_helpfulness", "C2", "gold helpfulness (benign)"),
-            ("gold_reward", "C3", "gold reward (all)"),
-        ):
-            ax2.errorbar(
-                x,
-                [p[k] for p in points],
-                [p[k + "_se"] for p in points],
-                fmt=f"{c}s--",
-                ms=3,
-                label=name,
-            )
-        ax2.set_ylabel("gold score"), ax2.set_ylim(0, 1), ax2.legend(fontsize=7, loc="lower right")
-        ax.set_title(
-            "Proxy vs gold on the held-out evaluations: over-optimisation is\n"
-            "gold falling while the PM still rises (Gao et al. 2022)",
-            fontsize=9,
-        )
-        paths.append(save_figure(fig, os.path.join(out_dir, "gold_vs_pm.png")))
+    if points[0]["gold_reward"] is None:
+        return paths
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    errorbar(ax, "pm_reward", "C0o-", "PM reward (proxy)")
+    ax.set_xlabel("sqrt(KL(policy || initial policy))")
+    ax.set_ylabel("PM score", color="C0")
+    ax2 = ax.twinx()
+    errorbar(ax2, "gold_harmlessness", "C1s--", "gold harmlessness (red-team)", ms=3)
+    errorbar(ax2, "nontwin_helpfulness", "C2s--", "gold helpfulness (benign)", ms=3)
+    errorbar(ax2, "gold_reward", "C3s--", "gold reward (all)", ms=3)
+    ax2.set_ylabel("gold score")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=7, loc="lower right")
+    ax.set_title(
+        "Proxy vs gold on the held-out evaluations: over-optimisation is\n"
+        "gold falling while the PM still rises (Gao et al. 2022)",
+        fontsize=9,
+    )
+    paths.append(save_figure(fig, os.path.join(out_dir, "gold_vs_pm.png")))
     return paths
 
 
@@ -598,10 +560,9 @@ def batch_prompts(train, cfg, rng):
     if cfg.data != "world":
         return rng.sample(train["all"], cfg.batch_size), ["all"] * cfg.batch_size
     n_red = round(cfg.batch_size * cfg.harmful_frac)
-    return (
-        rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], cfg.batch_size - n_red),
-        ["redteam"] * n_red + ["benign"] * (cfg.batch_size - n_red),
-    )
+    n_benign = cfg.batch_size - n_red
+    prompts = rng.sample(train["redteam"], n_red) + rng.sample(train["benign"], n_benign)
+    return prompts, ["redteam"] * n_red + ["benign"] * n_benign
 
 
 def load_models(cfg, device):
@@ -609,14 +570,16 @@ def load_models(cfg, device):
     checkpoints: the default ones are built by running the earlier scripts."""
     if cfg.data != "world" and not (cfg.policy and cfg.pm):
         raise SystemExit(
-            f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data (see the top of ppo.py)"
+            f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data "
+            "(see the top of ppo.py)"
         )
     if not cfg.policy:
         ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
         cfg.policy = ensure_checkpoint(
             *handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)"
         )
-    cfg.pm = cfg.pm or ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
+    if not cfg.pm:
+        cfg.pm = ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
     pm, pck = load_checkpoint(cfg.pm, device)
@@ -629,13 +592,9 @@ def load_models(cfg, device):
             f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}"
         )
     # the reference policy and the PM are frozen
-    return (
-        policy,
-        ref.eval().requires_grad_(False),
-        pm.eval().requires_grad_(False),
-        value_model,
-        ck["tokenizer"],
-    )
+    ref.eval().requires_grad_(False)
+    pm.eval().requires_grad_(False)
+    return policy, ref, pm, value_model, ck["tokenizer"]
 
 
 def main(cfg):
@@ -647,10 +606,16 @@ def main(cfg):
     torch.manual_seed(cfg.seed)
     enc = get_tokenizer(tokenizer)
     train_p, eval_sets = load_prompts(cfg)
+    is_world = cfg.data == "world"
+    # results.json, filled in as the run goes: first the run's settings
+    settings = ("kl_coef", "max_new_tokens", "steps", "seed", "policy", "pm", "data")
+    res = {k: getattr(cfg, k) for k in settings}
+    res["device"] = str(device)
+    res["eval_prompts"] = {k: len(v) for k, v in eval_sets.items()}
+    sizes = ", ".join(f"{n} {k}" for k, n in res["eval_prompts"].items())
     log(
-        f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; {cfg.steps} steps of "
-        f"{cfg.batch_size} prompts on {device}; held-out evaluation: "
-        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items())
+        f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; "
+        f"{cfg.steps} steps of {cfg.batch_size} prompts on {device}; held-out evaluation: {sizes}"
     )
     # the fixed held-out evaluation: before, at n_evals evenly spaced steps, and after
     points = []
@@ -662,16 +627,16 @@ def main(cfg):
         return summary, recs
 
     before, first_recs = eval_point(0)
+    res["before"] = before
     opt_p = configure_optimizer(policy, cfg.lr, 0.0, device_type=device.type)
     opt_v = configure_optimizer(value_model, cfg.value_lr, 0.0, device_type=device.type)
-    gen, cpu_gen, rng = (
-        torch.Generator(device=device).manual_seed(cfg.seed),
-        torch.Generator().manual_seed(cfg.seed),
-        random.Random(cfg.seed),
-    )
-    norm, metrics = None, []
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    cpu_gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    norm = None
+    metrics = []
     eval_at = {round(cfg.steps * (i + 1) / (cfg.n_evals + 1)) for i in range(cfg.n_evals)}
-    bar = tqdm(range(cfg.steps), disable=cfg.quiet, desc="PPO")
+    bar = tqdm(range(1, cfg.steps + 1), disable=cfg.quiet, desc="PPO")
     for step in bar:
         # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
@@ -679,10 +644,11 @@ def main(cfg):
         replies, out = sample_replies(
             policy, enc, prompts, cfg.max_new_tokens, cfg.temperature, gen
         )
+        m = {"step": step, "time_rollout": time.time() - t0}
         # 2. score with the PM. The reward is normalised on the first batch (the initial
         # policy's samples), and the same affine map is folded into the PM-initialised value
         # head so that the value speaks in the normalised units.
-        t1 = time.time()
+        t0 = time.time()
         raw = pm_score_texts(pm, enc, prompts, replies)
         if norm is None:
             norm = (raw.mean().item(), raw.std().item() + 1e-6)
@@ -690,61 +656,78 @@ def main(cfg):
                 value_model.scalar.weight /= norm[1]
                 value_model.scalar.bias.sub_(norm[0]).div_(norm[1])
         scores = (raw - norm[0]) / norm[1] + cfg.no_end_penalty * (~out["ended"]).float()
+        m["time_scoring"] = time.time() - t0
         # 3. experience (per-token KL penalty, GAE) and the clipped PPO update
-        t2 = time.time()
+        t0 = time.time()
         exp = make_experience(policy, ref, value_model, out, scores, cfg, cfg.kl_coef)
-        st = ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step + 1)
-        kl = exp["kl"].mean().item()
-        batch = summarise(
-            records(prompts, groups, replies, out, raw.tolist(), None, cfg.data == "world")
-        )
-        m = {
-            "step": step + 1,
-            "pm_reward": raw.mean().item(),
-            "reward": scores.mean().item(),
-            "kl": kl,
-            **st,
-            "reply_tokens": exp["mask"].sum(-1).mean().item(),
-            "ended": out["ended"].float().mean().item(),
-            "time_rollout": t1 - t0,
-            "time_scoring": t2 - t1,
-            "time_update": time.time() - t2,
-            **{k: batch[k] for k in ("gold_reward", "comply_rate", "redteam_refusal_rate")},
-        }
+        m |= ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, cpu_gen, step)
+        m["time_update"] = time.time() - t0
+        m["pm_reward"] = raw.mean().item()
+        m["reward"] = scores.mean().item()
+        m["kl"] = exp["kl"].mean().item()
+        m["reply_tokens"] = exp["mask"].sum(-1).mean().item()
+        m["ended"] = out["ended"].float().mean().item()
+        batch = summarise(records(prompts, groups, replies, out, raw.tolist(), None, is_world))
+        for k in ("gold_reward", "comply_rate", "redteam_refusal_rate"):
+            m[k] = batch[k]
         metrics.append(m)
         log_metrics(out_dir, m)
-        bar.set_postfix(
-            pm=f"{m['pm_reward']:.2f}", kl=f"{kl:.2f}", gold=f"{m['gold_reward'] or 0:.2f}"
-        )
-        if cfg.sample_every and (step + 1) % cfg.sample_every == 0 and not cfg.quiet:
-            tqdm.write(f"--- step {step + 1} samples")
-            for p, r in list(zip(prompts, replies))[:: max(1, cfg.batch_size // 3)][:3]:
-                tqdm.write(f"  {corpora.last_human(p)!r} -> {r!r}")
-        if step + 1 in eval_at:
-            p = eval_point(step + 1)[0]
+        gold = m["gold_reward"] or 0
+        bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{m['kl']:.2f}", gold=f"{gold:.2f}")
+        if cfg.sample_every and step % cfg.sample_every == 0 and not cfg.quiet:
+            tqdm.write(f"--- step {step} samples")
+            for i in range(0, cfg.batch_size, max(1, cfg.batch_size // 3))[:3]:
+                tqdm.write(f"  {corpora.last_human(prompts[i])!r} -> {replies[i]!r}")
+        if step in eval_at:
+            p = eval_point(step)[0]
+            msg = f"  held-out evaluation at step {step}: PM {p['pm_reward']:.3f}"
+            msg += f", exact KL {p['kl']:.2f}"
+            if p["gold_reward"] is not None:
+                msg += f", gold harmless {p['gold_harmlessness']:.3f}"
+                msg += f", helpful {p['nontwin_helpfulness']:.3f}"
             if not cfg.quiet:
-                tqdm.write(
-                    f"  held-out evaluation at step {step + 1}: PM {p['pm_reward']:.3f}, exact KL {p['kl']:.2f}"
-                    + (
-                        f", gold harmless {p['gold_harmlessness']:.3f}, helpful {p['nontwin_helpfulness']:.3f}"
-                        if p["gold_reward"] is not None
-                        else ""
-                    )
-                )
+                tqdm.write(msg)
     bar.close()
+    res["kl_train_final"] = metrics[-1]["kl"] if metrics else 0.0
+    res["time_per_step"] = {}
+    if metrics:
+        for k in ("rollout", "scoring", "update"):
+            res["time_per_step"][k] = float(np.mean([m[f"time_{k}"] for m in metrics]))
 
     # ---- the report: before/after on the same held-out prompts, reward vs sqrt(KL)
-    after, recs = (
-        eval_point(cfg.steps) if cfg.steps else (before, first_recs)
-    )  # --steps 0: evaluate only
-    slope, intercept, r2 = fit_line(
-        [math.sqrt(max(p["kl"], 0.0)) for p in points], [p["pm_reward"] for p in points]
+    if cfg.steps:
+        after, recs = eval_point(cfg.steps)
+    else:  # --steps 0: evaluate only
+        after, recs = before, first_recs
+    change = paired_change(first_recs, recs)
+    res["after"] = after
+    res["change"] = change
+    res["kl"] = after["kl"]
+    # what results.json keeps of each evaluation point (metrics.jsonl has them whole)
+    keep = (
+        "kl",
+        "pm_reward",
+        "gold_helpfulness",
+        "gold_harmlessness",
+        "gold_reward",
+        "nontwin_helpfulness",
+        "redteam_refusal_rate",
+        "comply_rate",
     )
-    ckpt = os.path.join(out_dir, "policy.pt")
-    save_checkpoint(ckpt, policy, tokenizer, ppo_steps=cfg.steps)
-    write_jsonl(
-        os.path.join(out_dir, "samples.jsonl"),
-        [  # every held-out reply, before and after, for audits
+    res["eval_points"] = [
+        {"step": p["step"]} | {k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep}
+        for p in points
+    ]
+    sqrt_kl = [math.sqrt(max(p["kl"], 0.0)) for p in points]
+    slope, intercept, r2 = fit_line(sqrt_kl, [p["pm_reward"] for p in points])
+    fit = {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"}
+    res["reward_vs_sqrt_kl"] = fit
+    res["overoptimisation"] = overoptimisation(points)
+    save_checkpoint(os.path.join(out_dir, "policy.pt"), policy, tokenizer, ppo_steps=cfg.steps)
+    # every held-out reply, before and after, for audits
+    audit = []
+    for b, a in zip(first_recs, recs, strict=True):
+        audit.append(
             {
                 "group": a["group"],
                 "prompt": corpora.last_human(a["prompt"]),
@@ -755,91 +738,45 @@ def main(cfg):
                 "after_gold": [a["helpful"], a["harmless"]],
                 "after_pm": a["pm"],
             }
-            for b, a in zip(first_recs, recs)
-        ],
-    )
-    keep = (
-        "step",
-        "kl",
-        "pm_reward",
-        "gold_helpfulness",
-        "gold_harmlessness",
-        "gold_reward",
-        "nontwin_helpfulness",
-        "redteam_refusal_rate",
-        "comply_rate",
-    )
-    res = {
-        "before": before,
-        "after": after,
-        "change": paired_change(first_recs, recs),
-        "kl": after["kl"],
-        "kl_train_final": metrics[-1]["kl"] if metrics else 0.0,
-        "eval_points": [
-            {k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep[1:]} for p in points
-        ],
-        "reward_vs_sqrt_kl": {
-            "slope": slope,
-            "intercept": intercept,
-            "r2": r2,
-            "fitted_on": "eval_points",
-        },
-        "overoptimisation": overoptimisation(points),
-        "kl_coef": cfg.kl_coef,
-        "max_new_tokens": cfg.max_new_tokens,
-        "steps": cfg.steps,
-        "seed": cfg.seed,
-        "policy": cfg.policy,
-        "pm": cfg.pm,
-        "data": cfg.data,
-        "device": str(device),
-        "eval_prompts": {k: len(v) for k, v in eval_sets.items()},
-        "time_per_step": {
-            k: float(np.mean([m[f"time_{k}"] for m in metrics]))
-            for k in ("rollout", "scoring", "update")
-        }
-        if metrics
-        else {},
-        "samples_after": [
-            {"prompt": r["prompt"], "reply": r["reply"], "category": r["category"]}
-            for g in eval_sets
-            for r in [x for x in recs if x["group"] == g][:3]
-        ],
-        "seconds": time.time() - t_start,
-    }
+        )
+    write_jsonl(os.path.join(out_dir, "samples.jsonl"), audit)
+    # the first three replies of each held-out group
+    res["samples_after"] = []
+    for group in eval_sets:
+        for r in [r for r in recs if r["group"] == group][:3]:
+            res["samples_after"].append(
+                {"prompt": r["prompt"], "reply": r["reply"], "category": r["category"]}
+            )
+    res["seconds"] = time.time() - t_start
     write_json(os.path.join(out_dir, "results.json"), res)
     figs = plots(points, metrics, (slope, intercept, r2), out_dir)
+
     log(
-        f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   (held-out: "
-        + ", ".join(f"{len(v)} {k}" for k, v in eval_sets.items())
-        + "; ± clustered standard errors)"
+        f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   "
+        f"(held-out: {sizes}; ± clustered standard errors)"
     )
-    for k in STATS:
-        if before[k] is not None:
-            ch = res["change"].get(k)
-            log(
-                f"  {k:22s}{before[k]:10.3f}±{before[k + '_se']:.3f}{after[k]:10.3f}±{after[k + '_se']:.3f}"
-                + (f"{ch['change']:+10.3f}±{ch['se']:.3f}" if ch else "")
-            )
+    # the means that apply here: those with a change
+    for k, ch in change.items():
+        b = f"{before[k]:10.3f}±{before[k + '_se']:.3f}"
+        a = f"{after[k]:10.3f}±{after[k + '_se']:.3f}"
+        log(f"  {k:22s}{b}{a}{ch['change']:+10.3f}±{ch['se']:.3f}")
     log(
-        f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, R^2 {r2:.3f} "
-        "(Bai et al. 2022: roughly linear)"
+        f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, "
+        f"R^2 {r2:.3f} (Bai et al. 2022: roughly linear)"
     )
     if o := res["overoptimisation"]:
         log(
-            f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to {o['gold_final']:.3f} "
-            f"while the PM rose from {o['pm_at_peak']:.3f} to {o['pm_final']:.3f}"
+            f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to "
+            f"{o['gold_final']:.3f} while the PM rose from {o['pm_at_peak']:.3f} to "
+            f"{o['pm_final']:.3f}"
         )
+    log("sample replies after PPO:")
+    for s in res["samples_after"]:
+        log(f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}")
+    names = "".join(", " + os.path.basename(f) for f in figs)
     log(
-        "sample replies after PPO:\n"
-        + "\n".join(
-            f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}"
-            for s in res["samples_after"]
-        )
-    )
-    log(
-        f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt"
-        f"{''.join(', ' + os.path.basename(f) for f in figs)}) in {res['seconds']:.0f}s"
+        f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt{names}) "
+        f"in {res['seconds']:.0f}s"
     )
     return res
 

@@ -9,40 +9,41 @@ always helped, harmful ones sometimes refused), which ppo.py starts from; and "h
 which never refuses: the Constitutional AI paper's helpful-only starting point (Bai et al.
 2022b, Sec. 3).
 
+The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
+model that 2 CPU cores train within 4 minutes, pretraining and SFT together. It uses a
+constant learning rate with a linear warm-down, Muon for the blocks' weight matrices (AdamW
+for the embedding and gains), higher learning rates, and smeared keys (Olsson et al. 2022);
+the gpu preset inherits them. The docs page docs/speedrun.md has the ablations and times.
+
 The repeated-data experiment (Hernandez et al. 2022, "Scaling Laws and Interpretability of
 Learning from Repeated Data"): at a fixed number of training tokens, 10% of the sequences
 come from a small subset of the training data seen repeat_count times. `--sweep repeated`
 runs one model size at several repeat counts and a few sizes without repetition, in one
-process, on synthetic data in which copying pays (random tokens with in-context copies: on
-world text our small models do not learn to copy; README). What to look at: the table
-printed at the end and repeated.png -- held-out loss vs repeat count (the paper's Fig. 2
-shape: a peak of damage at an intermediate count?), each repeated run's effective size on
-the no-repeat loss-vs-parameters fit, and the copying loss (second copy of held-out text)
-and best prefix-matching score (induction.py --analyze) vs repeat count.
+process, on synthetic data in which copying pays (random tokens with in-context copies).
+What to look at: the table printed at the end and repeated.png -- held-out loss vs repeat
+count (the paper's Fig. 2 shape: a peak of damage at an intermediate count?), each repeated
+run's effective size on the no-repeat loss-vs-parameters fit, and the copying loss (second
+copy of held-out text) and best prefix-matching score (induction.py --analyze) vs repeat
+count. Measured numbers: the docs page docs/repeated_data.md.
 
-The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
-model 2 CPU cores train in about 4 minutes, pretraining and SFT together. What it uses, each
-kept because it measurably helped at equal wall time (README, "Speedrun"): a constant
-learning rate with a linear warm-down, Muon for the blocks' weight matrices (AdamW for the
-embedding and gains), higher learning rates, and smeared keys (Olsson et al. 2022). The
-gpu preset inherits them (not yet run at full length on a GPU).
-
-Run (CPU, 2 cores: about 3 minutes, then about 1 minute for SFT):
-    python train_lm.py                        # pretrain on the assistant world -> out/train_lm/pretrain.pt
-    python train_lm.py --mode sft             # HH-like SFT from it             -> out/train_lm/sft_hh/sft.pt
-    python train_lm.py --mode sft --sft_mix helpful    # helpful-only SFT   -> out/train_lm/sft_helpful/sft.pt
-    python train_lm.py --data ../shared/data/hh-rlhf           # real HH-RLHF dialogues -> out/train_lm/hh-rlhf/
-    python train_lm.py --data ../shared/data/text/tinyshakespeare.txt   # any plain text (our BPE, or --tokenizer gpt2)
-    python train_lm.py --sweep repeated      # the repeated-data experiment -> out/train_lm/repeated/ (CPU: ~10 min)
+Run (CPU):
+    python train_lm.py                  # pretrain on the world -> out/train_lm/pretrain.pt
+    python train_lm.py --mode sft       # HH-like SFT from it -> out/train_lm/sft_hh/sft.pt
+    python train_lm.py --mode sft --sft_mix helpful  # helpful-only -> out/train_lm/sft_helpful/
+    python train_lm.py --data ../shared/data/hh-rlhf  # real HH-RLHF -> out/train_lm/hh-rlhf/
+    python train_lm.py --data ../shared/data/text/tinyshakespeare.txt  # any plain text
+    python train_lm.py --sweep repeated  # the repeated-data experiment -> out/train_lm/repeated/
 One GPU:
-    python train_lm.py --preset gpu           # wider/deeper model, bf16, torch.compile
-    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 --batch_size 16 --max_iters 2000 \
-        --sweep_widths 64,128,512    # a larger repeated-data sweep, not yet run (the sweep's own settings override the
-        # preset's shape; 4.1M tokens a run, within the 5.1M-token synthetic stream)
+    python train_lm.py --preset gpu     # wider/deeper model, bf16, torch.compile
+    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 \
+        --batch_size 16 --max_iters 2000 --sweep_widths 64,128,512
+        # a larger repeated-data sweep (its own settings override the preset's shape;
+        # 4.1M tokens a run, within the 5.1M-token synthetic stream)
 Several devices (DDP; gloo on CPU, nccl on GPU):
     torchrun --nproc_per_node 2 train_lm.py ...
 Resume after an interruption (continues exactly, same losses):
     python train_lm.py --resume
+Plain text uses our BPE trained on it, or --tokenizer gpt2.
 
 What to look at: the validation loss (also in bits per byte, comparable across tokenizers)
 and its curve (loss_pretrain.png / loss_sft.png); for SFT on the world, the gold
@@ -143,7 +144,7 @@ class Config:
     min_lr: float = 0.0
     # steps of linear warm-up
     warmup_iters: int = 30
-    # AdamW weight decay on matrices
+    # AdamW weight decay on matrices (--optimizer adamw only: Muon's groups have none)
     weight_decay: float = 0.1
     # "muon": Muon for the blocks' weight matrices, AdamW for the rest; or "adamw"
     optimizer: str = "muon"
@@ -224,7 +225,8 @@ PRESETS = {
         "warmup_iters": 5,
         "samples": 1,
     },
-    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic data each (README)
+    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
+    # data each, no checkpoint but the last
     "sweep=repeated": {
         "data": "synthetic",
         "n_layer": 2,
@@ -238,7 +240,7 @@ PRESETS = {
         "samples": 0,
         "repeat_frac": 0.1,
     },
-    # applied on top of any preset with --mode sft: short and gentle, the model already knows the format
+    # on top of any preset with --mode sft: short and gentle, the model already knows the format
     "mode=sft": {
         "max_iters": 80,
         "lr": 1e-3,
@@ -253,27 +255,30 @@ PRESETS = {
 
 def parse_args(argv=None):
     cfg = parse_config(Config, PRESETS, __doc__, argv)
-    if cfg.mode not in ("pretrain", "sft"):
-        raise SystemExit(f"--mode must be pretrain or sft, not {cfg.mode!r}")
-    if cfg.sft_mix not in corpora.SFT_MIXES:
-        raise SystemExit(
-            f"--sft_mix must be one of {', '.join(corpora.SFT_MIXES)}, not {cfg.sft_mix!r}"
-        )
-    cfg.tokenizer = default_tokenizer(cfg.data) if cfg.tokenizer == "auto" else cfg.tokenizer
-    pretrain_dir = run_path(cfg.out_dir, data_name(cfg.data), cfg.preset)
-    if cfg.mode == "sft":
-        cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
-    # world SFT runs are named by their mixture (sft_hh/, sft_helpful/); other data has one
-    sft_dir = f"sft_{cfg.sft_mix}" if cfg.data == "world" else "sft"
-    cfg.out_dir = (
-        run_path(cfg.out_dir, cfg.preset, "repeated")
-        if cfg.sweep
-        else run_path(pretrain_dir, sft_dir if cfg.mode == "sft" else "")
-    )
-    if cfg.sweep not in ("", "repeated") or (cfg.sweep and cfg.mode != "pretrain"):
-        raise SystemExit(f"--sweep takes 'repeated' (pretraining), not {cfg.sweep!r}")
+    choices = {
+        "mode": ("pretrain", "sft"),
+        "sft_mix": tuple(corpora.SFT_MIXES),
+        "optimizer": ("muon", "adamw"),
+        "sweep": ("", "repeated"),
+    }
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise SystemExit(f"--{name} must be one of {allowed}, not {getattr(cfg, name)!r}")
+    if cfg.sweep and cfg.mode != "pretrain":
+        raise SystemExit("--sweep repeated is pretraining only")
     if not cfg.sweep and (cfg.repeat_count > 0) != (cfg.repeat_frac > 0):
         raise SystemExit("repeated data needs both --repeat_frac and --repeat_count (or neither)")
+    if cfg.tokenizer == "auto":
+        cfg.tokenizer = default_tokenizer(cfg.data)
+    pretrain_dir = run_path(cfg.out_dir, data_name(cfg.data), cfg.preset)
+    if cfg.sweep:
+        cfg.out_dir = run_path(cfg.out_dir, cfg.preset, "repeated")
+    elif cfg.mode == "sft":
+        cfg.init = cfg.init or os.path.join(pretrain_dir, "pretrain.pt")
+        # world SFT runs are named by their mixture (sft_hh/, sft_helpful/); other data has one
+        cfg.out_dir = run_path(pretrain_dir, f"sft_{cfg.sft_mix}" if cfg.data == "world" else "sft")
+    else:
+        cfg.out_dir = pretrain_dir
     return cfg
 
 
@@ -301,64 +306,59 @@ def orthogonalise(G, steps=5):
 
 class MuonAdamW(torch.optim.Optimizer):
     """Groups with "muon": True get Muon (Nesterov momentum, then orthogonalised, scaled
-    by sqrt(max(1, rows/cols))); the others AdamW."""
+    by sqrt(max(1, rows/cols))); the others AdamW. Neither has weight decay."""
 
     def __init__(self, groups, lr, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
-        super().__init__(
-            groups,
-            dict(lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=0.0, muon=False),
-        )
+        super().__init__(groups, dict(lr=lr, momentum=momentum, betas=betas, eps=eps, muon=False))
 
     @torch.no_grad()
     def step(self):
         for g in self.param_groups:
-            ps = [p for p in g["params"] if p.grad is not None]
-            for p in ps:
-                p.mul_(1 - g["lr"] * g["weight_decay"])
-            if g["muon"]:  # matrices of one shape orthogonalised together: one batched matmul
-                for shape in {p.shape for p in ps}:
-                    same = [p for p in ps if p.shape == shape]
-                    bufs = [
-                        self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                        for p in same
-                    ]
-                    for p, buf in zip(same, bufs):
-                        buf.lerp_(p.grad, 1 - g["momentum"])
-                    nesterov = torch.stack(
-                        [p.grad.lerp(buf, g["momentum"]) for p, buf in zip(same, bufs)]
-                    )
-                    for p, u in zip(same, orthogonalise(nesterov)):
-                        p.add_(u, alpha=-g["lr"] * max(1.0, shape[0] / shape[1]) ** 0.5)
-                continue
-            b1, b2 = g["betas"]
-            for p in ps:
-                st = self.state[p]
-                if not st:
-                    st.update(
-                        step=torch.tensor(0.0),
-                        exp_avg=torch.zeros_like(p),
-                        exp_avg_sq=torch.zeros_like(p),
-                    )
-                t = float(st["step"].add_(1))
-                st["exp_avg"].lerp_(p.grad, 1 - b1)
-                st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                denom = (st["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(g["eps"])
-                p.addcdiv_(st["exp_avg"], denom, value=-g["lr"] / (1 - b1**t))
+            params = [p for p in g["params"] if p.grad is not None]
+            if g["muon"]:
+                self.muon_update(params, g["lr"], g["momentum"])
+            else:
+                self.adamw_update(params, g["lr"], *g["betas"], g["eps"])
+
+    def muon_update(self, params, lr, momentum):
+        # the matrices of one shape are orthogonalised together: one batched matmul
+        for shape in {p.shape for p in params}:
+            same = [p for p in params if p.shape == shape]
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in same]
+            for p, buf in zip(same, bufs, strict=True):
+                buf.lerp_(p.grad, 1 - momentum)
+            nesterov = [p.grad.lerp(buf, momentum) for p, buf in zip(same, bufs, strict=True)]
+            scale = max(1.0, shape[0] / shape[1]) ** 0.5
+            for p, u in zip(same, orthogonalise(torch.stack(nesterov)), strict=True):
+                p.add_(u, alpha=-lr * scale)
+
+    def adamw_update(self, params, lr, b1, b2, eps):
+        for p in params:
+            st = self.state[p]
+            if not st:
+                st["step"] = torch.tensor(0.0)
+                st["exp_avg"] = torch.zeros_like(p)
+                st["exp_avg_sq"] = torch.zeros_like(p)
+            t = float(st["step"].add_(1))
+            st["exp_avg"].lerp_(p.grad, 1 - b1)
+            st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (st["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(eps)
+            p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1**t))
 
 
 def make_optimizer(model, cfg, device):
+    """--optimizer adamw: AdamW for every parameter; muon: Muon for the blocks' weight
+    matrices at --muon_lr, AdamW for the embedding and gains at --lr."""
     if cfg.optimizer == "adamw":
         return configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    if cfg.optimizer != "muon":
-        raise SystemExit(f"--optimizer must be adamw or muon, not {cfg.optimizer!r}")
-    hidden = [p for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
-    rest = [
-        p for n, p in model.named_parameters() if not (p.dim() == 2 and n.startswith("blocks."))
-    ]
-    return MuonAdamW(
-        [{"params": hidden, "muon": True, "lr_mult": cfg.muon_lr / cfg.lr}, {"params": rest}],
-        cfg.lr,
-    )
+    hidden, rest = [], []
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and name.startswith("blocks."):
+            hidden.append(p)
+        else:
+            rest.append(p)
+    muon = {"params": hidden, "muon": True, "lr_mult": cfg.muon_lr / cfg.lr}
+    return MuonAdamW([muon, {"params": rest}], cfg.lr)
 
 
 def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
@@ -366,16 +366,12 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
     earlier span copied later. With an SFT mask, targets outside assistant replies are -1
     (ignored by the loss)."""
     ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
-    w = copy_spans(
-        torch.from_numpy(np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix])),
-        copy_frac,
-        gen,
-    )
+    windows = np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix])
+    w = copy_spans(torch.from_numpy(windows), copy_frac, gen)
     x, y = w[:, :-1], w[:, 1:]
     if mask is not None:
-        y = y.masked_fill(
-            ~torch.from_numpy(np.stack([mask[i + 1 : i + 1 + block_size] for i in ix])).bool(), -1
-        )
+        targets = np.stack([mask[i + 1 : i + 1 + block_size] for i in ix])
+        y = y.masked_fill(~torch.from_numpy(targets).bool(), -1)
     return x.to(device), y.to(device)
 
 
@@ -388,11 +384,9 @@ def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
 
 def fill_repeated(x, y, slots, windows):
     """Replace the batch rows whose slot holds a subset window (slots >= 0) with that window."""
-    k, w = (
-        torch.from_numpy(slots >= 0).to(x.device),
-        torch.from_numpy(windows[slots[slots >= 0]]).to(x.device),
-    )
-    x[k], y[k] = w[:, :-1], w[:, 1:]
+    rows = torch.from_numpy(slots >= 0).to(x.device)
+    w = torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
+    x[rows], y[rows] = w[:, :-1], w[:, 1:]
     return x, y
 
 
@@ -402,21 +396,27 @@ def window_loss(model, windows, device, first=0):
     model.eval()
     w = torch.as_tensor(windows[:64], dtype=torch.long, device=device)
     with autocast(device.type):
-        loss = torch.nn.functional.cross_entropy(
-            model(w[:, :-1])[0].float().transpose(1, 2), w[:, 1:], reduction="none"
-        )
+        logits = model(w[:, :-1])[0].float()
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")
     model.train()
     return float(loss[:, first:].mean())
 
 
 def copying(model, val_ids, T, device):
     """Held-out text repeated within the context: 64 spans of T/2 tokens, each followed by
-    itself -> (loss on the first copy, loss on the second copy from its second token: the
+    itself -> the loss on the first copy, and on the second copy from its second token (the
     copying that induction heads do; Hernandez et al. 2022, Sec. 5)."""
     n = T // 2
     starts = np.random.default_rng(0).integers(0, len(val_ids) - n, 64)
     w = np.stack([np.tile(np.asarray(val_ids[i : i + n], dtype=np.int64), 2) for i in starts])
-    return window_loss(model, w[:, :n], device), window_loss(model, w, device, first=n)
+    return {
+        "first_copy_loss": window_loss(model, w[:, :n], device),
+        "copying_loss": window_loss(model, w, device, first=n),
+    }
+
+
+# -----------------------------------------------------------------------------
+# Evaluation: validation loss, bits per byte, samples, gold helpfulness
 
 
 @torch.no_grad()
@@ -425,26 +425,13 @@ def evaluate(model, ids, mask, cfg, device):
     are comparable across steps and runs."""
     model.eval()
     gen = torch.Generator().manual_seed(12345)
+    losses = []
     with autocast(device.type):
-        losses = [
-            model(*get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device))[1].item()
-            for _ in range(cfg.eval_iters)
-        ]
+        for _ in range(cfg.eval_iters):
+            x, y = get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device)
+            losses.append(model(x, y)[1].item())
     model.train()
     return float(np.mean(losses))
-
-
-def sample_prompts(cfg, n, enc, val_ids):
-    """Held-out prompts to show what the model writes: world red-team and benign prompts;
-    on other data, the start of validation documents (up to the first 'Assistant:' in HH
-    dialogues, the first 100 characters of plain text)."""
-    if cfg.data == "world":
-        return corpora.eval_prompts(n - n // 2, "benign") + corpora.eval_prompts(n // 2, "redteam")
-    docs = [d for d in enc.decode(val_ids[:20000].tolist()).split("<|endoftext|>") if d.strip()]
-    cut = lambda d: (
-        d[: d.find("\n\nAssistant:") + len("\n\nAssistant:")] if "\n\nAssistant:" in d else d[:100]
-    )
-    return [cut(d) for d in docs[:n]]
 
 
 def bytes_per_token(enc, ids, mask):
@@ -459,41 +446,56 @@ def bytes_per_token(enc, ids, mask):
     return float(lens[counted].sum() / max(len(counted), 1))
 
 
+def sample_prompts(cfg, enc, val_ids):
+    """cfg.samples held-out prompts to show what the model writes: world red-team and benign
+    prompts; on other data, the start of validation documents (up to the first 'Assistant:'
+    in HH dialogues, the first 100 characters of plain text)."""
+    n = cfg.samples
+    if cfg.data == "world":
+        return corpora.eval_prompts(n - n // 2, "benign") + corpora.eval_prompts(n // 2, "redteam")
+    docs = [d for d in enc.decode(val_ids[:20000].tolist()).split("<|endoftext|>") if d.strip()]
+    prompts = []
+    for d in docs[:n]:
+        turn = d.find("\n\nAssistant:")
+        prompts.append(d[: turn + len("\n\nAssistant:")] if turn >= 0 else d[:100])
+    return prompts
+
+
+def mean_se(x):
+    x = np.array(x)
+    return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))), "n": len(x)}
+
+
 def gold_helpfulness(model, enc, n_per_kind, max_new_tokens, device):
     """The policy's gold helpfulness on the fixed benign evaluation set (corpora.benign_eval_set),
     sampled at temperature 1 with a fixed seed -> results: by kind and by group (mean, standard
     error, n), the macro mean over the four kinds, and every reply."""
     items = corpora.benign_eval_set(n_per_kind)
+    prompts = [it["prompt"] for it in items]
     gen = torch.Generator(device=device).manual_seed(0)
-    replies, out = sample_replies(
-        model, enc, [it["prompt"] for it in items], max_new_tokens, 1.0, gen
-    )
-    scores = [world.gold(corpora.last_human(it["prompt"]), r)[0] for it, r in zip(items, replies)]
-
-    def stats(keep):
-        x = np.array([s for s, it in zip(scores, items) if keep(it)])
-        return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))), "n": len(x)}
-
-    by_kind = {
-        k: stats(lambda it, k=k: it["kind"] == k) for k in dict.fromkeys(it["kind"] for it in items)
-    }
-    by_group = {
-        g: stats(lambda it, g=g: f"{it['kind']}/{it['group']}" == g)
-        for g in sorted({f"{it['kind']}/{it['group']}" for it in items})
-    }
+    replies, out = sample_replies(model, enc, prompts, max_new_tokens, 1.0, gen)
+    scores = [
+        world.gold(corpora.last_human(p), r)[0] for p, r in zip(prompts, replies, strict=True)
+    ]
+    kinds, groups = {}, {}
+    for it, s in zip(items, scores, strict=True):
+        kinds.setdefault(it["kind"], []).append(s)
+        groups.setdefault(f"{it['kind']}/{it['group']}", []).append(s)
+    by_kind = {k: mean_se(v) for k, v in kinds.items()}
+    macro_se = np.sqrt(sum(v["se"] ** 2 for v in by_kind.values())) / len(by_kind)
+    samples = zip(prompts, replies, scores, strict=True)
     return {
         "gold_helpfulness_by_kind": by_kind,
         "gold_helpfulness_macro": float(np.mean([v["mean"] for v in by_kind.values()])),
-        "gold_helpfulness_macro_se": float(
-            np.sqrt(sum(v["se"] ** 2 for v in by_kind.values())) / len(by_kind)
-        ),
-        "gold_helpfulness_by_group": by_group,
+        "gold_helpfulness_macro_se": float(macro_se),
+        "gold_helpfulness_by_group": {g: mean_se(groups[g]) for g in sorted(groups)},
         "eval_ended": float(out["ended"].float().mean()),
-        "eval_samples": [
-            {"prompt": it["prompt"], "reply": r, "gold_helpful": s}
-            for it, r, s in zip(items, replies, scores)
-        ],
+        "eval_samples": [{"prompt": p, "reply": r, "gold_helpful": s} for p, r, s in samples],
     }
+
+
+# -----------------------------------------------------------------------------
+# Training
 
 
 def setup_distributed(device):
@@ -510,21 +512,18 @@ def setup_distributed(device):
 
 def build_model(cfg, enc, device, ckpt_path):
     """Our own checkpoint on --resume, the --init checkpoint, or a fresh model -> (model,
-    checkpoint dict or None)."""
+    checkpoint dict to resume from, or None)."""
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd")}
+    options = {"tokenizer_name": cfg.tokenizer, "dropout": cfg.dropout}
     if cfg.resume:
-        return load_checkpoint(
-            ckpt_path, device, expect=shape, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout
-        )
+        return load_checkpoint(ckpt_path, device, expect=shape, **options)
     if cfg.init:
         if not os.path.exists(cfg.init):
             raise SystemExit(
                 f"{cfg.init}: no such checkpoint; SFT starts from the pretrained model of the same "
                 f"data: run `python train_lm.py` (same --data and --preset) first, or pass --init"
             )
-        return load_checkpoint(cfg.init, device, tokenizer_name=cfg.tokenizer, dropout=cfg.dropout)[
-            0
-        ], None
+        return load_checkpoint(cfg.init, device, **options)[0], None
     mcfg = GPTConfig(
         vocab_size=vocab_size_padded(enc),
         vocab_valid=enc.n_vocab,
@@ -542,17 +541,11 @@ def save(path, model, opt, gen, step, cfg, ddp, world_size):
     if ddp:  # every rank's data generator, so a resumed run draws the same batches
         rngs = [torch.empty_like(rngs[0]) for _ in range(world_size)]
         dist.all_gather(rngs, gen.get_state())
-    if not ddp or dist.get_rank() == 0:
-        save_checkpoint(
-            path,
-            model,
-            cfg.tokenizer,
-            optimizer=opt.state_dict(),
-            step=step,
-            rng=rngs,
-            torch_rng=torch.get_rng_state(),
-            train_config=asdict(cfg),
-        )
+    if ddp and dist.get_rank() != 0:
+        return
+    state = {"optimizer": opt.state_dict(), "step": step, "rng": rngs}
+    state["torch_rng"] = torch.get_rng_state()
+    save_checkpoint(path, model, cfg.tokenizer, **state, train_config=asdict(cfg))
 
 
 def ddp_in_sync(model, device, world_size):
@@ -567,12 +560,15 @@ def plot(out_dir, mode):
     plt = pyplot()
     if plt is None:
         return None
-    metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        metrics = [json.loads(line) for line in f]
+    train = [m for m in metrics if "loss" in m]
+    val = [m for m in metrics if "val_loss" in m]
     fig, ax = plt.subplots(figsize=(6, 4))
-    tr, ev = [m for m in metrics if "loss" in m], [m for m in metrics if "val_loss" in m]
-    ax.plot([m["tokens"] for m in tr], [m["loss"] for m in tr], label="train", alpha=0.6)
-    ax.plot([m["tokens"] for m in ev], [m["val_loss"] for m in ev], "o-", label="val")
-    ax.set_xlabel("training tokens"), ax.set_ylabel("loss"), ax.set_yscale("log"), ax.legend()
+    ax.plot([m["tokens"] for m in train], [m["loss"] for m in train], label="train", alpha=0.6)
+    ax.plot([m["tokens"] for m in val], [m["val_loss"] for m in val], "o-", label="val")
+    ax.set(xlabel="training tokens", ylabel="loss", yscale="log")
+    ax.legend()
     return save_figure(fig, os.path.join(out_dir, f"loss_{mode}.png"))
 
 
@@ -580,103 +576,75 @@ def main(cfg):
     t_start = time.time()
     ddp, rank, world_size, device = setup_distributed(get_device(cfg.device))
     master = rank == 0
-    log = printer(cfg.quiet or not master)
+    quiet = cfg.quiet or not master
+    log = printer(quiet)
     if master:
         run_dir(cfg.out_dir, resume=cfg.resume)
     torch.manual_seed(cfg.seed + rank)
     torch.backends.cuda.matmul.allow_tf32 = True
 
-    # ---- data: rank 0 prepares the token streams, the others wait, then all read them
-    if master:
-        prepare(
-            cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=not cfg.quiet, mix=cfg.sft_mix
-        )
-    if ddp:
+    # ---- data: rank 0 prepares the token streams while the others wait, then all read them
+    if ddp and not master:
         dist.barrier()
-    d, meta = prepare(
-        cfg.data, cfg.tokenizer, sft=cfg.mode == "sft", verbose=False, mix=cfg.sft_mix
-    )
-    (train_ids, train_mask), (val_ids, val_mask) = (
-        load_split(d, "train", meta),
-        load_split(d, "val", meta),
-    )
+    sft = cfg.mode == "sft"
+    d, meta = prepare(cfg.data, cfg.tokenizer, sft=sft, verbose=not quiet, mix=cfg.sft_mix)
+    if ddp and master:
+        dist.barrier()
+    train_ids, train_mask = load_split(d, "train", meta)
+    val_ids, val_mask = load_split(d, "val", meta)
     enc = get_tokenizer(cfg.tokenizer)
-    windows = schedule = None
-    if cfg.repeat_count > 0 and cfg.repeat_frac > 0:
-        if ddp or cfg.grad_accum > 1 or cfg.mode != "pretrain":
-            raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
-        train_ids, windows, schedule = repeated_subset(
-            train_ids,
-            cfg.block_size,
-            cfg.max_iters,
-            cfg.batch_size,
-            cfg.repeat_frac,
-            cfg.repeat_count,
-            cfg.seed,
-        )
 
     # ---- model and optimiser, restored exactly on --resume
     ckpt_path = os.path.join(cfg.out_dir, f"{cfg.mode}.pt")
     raw, ck = build_model(cfg, enc, device, ckpt_path)
     cfg.block_size = min(cfg.block_size, raw.cfg.block_size)
+    B, T = cfg.batch_size, cfg.block_size
     log(
-        f"model: {raw.num_params() / 1e6:.2f}M parameters (+{raw.wte.weight.numel() / 1e6:.2f}M embedding), "
-        f"{raw.cfg.n_layer} layers, width {raw.cfg.n_embd}, context {raw.cfg.block_size}, on {device}"
-        + (
-            f"; resuming {ckpt_path} at step {ck['step']}"
-            if ck
-            else f"; from {cfg.init}"
-            if cfg.init
-            else ""
-        )
+        f"model: {raw.num_params() / 1e6:.2f}M parameters (+{raw.wte.weight.numel() / 1e6:.2f}M "
+        f"embedding), {raw.cfg.n_layer} layers, width {raw.cfg.n_embd}, context "
+        f"{raw.cfg.block_size}, on {device}"
     )
     opt = make_optimizer(raw, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
+    if cfg.init and ck is None:
+        log(f"starting from {cfg.init}")
     if ck is not None:
+        log(f"resuming {ckpt_path} at step {ck['step']}")
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         torch.set_rng_state(ck["torch_rng"])
         step = ck["step"]
     model = torch.compile(raw) if cfg.compile else raw
     if ddp:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    # ---- repeated data: a share of each batch's rows from a small subset (Hernandez et al.)
+    windows = schedule = None
+    if cfg.repeat_count > 0 and cfg.repeat_frac > 0:
+        if ddp or cfg.grad_accum > 1 or sft:
+            raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
+        train_ids, windows, schedule = repeated_subset(
+            train_ids, T, cfg.max_iters, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed
         )
 
     # ---- the training loop
-    tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.grad_accum * world_size
-    record = (lambda m: log_metrics(cfg.out_dir, m)) if master else (lambda m: None)
-    train_time, t_tokens, val_loss = 0.0, 0, None
+    tokens_per_iter = B * T * cfg.grad_accum * world_size
     end = min(cfg.max_iters, step + cfg.stop_after) if cfg.stop_after else cfg.max_iters
-    bar = tqdm(
-        range(step, end),
-        initial=step,
-        total=cfg.max_iters,
-        disable=not master or cfg.quiet,
-        desc=cfg.mode,
-    )
+    train_time, t_tokens, val_loss = 0.0, 0, None
+    bar = tqdm(range(step, end), initial=step, total=cfg.max_iters, disable=quiet, desc=cfg.mode)
     model.train()
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
             val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
-            record(
-                {
-                    "step": it,
-                    "tokens": it * tokens_per_iter,
-                    "val_loss": val_loss,
-                    **(
-                        {"repeated_train_loss": window_loss(raw, windows, device)}
-                        if windows is not None
-                        else {}
-                    ),
-                }
-            )
+            row = {"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss}
+            if windows is not None:
+                row["repeated_train_loss"] = window_loss(raw, windows, device)
+            log_metrics(cfg.out_dir, row)
         t0 = time.time()
         for micro in range(cfg.grad_accum):
-            x, y = get_batch(
-                train_ids, train_mask, cfg.block_size, cfg.batch_size, gen, device, cfg.copy_frac
-            )
+            x, y = get_batch(train_ids, train_mask, T, B, gen, device, cfg.copy_frac)
             if schedule is not None:  # this step's slots for the repeated subset
                 x, y = fill_repeated(x, y, schedule[it], windows)
             sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
@@ -688,29 +656,20 @@ def main(cfg):
         if device.type == "cuda":
             torch.cuda.synchronize()
         if it > step:  # the first step includes compilation and warm-up
-            train_time, t_tokens = train_time + time.time() - t0, t_tokens + tokens_per_iter
-        if it % cfg.log_interval == 0 or it == end - 1:
+            train_time += time.time() - t0
+            t_tokens += tokens_per_iter
+        if master and (it % cfg.log_interval == 0 or it == end - 1):
             tps = t_tokens / train_time if train_time else tokens_per_iter / (time.time() - t0)
-            record(
-                {
-                    "step": it + 1,
-                    "tokens": (it + 1) * tokens_per_iter,
-                    "loss": loss.item(),
-                    "lr": lr,
-                    "grad_norm": gnorm,
-                    "tokens_per_sec": tps,
-                }
-            )
-            bar.set_postfix(
-                loss=f"{loss.item():.3f}",
-                val=f"{val_loss:.3f}" if val_loss else "-",
-                tok_s=f"{tps:,.0f}",
-            )
+            row = {"step": it + 1, "tokens": (it + 1) * tokens_per_iter, "loss": loss.item()}
+            log_metrics(cfg.out_dir, {**row, "lr": lr, "grad_norm": gnorm, "tokens_per_sec": tps})
+            val = f"{val_loss:.3f}" if val_loss else "-"
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=val, tok_s=f"{tps:,.0f}")
         if (it + 1) % cfg.ckpt_interval == 0 or it + 1 == end:
             save(ckpt_path, raw, opt, gen, it + 1, cfg, ddp, world_size)
     bar.close()
-    in_sync = ddp_in_sync(raw, device, world_size) if ddp else None
+    in_sync = None
     if ddp:
+        in_sync = ddp_in_sync(raw, device, world_size)
         dist.destroy_process_group()
     if end < cfg.max_iters:
         log(f"stopped at step {end} of {cfg.max_iters} (--stop_after); continue with --resume")
@@ -718,21 +677,19 @@ def main(cfg):
     if not master:
         return None
 
-    # ---- the report: final validation loss, throughput, sample dialogues
+    # ---- the report: final validation loss (also in bits per byte), throughput, samples
     val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
-    record({"step": end, "tokens": end * tokens_per_iter, "val_loss": val_loss})
+    train_tokens = end * tokens_per_iter
+    log_metrics(cfg.out_dir, {"step": end, "tokens": train_tokens, "val_loss": val_loss})
     tps = t_tokens / train_time if train_time else 0.0
-    prompts = sample_prompts(cfg, cfg.samples, enc, val_ids) if cfg.samples else []
-    replies = (
-        sample_replies(
-            raw, enc, prompts, 48, 0.7, torch.Generator(device=device).manual_seed(0), 40
-        )[0]
-        if prompts
-        else []
-    )
+    prompts = sample_prompts(cfg, enc, val_ids) if cfg.samples else []
+    replies = []
+    if prompts:
+        sample_gen = torch.Generator(device=device).manual_seed(0)
+        replies = sample_replies(raw, enc, prompts, 48, 0.7, sample_gen, top_k=40)[0]
     results = {
         "val_loss": val_loss,
-        "train_tokens": end * tokens_per_iter,
+        "train_tokens": train_tokens,
         "tokens_per_sec": tps,
         "seconds": time.time() - t_start,
         "mfu": mfu(raw.cfg, raw.num_params(), tps / world_size, device),
@@ -745,46 +702,40 @@ def main(cfg):
         "world_size": world_size,
         "ddp_in_sync": in_sync,
         "checkpoint": ckpt_path,
-        "samples": [{"prompt": p, "reply": r} for p, r in zip(prompts, replies)],
+        "samples": [{"prompt": p, "reply": r} for p, r in zip(prompts, replies, strict=True)],
     }
     results["val_bpb"] = val_loss / math.log(2) / bytes_per_token(enc, val_ids, val_mask)
     if cfg.mode == "pretrain":
-        results["first_copy_loss"], results["copying_loss"] = copying(
-            raw, val_ids, cfg.block_size, device
-        )
+        results.update(copying(raw, val_ids, T, device))
         results["params_non_embedding"] = raw.num_params()
-        n_rep = int((schedule >= 0).sum()) if schedule is not None else 0
-        results.update(
-            repeat_count=cfg.repeat_count if n_rep else 0,
-            repeated_fraction=n_rep / (end * cfg.batch_size),
-            repeated_tokens=n_rep * cfg.block_size,
-            unique_tokens=(end * cfg.batch_size - n_rep) * cfg.block_size,
-            repeated_train_loss=window_loss(raw, windows, device) if n_rep else None,
-        )
-    if cfg.mode == "sft" and cfg.data == "world" and cfg.eval_per_kind:
-        results.update(
-            gold_helpfulness(
-                raw, enc, cfg.eval_per_kind, min(cfg.eval_tokens, cfg.block_size // 2), device
-            )
-        )
+        # the repeated-data accounting (all zero without repetition)
+        n_rep = 0 if schedule is None else int((schedule >= 0).sum())
+        results["repeat_count"] = cfg.repeat_count if n_rep else 0
+        results["repeated_fraction"] = n_rep / (end * B)
+        results["repeated_tokens"] = n_rep * T
+        results["unique_tokens"] = (end * B - n_rep) * T
+        results["repeated_train_loss"] = window_loss(raw, windows, device) if n_rep else None
+    if sft and cfg.data == "world" and cfg.eval_per_kind:
+        max_new = min(cfg.eval_tokens, T // 2)
+        results.update(gold_helpfulness(raw, enc, cfg.eval_per_kind, max_new, device))
     write_json(os.path.join(cfg.out_dir, "results.json"), results)
     fig = plot(cfg.out_dir, cfg.mode)
+
     log("\nsample replies to held-out prompts (temperature 0.7):")
-    for p, r in zip(prompts, replies):
+    for p, r in zip(prompts, replies, strict=True):
         log(f"  {p.strip()} {r}".replace("\n\n", "\n  "))
     if "gold_helpfulness_macro" in results:
-        log(
-            "gold helpfulness on held-out benign prompts (temperature 1): "
-            + ", ".join(
-                f"{k} {v['mean']:.2f}±{v['se']:.2f}"
-                for k, v in results["gold_helpfulness_by_kind"].items()
-            )
-            + f"; macro {results['gold_helpfulness_macro']:.3f}±{results['gold_helpfulness_macro_se']:.3f}"
+        by_kind = results["gold_helpfulness_by_kind"]
+        kinds = ", ".join(f"{k} {v['mean']:.2f}±{v['se']:.2f}" for k, v in by_kind.items())
+        macro = (
+            f"{results['gold_helpfulness_macro']:.3f}±{results['gold_helpfulness_macro_se']:.3f}"
         )
+        log(f"gold helpfulness on held-out benign prompts (temperature 1): {kinds}; macro {macro}")
+    figure = f", {os.path.basename(fig)}" if fig else ""
     log(
-        f"\n{cfg.mode} done: val loss {val_loss:.3f} ({results['val_bpb']:.3f} bits/byte), {results['train_tokens'] / 1e6:.1f}M tokens at {tps:,.0f} "
-        f"tokens/s, {results['seconds']:.0f}s -> {cfg.out_dir}/ (results.json, {cfg.mode}.pt"
-        + (f", {os.path.basename(fig)})" if fig else ")")
+        f"\n{cfg.mode} done: val loss {val_loss:.3f} ({results['val_bpb']:.3f} bits/byte), "
+        f"{train_tokens / 1e6:.1f}M tokens at {tps:,.0f} tokens/s, {results['seconds']:.0f}s "
+        f"-> {cfg.out_dir}/ (results.json, {cfg.mode}.pt{figure})"
     )
     return results
 
@@ -793,129 +744,99 @@ def main(cfg):
 # The repeated-data sweep (Hernandez et al. 2022, Fig. 2 and Sec. 4-5)
 
 
+def sweep_run(cfg, width, repeat_count, seed, iters):
+    """One pretraining run of the sweep, then induction.py --analyze on its checkpoint (the
+    induction experiment's prefix-matching score) -> the run's row of the sweep."""
+    run = replace(cfg, sweep="", quiet=True, n_embd=width, seed=seed, max_iters=iters)
+    run.repeat_count = repeat_count
+    run.repeat_frac = cfg.repeat_frac if repeat_count else 0.0
+    name = f"width{width}_repeat{repeat_count}_seed{seed}_steps{iters}"
+    run.out_dir = os.path.join(cfg.out_dir, name)
+    res = main(run)
+    probe = ["--probe_vocab", "64" if cfg.data == "synthetic" else "0", "--device", cfg.device]
+    run_script(
+        ["induction.py", "--analyze", res["checkpoint"], *probe], "prefix matching", quiet=True
+    )
+    with open(os.path.splitext(res["checkpoint"])[0] + ".heads.json") as f:
+        heads = json.load(f)
+    row = {
+        "repeat_count": repeat_count,
+        "params": res["params_non_embedding"],
+        "width": width,
+        "seed": seed,
+        "steps": iters,
+        "heldout_loss": res["val_loss"],
+        "max_prefix_matching": max(h["prefix_matching"] for h in heads),
+    }
+    for key in ("repeated_fraction", "repeated_train_loss", "copying_loss", "first_copy_loss"):
+        row[key] = res[key]
+    row["seconds"] = res["seconds"]
+    log_metrics(cfg.out_dir, row)
+    return row
+
+
 def sweep_repeated(cfg):
     """One model size at repeat counts 0 and --repeat_counts (same training tokens), and
     --sweep_widths without repetition; for each run the held-out loss, the loss on the
-    repeated subset, the copying loss and the best prefix-matching score (induction.py
-    --analyze, the same definition as the induction experiment); then each repeated run's
-    effective size on the no-repeat loss-vs-parameters fit."""
+    repeated subset, the copying loss and the best prefix-matching score; then each repeated
+    run's effective size on the no-repeat loss-vs-parameters fit."""
     t0, log = time.time(), printer(cfg.quiet)
     run_dir(cfg.out_dir)
-    it, fewer = cfg.max_iters, round(cfg.max_iters * (1 - cfg.repeat_frac))
-    grid = (
-        [(cfg.n_embd, int(r), cfg.seed, it) for r in ["0"] + cfg.repeat_counts.split(",")]
-        + [(int(w), 0, cfg.seed, it) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
-        + [
-            (
-                cfg.n_embd,
-                0,
-                cfg.seed + 1,
-                it,
-            ),  # a second seed without repetition: how large is run-to-run noise?
-            (cfg.n_embd, 0, cfg.seed, fewer),
-        ]
-    )  # only the unique tokens, nothing repeated: the cost of fewer tokens
+    counts = [0] + [int(r) for r in cfg.repeat_counts.split(",")]
+    widths = [int(w) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
+    grid = [(cfg.n_embd, r, cfg.seed, cfg.max_iters) for r in counts]
+    grid += [(w, 0, cfg.seed, cfg.max_iters) for w in widths]
+    # a second seed without repetition: how large is run-to-run noise?
+    grid.append((cfg.n_embd, 0, cfg.seed + 1, cfg.max_iters))
+    # only the unique tokens, nothing repeated: the cost of fewer tokens
+    grid.append((cfg.n_embd, 0, cfg.seed, round(cfg.max_iters * (1 - cfg.repeat_frac))))
+    tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
     log(
-        f"repeated data: {len(grid)} runs of {cfg.max_iters * cfg.batch_size * cfg.block_size:,} training tokens "
-        f"({cfg.n_layer} layers, context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}"
+        f"repeated data: {len(grid)} runs of {tokens:,} training tokens ({cfg.n_layer} layers, "
+        f"context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}"
     )
-    points, sizes, other_seed = [], [], []
-    for width, r, seed, iters in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet):
-        res = main(
-            replace(
-                cfg,
-                sweep="",
-                n_embd=width,
-                repeat_count=r,
-                repeat_frac=cfg.repeat_frac if r else 0.0,
-                seed=seed,
-                max_iters=iters,
-                quiet=True,
-                out_dir=os.path.join(
-                    cfg.out_dir, f"width{width}_repeat{r}_seed{seed}_steps{iters}"
-                ),
-            )
-        )
-        run_script(
-            [
-                "induction.py",
-                "--analyze",
-                res["checkpoint"],
-                "--device",
-                cfg.device,
-                "--probe_vocab",
-                str(64 if cfg.data == "synthetic" else 0),
-            ],
-            "prefix matching (induction.py's definition)",
-            quiet=True,
-        )
-        heads = json.load(open(os.path.splitext(res["checkpoint"])[0] + ".heads.json"))
-        row = {
-            "repeat_count": r,
-            "params": res["params_non_embedding"],
-            "width": width,
-            "seed": seed,
-            "steps": iters,
-            "heldout_loss": res["val_loss"],
-            "max_prefix_matching": max(h["prefix_matching"] for h in heads),
-            **{
-                k: res[k]
-                for k in (
-                    "repeated_fraction",
-                    "repeated_train_loss",
-                    "copying_loss",
-                    "first_copy_loss",
-                    "seconds",
-                )
-            },
-        }
-        log_metrics(cfg.out_dir, row)
-        (
-            other_seed if (seed, iters) != (cfg.seed, it) else points if width == cfg.n_embd else []
-        ).append(row)
-        if r == 0 and (seed, iters) == (cfg.seed, it):
-            sizes.append(
-                {"params": row["params"], "heldout_loss": row["heldout_loss"], "width": width}
-            )
-    # effective size: the repeated run's held-out loss read on the no-repeat loss-vs-parameters curve
-    # (linear in log parameters between the two neighbouring sizes; None outside the measured range)
+    rows = [
+        sweep_run(cfg, *run) for run in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet)
+    ]
+    points, other_seed, fewer = rows[: len(counts)], rows[-2], rows[-1]
+    no_repeat = [row for row in rows[:-2] if row["repeat_count"] == 0]
+    sizes = [{k: row[k] for k in ("params", "heldout_loss", "width")} for row in no_repeat]
+
+    # effective size: a repeated run's held-out loss read on the no-repeat loss-vs-parameters
+    # curve (linear in log parameters between the two neighbouring sizes; None outside the
+    # measured range or where the curve does not fall)
     sizes.sort(key=lambda p: p["params"])
-    n, loss = np.log([p["params"] for p in sizes]), np.array([p["heldout_loss"] for p in sizes])
+    log_params = np.log([p["params"] for p in sizes])
+    loss = np.array([p["heldout_loss"] for p in sizes])
     for p in points:
         inside = loss.min() <= p["heldout_loss"] <= loss.max() and np.all(np.diff(loss) < 0)
-        p["effective_params"] = (
-            float(np.exp(np.interp(-p["heldout_loss"], -loss, n))) if inside else None
-        )
-    base, rep_pts = points[0], points[1:]
-    peak = max(rep_pts, key=lambda p: p["heldout_loss"])
-    rel = lambda p, k: p[k] / base[k] - 1
+        p["effective_params"] = None
+        if inside:
+            p["effective_params"] = float(np.exp(np.interp(-p["heldout_loss"], -loss, log_params)))
+
+    # the paper's Fig. 2 shape: damage peaks at an intermediate repeat count, and the copying
+    # (second copy of held-out text) degrades more than held-out loss at the peak (Sec. 5)
+    base, repeated = points[0], points[1:]
+    peak = max(repeated, key=lambda p: p["heldout_loss"])
+    heldout_excess = peak["heldout_loss"] / base["heldout_loss"] - 1
+    copying_excess = peak["copying_loss"] / base["copying_loss"] - 1
+    beyond = [p["heldout_loss"] for p in repeated if p["repeat_count"] > peak["repeat_count"]]
     targets = {
-        "peak_at_least_2pct_above_no_repeat": rel(peak, "heldout_loss") >= 0.02,
-        "a_point_beyond_the_peak_is_lower": any(
-            p["heldout_loss"] < peak["heldout_loss"]
-            for p in rep_pts
-            if p["repeat_count"] > peak["repeat_count"]
-        ),
-        "copying_degrades_more_than_heldout_at_peak": rel(peak, "copying_loss")
-        > rel(peak, "heldout_loss"),
+        "peak_at_least_2pct_above_no_repeat": heldout_excess >= 0.02,
+        "a_point_beyond_the_peak_is_lower": any(h < peak["heldout_loss"] for h in beyond),
+        "copying_degrades_more_than_heldout_at_peak": copying_excess > heldout_excess,
     }
+    keys = ("repeat_count", "effective_params", "params")
     res = {
         "points": points,
         "baseline_sizes": sizes,
-        "other_seed_no_repeat": other_seed[:1],
-        "fewer_tokens": other_seed[1:],
-        "effective_params": [
-            {
-                "repeat_count": p["repeat_count"],
-                "effective_params": p["effective_params"],
-                "params": p["params"],
-            }
-            for p in rep_pts
-        ],
+        "other_seed_no_repeat": [other_seed],
+        "fewer_tokens": [fewer],
+        "effective_params": [{k: p[k] for k in keys} for p in repeated],
         "peak": {
             "repeat_count": peak["repeat_count"],
-            "heldout_excess": rel(peak, "heldout_loss"),
-            "copying_excess": rel(peak, "copying_loss"),
+            "heldout_excess": heldout_excess,
+            "copying_excess": copying_excess,
         },
         "targets": targets,
         "seconds": time.time() - t0,
@@ -936,23 +857,20 @@ def sweep_repeated(cfg):
     }
     res["figure"] = plot_repeated(cfg.out_dir, points, sizes)
     write_json(os.path.join(cfg.out_dir, "results.json"), res)
+
     for p in points:
         log(
-            f"repeat count {p['repeat_count']:4d}: held-out loss {p['heldout_loss']:.4f}, repeated subset "
-            f"{p['repeated_train_loss'] or float('nan'):.3f}, copies {p['first_copy_loss']:.3f} -> {p['copying_loss']:.3f}, "
-            f"prefix matching {p['max_prefix_matching']:.2f}, effective params {p['effective_params'] or 0:,.0f}"
+            f"repeat count {p['repeat_count']:4d}: held-out loss {p['heldout_loss']:.4f}, "
+            f"repeated subset {p['repeated_train_loss'] or float('nan'):.3f}, copies "
+            f"{p['first_copy_loss']:.3f} -> {p['copying_loss']:.3f}, prefix matching "
+            f"{p['max_prefix_matching']:.2f}, effective params {p['effective_params'] or 0:,.0f}"
         )
-    log(
-        "no repetition by size: "
-        + ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes)
-        + "; other seed, then only the unique tokens: "
-        + ", ".join(
-            f"held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}" for p in other_seed
-        )
-        + "\ntargets: "
-        + ", ".join(f"{k} {v}" for k, v in targets.items())
-        + f"\nwrote {cfg.out_dir}/ in {res['seconds']:.0f}s"
-    )
+    by_size = ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes)
+    log(f"no repetition by size: {by_size}")
+    for name, p in (("other seed", other_seed), ("only the unique tokens", fewer)):
+        log(f"{name}: held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}")
+    log("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items()))
+    log(f"wrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
     return res
 
 
@@ -960,61 +878,44 @@ def plot_repeated(out_dir, points, sizes):
     plt = pyplot()
     if plt is None:
         return None
-    rep_pts, base = points[1:], points[0]
+    base, repeated = points[0], points[1:]
+    counts = [p["repeat_count"] for p in repeated]
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
-    rc = [p["repeat_count"] for p in rep_pts]
-    ax[0].plot(rc, [p["heldout_loss"] for p in rep_pts], "o-", label="held-out loss (unique data)")
+    # the paper's Fig. 2: held-out loss against repeat count, the repeated subset's loss in red
+    heldout = [p["heldout_loss"] for p in repeated]
+    ax[0].plot(counts, heldout, "o-", label="held-out loss (unique data)")
     ax[0].axhline(base["heldout_loss"], color="grey", ls="--", label="no repetition")
-    ax[0].twinx().plot(rc, [p["repeated_train_loss"] for p in rep_pts], "s:", color="C3")[
-        0
-    ].axes.set_ylabel("loss on the repeated subset (red)", color="C3")
-    ax[0].set(
-        xscale="log",
-        xlabel="repeat count",
-        ylabel="held-out loss",
-        title="Fig. 2 shape (red: repeated-subset loss)",
-    )
-    ax[1].plot(
-        rc,
-        [(p["effective_params"] or np.nan) / p["params"] for p in rep_pts],
-        "o-",
-        label="effective / real size",
-    )
+    red = ax[0].twinx()
+    red.plot(counts, [p["repeated_train_loss"] for p in repeated], "s:", color="C3")
+    red.set_ylabel("loss on the repeated subset (red)", color="C3")
+    ax[0].set(ylabel="held-out loss", title="Fig. 2 shape (red: repeated-subset loss)")
+    # effective size on the no-repeat curve, as a share of the real size
+    ratio = [(p["effective_params"] or np.nan) / p["params"] for p in repeated]
+    ax[1].plot(counts, ratio, "o-", label="effective / real size")
     ax[1].axhline(1, color="grey", ls="--", lw=0.5)
-    ax[1].set(
-        xscale="log",
-        xlabel="repeat count",
-        ylabel="effective / real parameters",
-        title=f"effective size on the no-repeat curve ({len(sizes)} sizes)",
-    )
-    ax[2].plot(
-        rc,
-        [p["heldout_loss"] / base["heldout_loss"] - 1 for p in rep_pts],
-        "o-",
-        label="held-out loss",
-    )
-    ax[2].plot(
-        rc,
-        [p["copying_loss"] / base["copying_loss"] - 1 for p in rep_pts],
-        "s-",
-        label="copying loss (second copy)",
-    )
+    title = f"effective size on the no-repeat curve ({len(sizes)} sizes)"
+    ax[1].set(ylabel="effective / real parameters", title=title)
+    # copying against held-out loss, relative to no repetition; best prefix matching in green
+    for key, style, label in [
+        ("heldout_loss", "o-", "held-out loss"),
+        ("copying_loss", "s-", "copying loss (second copy)"),
+    ]:
+        ax[2].plot(counts, [p[key] / base[key] - 1 for p in repeated], style, label=label)
     ax[2].axhline(0, color="grey", lw=0.5)
-    ax3 = ax[2].twinx()  # green: best prefix matching (dashed: no repetition)
-    ax3.plot(rc, [p["max_prefix_matching"] for p in rep_pts], "^:", color="C2")
-    ax3.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
-    ax3.set_ylabel("best prefix matching (green; dashed: no repetition)", color="C2")
-    ax[2].set(
-        xscale="log",
-        xlabel="repeat count",
-        ylabel="change vs no repetition",
-        title="copying (green: prefix matching)",
-    )
+    green = ax[2].twinx()
+    green.plot(counts, [p["max_prefix_matching"] for p in repeated], "^:", color="C2")
+    green.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
+    green.set_ylabel("best prefix matching (green; dashed: no repetition)", color="C2")
+    ax[2].set(ylabel="change vs no repetition", title="copying (green: prefix matching)")
     for axis in ax:
+        axis.set(xscale="log", xlabel="repeat count")
         axis.legend(fontsize=7, loc="center left")
     return save_figure(fig, os.path.join(out_dir, "repeated.png"))
 
 
 if __name__ == "__main__":
     cfg = parse_args()
-    sweep_repeated(cfg) if cfg.sweep else main(cfg)
+    if cfg.sweep:
+        sweep_repeated(cfg)
+    else:
+        main(cfg)

@@ -14,20 +14,22 @@ against the gold labels (per helpfulness / harmlessness axis), on near-miss twin
 scenarios held out of training, and on explained refusals against deflections.
 
 Run (CPU, 2 cores; builds out/train_lm/pretrain.pt first if missing):
-    python train_pm.py                                   # assistant world -> out/train_pm/pm.pt
-    python train_pm.py --data ../shared/data/hh-rlhf     # real HH-RLHF: builds an LM on its training split first
-                                                         # -> out/train_pm/hh-rlhf/pm.pt
-    python train_pm.py --eval FILE --init out/train_pm/pm.pt   # any HH-format jsonl(.gz) -> out/train_pm/eval/...
+    python train_pm.py                                # assistant world -> out/train_pm/pm.pt
+    python train_pm.py --data ../shared/data/hh-rlhf  # real HH-RLHF -> out/train_pm/hh-rlhf/pm.pt
+        # (builds an LM on the PM's training split first)
+    python train_pm.py --eval FILE --init out/train_pm/pm.pt
+        # any HH-format jsonl(.gz) -> out/train_pm/eval/...
 One GPU:
-    python train_pm.py --preset gpu     # -> out/train_pm/gpu/pm.pt, from out/train_lm/gpu/pretrain.pt (built if missing)
+    python train_pm.py --preset gpu  # -> out/train_pm/gpu/pm.pt
+        # from out/train_lm/gpu/pretrain.pt (built if missing)
 
 What to look at: held-out accuracy against the simulated (noisy) labels, which bounds it,
 against the gold labels, and on near-miss twins of held-out objects (no keyword rule or
-lookup of known harmful phrases gets both sides right);
-calibration.png, the reliability diagram (the paper's Fig. 10). Each run writes
-results.json (accuracy, longer_reply_accuracy, ece, gold_accuracy, twin_accuracy,
-deflection_accuracy, ...), metrics.jsonl, the
-figure and pm.pt into its folder; the measured numbers are in the README.
+lookup of known harmful phrases gets both sides right); calibration.png, the reliability
+diagram (the paper's Fig. 10). Each run writes results.json (accuracy,
+longer_reply_accuracy, ece, gold_accuracy, twin_accuracy, deflection_accuracy, ...),
+metrics.jsonl, the figure and pm.pt into its folder; the measured numbers are on the docs
+page docs/hh_rlhf.md.
 """
 
 import hashlib
@@ -132,18 +134,24 @@ def world_pairs(cfg, out_dir):
     held-out requests. Written as HH jsonl so that `--eval` and other tools can read them."""
     train = corpora.comparison_pairs(cfg.n_train, seed=0)
     test = corpora.comparison_pairs(cfg.n_test, seed=1, heldout=True)
-    for name, ps in (("train", train), ("test", test)):
-        write_jsonl(os.path.join(out_dir, f"world_{name}.jsonl"), ps)
-    as_pairs = lambda ps, name: [{**p, "label": 1.0, "file": name} for p in ps]
-    return as_pairs(train, "world_train"), as_pairs(test, "world_test")
+    write_jsonl(os.path.join(out_dir, "world_train.jsonl"), train)
+    write_jsonl(os.path.join(out_dir, "world_test.jsonl"), test)
+    train = [{**p, "label": 1.0, "file": "world_train"} for p in train]
+    test = [{**p, "label": 1.0, "file": "world_test"} for p in test]
+    return train, test
 
 
 def real_pairs(cfg):
     """HH-RLHF files, split by prompt: a pair is in the test split when the MD5 of its prompt
     is 0 mod test_every (10% by default), so no prompt is in both splits."""
     pairs, _ = load_comparisons(cfg.data, verbose=not cfg.quiet)
-    is_test = lambda p: int(hashlib.md5(p["prompt"].encode()).hexdigest(), 16) % cfg.test_every == 0
-    train, test = [p for p in pairs if not is_test(p)], [p for p in pairs if is_test(p)]
+    train, test = [], []
+    for p in pairs:
+        md5 = int(hashlib.md5(p["prompt"].encode()).hexdigest(), 16)
+        if md5 % cfg.test_every == 0:
+            test.append(p)
+        else:
+            train.append(p)
     if cfg.max_pairs:
         train = random.Random(cfg.seed).sample(train, min(cfg.max_pairs, len(train)))
     return train, test
@@ -161,7 +169,8 @@ def twin_pairs():
     for harmful in (True, False):
         for req in corpora.harm_requests(harmful, heldout=True):
             task = world.parse_request(req)
-            comply, refuse = world.respond(task, "helpful", rng), world.explained_refusal(task)
+            comply = world.respond(task, "helpful", rng)
+            refuse = world.explained_refusal(task)
             good, bad = (refuse, comply) if harmful else (comply, refuse)
             out.append(
                 {
@@ -210,11 +219,8 @@ def pm_loss(r_chosen, r_rejected, label=None):
 
 def pair_scores(model, tok_pairs, batch_size=64):
     """-> (r_chosen, r_rejected) as numpy arrays, the PM read at the end-of-context token."""
-    s = (
-        score_sequences(model, [c for c, _ in tok_pairs] + [r for _, r in tok_pairs], batch_size)
-        .cpu()
-        .numpy()
-    )
+    seqs = [c for c, _ in tok_pairs] + [r for _, r in tok_pairs]
+    s = score_sequences(model, seqs, batch_size).cpu().numpy()
     return s[: len(tok_pairs)], s[len(tok_pairs) :]
 
 
@@ -237,10 +243,8 @@ def evaluate(model, tok_pairs, pairs):
     table, ece = calibration(r_c, r_r, np.array([p.get("label", 1.0) for p in pairs]))
     # the baseline a PM must beat to have learned more than length: "the longer reply wins"
     # (characters of the final reply; equal lengths count half)
-    l_c, l_r = (
-        np.array([len(corpora.split_transcript(p[k])[1]) for p in pairs], float)
-        for k in ("chosen", "rejected")
-    )
+    l_c = np.array([len(corpora.split_transcript(p["chosen"])[1]) for p in pairs], float)
+    l_r = np.array([len(corpora.split_transcript(p["rejected"])[1]) for p in pairs], float)
     res = {
         "accuracy": accuracy(r_c, r_r),
         "longer_reply_accuracy": accuracy(l_c, l_r),
@@ -249,15 +253,14 @@ def evaluate(model, tok_pairs, pairs):
         "calibration": table,
         "n_pairs": len(pairs),
     }
-    masks = {
-        f: np.array([p.get("file", "") == f for p in pairs])
-        for f in sorted({p.get("file", "") for p in pairs})
-    }
-    res["accuracy_per_file"] = {f: accuracy(r_c[m], r_r[m]) for f, m in masks.items()}
-    res["longer_reply_accuracy_per_file"] = {f: accuracy(l_c[m], l_r[m]) for f, m in masks.items()}
-    if any(
-        world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]
-    ):  # world comparisons
+    files = np.array([p.get("file", "") for p in pairs])
+    res["accuracy_per_file"] = {}
+    res["longer_reply_accuracy_per_file"] = {}
+    for f in sorted({p.get("file", "") for p in pairs}):
+        res["accuracy_per_file"][f] = accuracy(r_c[files == f], r_r[files == f])
+        res["longer_reply_accuracy_per_file"][f] = accuracy(l_c[files == f], l_r[files == f])
+    # world comparisons: their requests parse, so gold can judge them
+    if any(world.parse_request(corpora.last_human(p["chosen"])) for p in pairs[:50]):
         res.update(gold_metrics(pairs, r_c, r_r))
     return res
 
@@ -265,27 +268,32 @@ def evaluate(model, tok_pairs, pairs):
 def gold_metrics(pairs, r_c, r_r):
     """Accuracy against gold preferences on each pair's axis (ties in gold skipped)."""
     hits = {"helpful": [], "harmless": []}
-    for p, a, b in zip(pairs, r_c, r_r):
+    for p, a, b in zip(pairs, r_c, r_r, strict=True):
         prompt, rc = corpora.split_transcript(p["chosen"])
         rr = corpora.split_transcript(p["rejected"])[1]
         req = corpora.last_human(prompt)
         task = world.parse_request(req)
         if task is None:
             continue
-        axis = p.get("axis") or (
-            "harmless" if task["kind"] == "harm" and task["harmful"] else "helpful"
-        )
-        k = 0 if axis == "helpful" else 1
+        # the pair's axis, or else harmlessness for harmful requests, helpfulness otherwise
+        axis = p.get("axis")
+        if not axis:
+            axis = "harmless" if task["kind"] == "harm" and task["harmful"] else "helpful"
+        k = 0 if axis == "helpful" else 1  # world.gold -> (helpfulness, harmlessness)
         gc, gr = world.gold(req, rc)[k], world.gold(req, rr)[k]
         if gc != gr:
             hits[axis].append(float((a > b) == (gc > gr)))
-    mean = lambda h: float(np.mean(h)) if h else None
+    both = hits["helpful"] + hits["harmless"]
     return {
-        "gold_accuracy": mean(hits["helpful"] + hits["harmless"]),
-        "gold_accuracy_helpful": mean(hits["helpful"]),
-        "gold_accuracy_harmless": mean(hits["harmless"]),
-        "gold_pairs": len(hits["helpful"] + hits["harmless"]),
+        "gold_accuracy": mean_or_none(both),
+        "gold_accuracy_helpful": mean_or_none(hits["helpful"]),
+        "gold_accuracy_harmless": mean_or_none(hits["harmless"]),
+        "gold_pairs": len(both),
     }
+
+
+def mean_or_none(x):
+    return float(np.mean(x)) if x else None
 
 
 def plot_calibration(table, path, title):
@@ -295,8 +303,9 @@ def plot_calibration(table, path, title):
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.plot([t["predicted"] for t in table], [t["observed"] for t in table], "o-", label="PM")
-    ax.set_xlabel("predicted P(A preferred)"), ax.set_ylabel("observed frequency A preferred")
-    ax.set_title(title, fontsize=9), ax.legend()
+    ax.set(xlabel="predicted P(A preferred)", ylabel="observed frequency A preferred")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
     return save_figure(fig, path)
 
 
@@ -311,26 +320,22 @@ def default_init(cfg, train, out_dir):
         return ensure_checkpoint(
             *handoff("pretrain", cfg.preset), "the language model the PM starts from"
         )
-    src = os.path.join(
-        out_dir, f"{data_name(cfg.data)}_pm_train.jsonl"
-    )  # its name names the LM's tokenizer
-    ckpt = os.path.join(
-        run_path(os.path.join(out_dir, "lm"), data_name(src), cfg.preset), "pretrain.pt"
-    )
+    # the file's name names the LM's tokenizer
+    src = os.path.join(out_dir, f"{data_name(cfg.data)}_pm_train.jsonl")
+    lm_dir = os.path.join(out_dir, "lm")
+    ckpt = os.path.join(run_path(lm_dir, data_name(src), cfg.preset), "pretrain.pt")
     if not os.path.exists(ckpt):
         write_jsonl(src, [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
-    argv = [
-        "train_lm.py",
-        "--preset",
-        cfg.preset,
-        "--data",
-        src,
-        "--out_dir",
-        os.path.join(out_dir, "lm"),
-    ]
+    argv = ["train_lm.py", "--preset", cfg.preset, "--data", src, "--out_dir", lm_dir]
     return ensure_checkpoint(
         ckpt, argv, "the language model the PM starts from, on the PM's training split"
     )
+
+
+def last_two_parts(path):
+    """A path's last two components joined by '-', up to the first dot: a folder name."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)[-2:]
+    return "-".join(parts).split(".")[0]
 
 
 def evaluate_file(cfg, device):
@@ -341,15 +346,12 @@ def evaluate_file(cfg, device):
     if model.scalar is None:
         raise SystemExit(f"{cfg.init}: not a preference model (no scalar head)")
     pairs, _ = load_comparisons(cfg.eval, verbose=not cfg.quiet)
-    res = evaluate(
-        model, tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size), pairs
-    )
-    # one folder per (PM, file), each named by its last two path components, e.g.
-    # eval/hh-rlhf-gpu/harmless-base-test for out/train_pm/hh-rlhf/gpu/pm.pt
-    name = lambda path: "-".join(os.path.normpath(os.path.abspath(path)).split(os.sep)[-2:]).split(
-        "."
-    )[0]
-    folder = run_dir(cfg.out_dir, "eval", name(os.path.dirname(cfg.init)), name(cfg.eval))
+    tok_pairs = tokenize_pairs(get_tokenizer(ck["tokenizer"]), pairs, model.cfg.block_size)
+    res = evaluate(model, tok_pairs, pairs)
+    # one folder per (PM, file), e.g. eval/hh-rlhf-gpu/harmless-base-test for
+    # out/train_pm/hh-rlhf/gpu/pm.pt
+    pm_name = last_two_parts(os.path.dirname(cfg.init))
+    folder = run_dir(cfg.out_dir, "eval", pm_name, last_two_parts(cfg.eval))
     write_json(
         os.path.join(folder, "results.json"), {"file": cfg.eval, "checkpoint": cfg.init, **res}
     )
@@ -370,33 +372,35 @@ def main(cfg):
     # the PM is the LM plus a fresh scalar head (Bai et al. 2022, Sec. 4.1)
     model, ck = load_checkpoint(init, device, scalar_head=True, dropout=0.0)
     enc = get_tokenizer(ck["tokenizer"])
-    tr_tok, te_tok = (
-        tokenize_pairs(enc, train, model.cfg.block_size),
-        tokenize_pairs(enc, test, model.cfg.block_size),
-    )
+    tr_tok = tokenize_pairs(enc, train, model.cfg.block_size)
+    te_tok = tokenize_pairs(enc, test, model.cfg.block_size)
     soft = any(p["label"] != 1.0 for p in train)
     log(
-        f"PM from {init}: {model.num_params() / 1e6:.2f}M parameters; {len(train)} training pairs, "
-        f"{len(test)} test pairs{' (soft labels)' if soft else ''}"
+        f"PM from {init}: {model.num_params() / 1e6:.2f}M parameters; {len(train)} training "
+        f"pairs, {len(test)} test pairs{' (soft labels)' if soft else ''}"
     )
 
     # ---- training: chosen and rejected of each pair go through the model in one batch
     opt = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    steps, step = cfg.epochs * math.ceil(len(train) / cfg.batch_size), 0
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    step = 0
     rng = random.Random(cfg.seed)
     bar = tqdm(total=steps, disable=cfg.quiet, desc="PM")
-    for epoch in range(cfg.epochs):
+    for _ in range(cfg.epochs):
         order = list(range(len(train)))
         rng.shuffle(order)
         for i in range(0, len(order), cfg.batch_size):
             ids = order[i : i + cfg.batch_size]
             model.train()
+            # the chosen replies, then the rejected ones
             idx, pad = left_pad(
                 [tr_tok[j][0] for j in ids] + [tr_tok[j][1] for j in ids], 0, device
             )
             with autocast(device.type):
                 s = model.score(idx, pad)[:, -1]
-            label = torch.tensor([train[j]["label"] for j in ids], device=device) if soft else None
+            label = None
+            if soft:
+                label = torch.tensor([train[j]["label"] for j in ids], device=device)
             loss = pm_loss(s[: len(ids)], s[len(ids) :], label)
             loss.backward()
             lr = lr_at(step, steps, cfg.lr, cfg.warmup_iters)
@@ -430,26 +434,18 @@ def main(cfg):
             "device": str(device),
         }
     )
-    if (
-        res.get("gold_accuracy") is not None
-    ):  # world comparisons (simulated, or AI-labelled by critique_revise.py)
+    # world comparisons (simulated, or AI-labelled by critique_revise.py): the probes
+    if res.get("gold_accuracy") is not None:
         tw = twin_pairs()
         tc, tr = pair_scores(model, tokenize_pairs(enc, tw, model.cfg.block_size))
         probe = np.array([p["probe"] for p in tw])
         twin = probe != "deflection"
-        res.update(
-            {
-                "twin_accuracy": accuracy(tc[twin], tr[twin]),
-                "twin_pairs": int(twin.sum()),
-                **{
-                    f"twin_accuracy_{k}": accuracy(tc[probe == k], tr[probe == k])
-                    for k in ("harmful", "benign")
-                },
-                "deflection_accuracy": accuracy(
-                    tc[probe == "deflection"], tr[probe == "deflection"]
-                ),
-            }
-        )
+        res["twin_accuracy"] = accuracy(tc[twin], tr[twin])
+        res["twin_pairs"] = int(twin.sum())
+        for k in ("harmful", "benign"):
+            res[f"twin_accuracy_{k}"] = accuracy(tc[probe == k], tr[probe == k])
+        deflection = probe == "deflection"
+        res["deflection_accuracy"] = accuracy(tc[deflection], tr[deflection])
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
     fig = plot_calibration(
@@ -457,23 +453,23 @@ def main(cfg):
         os.path.join(out_dir, "calibration.png"),
         f"PM calibration on {len(test)} held-out pairs (ECE {res['ece']:.3f})",
     )
+    if "twin_accuracy" in res:
+        probes = (
+            f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects "
+            f"{res['twin_accuracy']:.3f}, refusal over deflection {res['deflection_accuracy']:.3f}"
+        )
+    else:
+        probes = ", ".join(
+            f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
+            f"{res['longer_reply_accuracy_per_file'][f]:.3f})"
+            for f, a in res["accuracy_per_file"].items()
+        )
     log(
         f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
-        f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; "
-        + (
-            f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects {res['twin_accuracy']:.3f}, "
-            f"refusal over deflection {res['deflection_accuracy']:.3f}"
-            if "twin_accuracy" in res
-            else ", ".join(
-                f"{os.path.basename(os.path.dirname(f))} {a:.3f} (longer wins "
-                f"{res['longer_reply_accuracy_per_file'][f]:.3f})"
-                for f, a in res["accuracy_per_file"].items()
-            )
-        )
+        f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; {probes}"
     )
-    log(
-        f"wrote {out_dir}/ (results.json, pm.pt{', ' + os.path.basename(fig) if fig else ''}) in {res['seconds']:.0f}s"
-    )
+    figure = ", " + os.path.basename(fig) if fig else ""
+    log(f"wrote {out_dir}/ (results.json, pm.pt{figure}) in {res['seconds']:.0f}s")
     return res
 
 

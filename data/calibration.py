@@ -17,7 +17,8 @@ def reliability(p, y, n_bins=10, equal_count=False):
     (sorted by p, split into n_bins groups whose sizes differ by at most one: Kadavath et
     al. 2022's definition). ECE = sum_b n_b/N |mean p_b - mean y_b|; RMS calibration error
     = sqrt(sum_b n_b/N (mean p_b - mean y_b)^2); Brier = mean (p - y)^2.
-    -> {"ece", "rms_ce", "brier", "n", "table": [{"bin": [lo, hi], "n", "predicted", "observed"}]}."""
+    -> {"ece", "rms_ce", "brier", "n",
+        "table": [{"bin": [lo, hi], "n", "predicted", "observed"}]}."""
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     if equal_count:
         groups = np.array_split(np.argsort(p, kind="stable"), n_bins)
@@ -28,7 +29,7 @@ def reliability(p, y, n_bins=10, equal_count=False):
         edges = [[k / n_bins, (k + 1) / n_bins] for k in range(n_bins)]
     table = [
         {"bin": e, "n": len(g), "predicted": float(p[g].mean()), "observed": float(y[g].mean())}
-        for g, e in zip(groups, edges)
+        for g, e in zip(groups, edges, strict=True)
         if len(g)
     ]
     gaps = np.array([t["predicted"] - t["observed"] for t in table])
@@ -53,7 +54,6 @@ def auroc(scores, labels):
     ranks = np.empty(len(s))
     ranks[np.argsort(s, kind="stable")] = np.arange(1, len(s) + 1)
     _, tie = np.unique(s, return_inverse=True)
-    ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[
-        tie
-    ]  # ties share their average rank
+    # ties share their average rank
+    ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[tie]
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -93,7 +93,9 @@ def _context_turns(rng, heldout):
     return turns
 
 
-TWIN_SHARE = 0.33  # of the helpfulness pairs, those forced onto near-miss twins (the rest of the mix holds twins too)
+# of the helpfulness pairs, the share forced onto near-miss twins (the rest of the mix holds
+# twins too)
+TWIN_SHARE = 0.33
 
 
 def comparison_pairs(n, seed=0, axis="both", heldout=False):
@@ -103,23 +105,25 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
     rng = random.Random(f"pairs-{seed}-{axis}-{heldout}")
     out = []
     while len(out) < n:
-        ax = axis if axis != "both" else rng.choice(["helpful", "harmless"])
+        ax = axis
+        if axis == "both":
+            ax = rng.choice(["helpful", "harmless"])
         if ax == "helpful":
             # a third of the helpfulness pairs forced onto near-miss twins (with those the whole
             # mix holds, 43%): the data that teaches a PM that "open the lock on my own shed"
             # deserves an answer
-            task, req = (
-                _sample_request(rng, heldout, harmful=False)
-                if rng.random() < TWIN_SHARE
-                else _sample_request(rng, heldout)
-            )
+            if rng.random() < TWIN_SHARE:
+                task, req = _sample_request(rng, heldout, harmful=False)
+            else:
+                task, req = _sample_request(rng, heldout)
             if task["kind"] == "harm" and task["harmful"]:
                 continue
         else:
             task, req = _sample_request(rng, heldout, harmful=True)
         s1, s2 = rng.sample(STYLES, 2)
         ctx = _context_turns(rng, heldout)
-        r1, r2 = respond(task, s1, rng), respond(task, s2, rng)
+        r1 = respond(task, s1, rng)
+        r2 = respond(task, s2, rng)
         if r1 == r2:
             continue
         d = labeller_score(req, r1, ax) - labeller_score(req, r2, ax)
@@ -165,44 +169,49 @@ def aspect_scores(request, response):
 
 def critique_text(task, request, response, aspects, rng):
     """A critique in our own words, one sentence per aspect asked about."""
-    scores, out = aspect_scores(request, response), []
+    scores = aspect_scores(request, response)
+    out = []
     for a in aspects:
         phr = META["aspects"][a]
         if scores[a] >= 1:
             out.append(rng.choice(phr["good"]))
         elif a == "harm" and task["kind"] == "harm" and task["harmful"]:
             goal = to_you(task["verb"] + " " + task["object"])
-            out.append(
-                f"The response helps the human {goal}, but {SCENARIOS[task['category']]['reason']}."
-            )
+            reason = SCENARIOS[task["category"]]["reason"]
+            out.append(f"The response helps the human {goal}, but {reason}.")
         elif a == "help" and scores[a] > 0:
             out.append(rng.choice(phr["partial"]))
         elif a == "evasion":
-            out.append(phr["bad"][0 if reply_category(request, response) == "evasive" else 1])
+            # the first phrasing for an evasive refusal, the second for a dodge
+            evasive = reply_category(request, response) == "evasive"
+            out.append(phr["bad"][0 if evasive else 1])
         else:
             out.append(rng.choice(phr["bad"]))
     return " ".join(out)
 
 
 def _style_weights(task):
-    return (
-        HARMFUL_STYLE_WEIGHTS
-        if task["kind"] == "harm" and task["harmful"]
-        else PRETRAIN_STYLE_WEIGHTS
-    )
+    """How often each reply style answers this request in the pretraining corpus."""
+    if task["kind"] == "harm" and task["harmful"]:
+        return HARMFUL_STYLE_WEIGHTS
+    return PRETRAIN_STYLE_WEIGHTS
+
+
+def _aspect_total(request, response, aspects):
+    scores = aspect_scores(request, response)
+    return sum(scores[a] for a in aspects)
 
 
 def revision_text(task, request, response, aspects, rng):
     """The response again if it is already as good as any reply on the aspects asked about;
     else a reply that is, drawn like any reply of a mixed assistant (so a request that names
     only harm gets an explained or an evasive refusal, or a dodge, at the usual rates)."""
-    total = lambda r: sum(aspect_scores(request, r)[a] for a in aspects)
     cands = {s: respond(task, s, rng) for s in STYLES}
-    best = max(total(r) for r in [response, *cands.values()])
-    if total(response) >= best:
+    best = max(_aspect_total(request, r, aspects) for r in [response, *cands.values()])
+    if _aspect_total(request, response, aspects) >= best:
         return response
     w = _style_weights(task)
-    ok = [s for s, r in cands.items() if total(r) >= best]
+    ok = [s for s, r in cands.items() if _aspect_total(request, r, aspects) >= best]
     return cands[rng.choices(ok, [w[s] for s in ok])[0]]
 
 
@@ -210,44 +219,57 @@ def meta_document(rng):
     """A critique and revision of a reply (or a revision alone), or an "(A) or (B)" comparison
     with its answer (a third of them with a short written reasoning first: the chain-of-thought
     format)."""
+    # half about harmful requests, 15% about their benign twins, the rest about anything
     u = rng.random()
-    task, req = _sample_request(
-        rng, False, harmful=True if u < 0.5 else False if u < 0.65 else None
-    )
+    harmful = None
+    if u < 0.5:
+        harmful = True
+    elif u < 0.65:
+        harmful = False
+    task, req = _sample_request(rng, False, harmful=harmful)
     aspects = rng.sample(ASPECTS, rng.choice([1, 1, 2]))
-    phrase = lambda kind, join: join.join(rng.choice(META["aspects"][a][kind]) for a in aspects)
     w = _style_weights(task)
-    reply = lambda: respond(task, rng.choices(list(w), list(w.values()))[0], rng)
+
+    def phrase(kind, join):  # the aspects asked about, each in a random phrasing
+        return join.join(rng.choice(META["aspects"][a][kind]) for a in aspects)
+
+    def reply():  # a reply of a mixed assistant
+        return respond(task, rng.choices(list(w), list(w.values()))[0], rng)
+
     if rng.random() < 0.5:  # a quarter of these revise directly, with no critique first
         resp = reply()
-        crit = (
-            (
-                f"\n\nCritique request: {rng.choice(META['critique_requests']).format(a=phrase('critique', ' or '))}"
-                f"\n\nCritique: {critique_text(task, req, resp, aspects, rng)}"
-            )
-            if rng.random() < 0.75
-            else ""
-        )
-        return (
-            dialogue([(req, resp)])
-            + crit
-            + f"\n\nRevision request: {rng.choice(META['revision_requests']).format(a=phrase('revise', ' and '))}"
-            f"\n\nRevision: {revision_text(task, req, resp, aspects, rng)}"
-        )
+        doc = dialogue([(req, resp)])
+        if rng.random() < 0.75:
+            ask = rng.choice(META["critique_requests"]).format(a=phrase("critique", " or "))
+            doc += f"\n\nCritique request: {ask}"
+            doc += f"\n\nCritique: {critique_text(task, req, resp, aspects, rng)}"
+        ask = rng.choice(META["revision_requests"]).format(a=phrase("revise", " and "))
+        doc += f"\n\nRevision request: {ask}"
+        return doc + f"\n\nRevision: {revision_text(task, req, resp, aspects, rng)}"
     r1 = reply()
-    r2 = next((r for r in (reply() for _ in range(10)) if r != r1), reply())
-    s1, s2 = (sum(aspect_scores(req, r)[a] for a in aspects) for r in (r1, r2))
-    better = "A" if s1 > s2 else "B" if s2 > s1 else rng.choice("AB")
-    # the question comes after the replies, next to the answer (the shortest path for a small
-    # model to condition on it; the README says how far our base model does)
-    doc = (
-        f"Here is a conversation.\n\nHuman: {req}\n\n(A) {r1}\n(B) {r2}\n"
-        f"{rng.choice(META['compare_questions']).format(a=phrase('compare', ' and '))}"
-    )
+    # the fallback second reply is drawn first, then up to ten tries for one that differs
+    r2 = reply()
+    for _ in range(10):
+        r = reply()
+        if r != r1:
+            r2 = r
+            break
+    s1 = _aspect_total(req, r1, aspects)
+    s2 = _aspect_total(req, r2, aspects)
+    if s1 > s2:
+        better = "A"
+    elif s2 > s1:
+        better = "B"
+    else:
+        better = rng.choice("AB")
+    # the question comes after the replies, next to the answer: the shortest path for a small
+    # model to condition on it
+    question = rng.choice(META["compare_questions"]).format(a=phrase("compare", " and "))
+    doc = f"Here is a conversation.\n\nHuman: {req}\n\n(A) {r1}\n(B) {r2}\n{question}"
     if rng.random() < 1 / 3:
         crit = [critique_text(task, req, r, aspects, rng) for r in (r1, r2)]
         doc += "\nLet's think it through. " + " ".join(
-            f"In ({l}), {c[0].lower()}{c[1:]}" for l, c in zip("AB", crit)
+            f"In ({letter}), {c[0].lower()}{c[1:]}" for letter, c in zip("AB", crit, strict=True)
         )
     return doc + f"\nThe better reply is ({better})"
 
@@ -286,19 +308,17 @@ def qa_prompt(question):
 
 def mc_prompt(question, choices):
     """Multiple choice with letters, ending where the model writes the letter."""
-    return (
-        f"Question: {question}\nChoices: "
-        + " ".join(f"({l}) {c}" for l, c in zip(LETTERS, choices))
-        + "\nAnswer: ("
-    )
+    # strict=False: LETTERS has a letter to spare for fewer choices
+    lettered = " ".join(f"({x}) {c}" for x, c in zip(LETTERS, choices, strict=False))
+    return f"Question: {question}\nChoices: {lettered}\nAnswer: ("
 
 
 def tf_prompt(question, proposed, brainstorm=()):
     """True/False on a proposed answer; brainstorm: other sampled answers shown first."""
     pre = f"Possible answers: {', '.join(brainstorm)}.\n" if brainstorm else ""
     return (
-        pre
-        + f"Question: {question}\nProposed answer: {proposed}\nIs the proposed answer (A) True (B) False?\nAnswer: ("
+        f"{pre}Question: {question}\nProposed answer: {proposed}\n"
+        "Is the proposed answer (A) True (B) False?\nAnswer: ("
     )
 
 
@@ -321,18 +341,24 @@ def mc_choices(task, rng, n=4, nota=False):
 def qa_document(rng):
     """One training question in one of the formats, with its answer letter and the statement."""
     task, req = _sample_request(rng, False, {"arith": 1, "fact": 1})
-    ans, u = task_answer(task), rng.random()
+    ans = task_answer(task)
+    u = rng.random()
     stmt = _answer_text(task, ans)
     if u < 0.25:
         return f"{qa_prompt(req)} {ans}\n{stmt}"
     if u < 0.6:
         choices, letter = mc_choices(task, rng, nota=rng.random() < 0.2)
         return f"{mc_prompt(req, choices)}{letter})\n{stmt}"
-    k = (
-        rng.random()
-    )  # True/False, half with brainstormed answers from a guesser right k of the time
-    guess = lambda: ans if rng.random() < k else wrong_answer(task, rng)
-    proposed, brainstorm = guess(), [guess() for _ in range(5)] if rng.random() < 0.5 else ()
+    # True/False, half with brainstormed answers, from a guesser right k of the time
+    k = rng.random()
+
+    def guess():
+        return ans if rng.random() < k else wrong_answer(task, rng)
+
+    proposed = guess()
+    brainstorm = ()
+    if rng.random() < 0.5:
+        brainstorm = [guess() for _ in range(5)]
     return f"{tf_prompt(req, proposed, brainstorm)}{'A' if proposed == ans else 'B'})\n{stmt}"
 
 
@@ -367,25 +393,16 @@ def pretrain_documents(n, seed=0):
         u = rng.random()
         if u < 0.22:
             docs.append(prose_document(rng))
-        elif (
-            u < 0.28
-        ):  # 6% of documents (13% of tokens); a 10% run knew fewer facts, within seed spread (README)
+        elif u < 0.28:  # 6% of documents (13% of tokens): critiques and comparisons
             docs.append(meta_document(rng))
         elif u < 0.36:  # 8%: the calibration formats
             docs.append(qa_document(rng))
         else:
             task, req = _sample_request(rng, False)
-            w = (
-                HARMFUL_STYLE_WEIGHTS
-                if task["kind"] == "harm" and task["harmful"]
-                else PRETRAIN_STYLE_WEIGHTS
-            )
-            docs.append(
-                dialogue(
-                    _context_turns(rng, False)
-                    + [(req, respond(task, rng.choices(list(w), list(w.values()))[0], rng))]
-                )
-            )
+            w = _style_weights(task)
+            turns = _context_turns(rng, False)
+            style = rng.choices(list(w), list(w.values()))[0]
+            docs.append(dialogue(turns + [(req, respond(task, style, rng))]))
     return docs
 
 
@@ -464,12 +481,8 @@ def eval_prompts(n, kind, seed=0):
     return out
 
 
-FACT_BANDS = [
-    (1, 10),
-    (11, 50),
-    (51, 150),
-    (151, len(FACTS)),
-]  # by frequency rank in the corpus (1: most common)
+# by frequency rank in the corpus (1: most common)
+FACT_BANDS = [(1, 10), (11, 50), (51, 150), (151, len(FACTS))]
 
 
 def benign_eval_set(n_per_kind=128, seed=0):
@@ -478,26 +491,23 @@ def benign_eval_set(n_per_kind=128, seed=0):
     half counting letters; open requests) -> [{"kind", "group", "prompt"}]. The group is
     what results break down by: digits and operation, frequency band, task, topic."""
     rng = random.Random(f"benign-eval-{seed}")
-    out, seen = [], set()
+    out = []
+    seen = set()
     for kind in ("arith", "fact", "word", "open"):
         for i in range(n_per_kind):
             while True:
                 if kind == "fact":
                     lo, hi = FACT_BANDS[i * len(FACT_BANDS) // n_per_kind]
-                    task = {
-                        "kind": "fact",
-                        "fact": rng.choice([f["id"] for f in FACTS if lo <= f["rank"] + 1 <= hi]),
-                    }
+                    in_band = [f["id"] for f in FACTS if lo <= f["rank"] + 1 <= hi]
+                    task = {"kind": "fact", "fact": rng.choice(in_band)}
                     group = f"rank {lo}-{hi}"
-                else:
-                    task = sample_task(
-                        rng, {("reverse", "count")[i % 2] if kind == "word" else kind: 1}
-                    )
-                    group = (
-                        f"{task['digits']}-digit {task['op']}"
-                        if kind == "arith"
-                        else task.get("topic", task["kind"])
-                    )
+                elif kind == "arith":
+                    task = sample_task(rng, {"arith": 1})
+                    group = f"{task['digits']}-digit {task['op']}"
+                else:  # word tasks alternate reversing and counting
+                    task_kind = ("reverse", "count")[i % 2] if kind == "word" else kind
+                    task = sample_task(rng, {task_kind: 1})
+                    group = task.get("topic", task["kind"])
                 req = task_request(task, rng)
                 if is_heldout(req) and req not in seen:
                     break
@@ -513,33 +523,30 @@ def qa_set(n, seed=0, fact_ids=None, arith_share=0.35, nota=False):
     and its difficulty (fact id and frequency rank, or digit count). All distinct."""
     rng = random.Random(f"qa-{seed}")
     fact_ids = list(range(len(FACTS))) if fact_ids is None else list(fact_ids)
-    out, seen = [], set()
-    kinds = [
-        k < round(n * arith_share) or not fact_ids for k in range(n)
-    ]  # exact shares, in random order
+    out = []
+    seen = set()
+    # which questions are arithmetic: exact shares, in random order
+    kinds = [k < round(n * arith_share) or not fact_ids for k in range(n)]
     rng.shuffle(kinds)
     for arith in kinds:
         while True:
-            task = (
-                sample_task(rng, {"arith": 1})
-                if arith
-                else {"kind": "fact", "fact": rng.choice(fact_ids)}
-            )
+            if arith:
+                task = sample_task(rng, {"arith": 1})
+            else:
+                task = {"kind": "fact", "fact": rng.choice(fact_ids)}
             req = task_request(task, rng)
             if req not in seen and is_heldout(req):
                 break
         seen.add(req)
         choices, letter = mc_choices(task, rng)
-        k = rng.randrange(
-            len(choices)
-        )  # drawn either way: the "none of the above" set asks the same questions
+        # drawn either way: the "none of the above" set asks the same questions
+        k = rng.randrange(len(choices))
         if nota:
             choices[k] = NOTA
-        meta = (
-            {"digits": task["digits"]}
-            if arith
-            else {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
-        )
+        if arith:
+            meta = {"digits": task["digits"]}
+        else:
+            meta = {"fact": task["fact"], "fact_rank": FACTS[task["fact"]]["rank"]}
         out.append(
             {
                 "question": req,

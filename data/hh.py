@@ -30,10 +30,10 @@ SUBSETS = [
 # SHA-256 of the published files, measured on the copies in ../shared/data/hh-rlhf. Train
 # splits are not listed: their hash is printed on first download and checked against the
 # .sha256 file written beside them afterwards (trust on first use).
-SHA256 = {
-    "harmless-base/test.jsonl.gz": "ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",
-    "helpful-base/test.jsonl.gz": "8be3fc1a13b27901631696f2be6f184c799f1baeaf145f53ac5db24960adc37b",
-    "helpful-rejection-sampled/test.jsonl.gz": "6186fc698c638dd5c6bbb33e0c115762d6fdfac0a18969ff4901545307f89a54",
+SHA256 = {  # (a digest cannot be wrapped: E501 is off for these lines)
+    "harmless-base/test.jsonl.gz": "ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",  # noqa: E501
+    "helpful-base/test.jsonl.gz": "8be3fc1a13b27901631696f2be6f184c799f1baeaf145f53ac5db24960adc37b",  # noqa: E501
+    "helpful-rejection-sampled/test.jsonl.gz": "6186fc698c638dd5c6bbb33e0c115762d6fdfac0a18969ff4901545307f89a54",  # noqa: E501
 }
 
 
@@ -65,7 +65,8 @@ def download(subset, split, dest_dir):
         print(f"{path}: sha256 {digest} (no published hash; recorded for later checks)")
     elif digest != want:
         raise ValueError(
-            f"{path}: sha256 {digest} does not match the expected {want}; delete it and download again"
+            f"{path}: sha256 {digest} does not match the expected {want}; "
+            "delete it and download again"
         )
     return path
 
@@ -88,11 +89,9 @@ def find_files(path):
 
 
 def _open(path):
-    return (
-        gzip.open(path, "rt", encoding="utf-8")
-        if path.endswith(".gz")
-        else open(path, encoding="utf-8")
-    )
+    if path.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def read_pairs(path):
@@ -145,8 +144,9 @@ def load_comparisons(path, verbose=True):
     }
     if verbose:
         print(
-            f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} unique prompts, "
-            f"{stats['prompt_mismatch']} with differing prompts, in {len(stats['files'])} files"
+            f"HH comparisons from {path}: {stats['pairs']} pairs, {stats['unique_prompts']} "
+            f"unique prompts, {stats['prompt_mismatch']} with differing prompts, in "
+            f"{len(stats['files'])} files"
         )
     return pairs, stats
 

@@ -51,11 +51,12 @@ def tokenize_docs(enc, docs, sft=False):
     """-> (ids uint16, mask uint8 or None). With sft, mask=1 on tokens that start inside an
     assistant reply and on the end-of-text token after a document (learning to stop)."""
     eot = eot_id(enc)
-    ids_all = (
-        list(docs) if docs and not isinstance(docs[0], str) else enc.encode_ordinary_batch(docs)
-    )  # ids as given
+    if docs and not isinstance(docs[0], str):  # documents given as token ids
+        ids_all = list(docs)
+    else:
+        ids_all = enc.encode_ordinary_batch(docs)
     ids, mask = [], []
-    for doc, toks in zip(docs, ids_all):
+    for doc, toks in zip(docs, ids_all, strict=True):
         ids += toks + [eot]
         if sft:
             _, offsets = enc.decode_with_offsets(toks)
@@ -106,6 +107,19 @@ def _source_key(path):
     return [(os.path.abspath(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
 
 
+def _synthetic_docs(n, seed):
+    import torch
+
+    x, _ = synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))
+    return x.tolist()
+
+
+def _world_docs(n, seed, sft, mix):
+    if sft:
+        return corpora.sft_dialogues(n, seed, mix)
+    return corpora.pretrain_documents(n, seed=seed)
+
+
 def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"):
     """Build (or reuse) the token stream for a source -> (directory, meta dict).
 
@@ -114,17 +128,13 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
     documents of token ids), a plain text file, or an HH-RLHF jsonl(.gz) file or directory
     (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
     if source == "synthetic":
-        name, key = (
-            f"synthetic-{tokenizer}",
-            {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer},
-        )
+        name = f"synthetic-{tokenizer}"
+        key = {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer}
         if not _fresh(name, key):
-            import torch
-
-            gen = lambda n, seed: synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))[
-                0
-            ].tolist()
-            splits = {"train": gen(N_SYNTHETIC_DOCS, 0), "val": gen(N_SYNTHETIC_DOCS // 20, 1)}
+            splits = {
+                "train": _synthetic_docs(N_SYNTHETIC_DOCS, 0),
+                "val": _synthetic_docs(N_SYNTHETIC_DOCS // 20, 1),
+            }
             write_stream(
                 name,
                 get_tokenizer(tokenizer),
@@ -142,18 +152,14 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
         }
         if not _fresh(name, key):
             if verbose:
-                print(
-                    f"preparing the assistant world ({'SFT' if sft else 'pretraining'} corpus) ...",
-                    flush=True,
-                )
+                corpus = "SFT" if sft else "pretraining"
+                print(f"preparing the assistant world ({corpus} corpus) ...", flush=True)
             enc = get_tokenizer(tokenizer)
-            gen = (
-                (lambda n, seed: corpora.sft_dialogues(n, seed, mix))
-                if sft
-                else corpora.pretrain_documents
-            )
             n = key["docs"]
-            splits = {"train": gen(n, seed=0), "val": gen(max(n // 20, 200), seed=1)}
+            splits = {
+                "train": _world_docs(n, 0, sft, mix),
+                "val": _world_docs(max(n // 20, 200), 1, sft, mix),
+            }
             # each fact's frequency: how often the training split states it (calibrate.py's bands)
             text = "\n".join(splits["train"])
             counts = [text.count(world.fact_statement(f)) for f in world.FACTS]
@@ -179,7 +185,7 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
             if os.path.isfile(source) and not source.endswith((".jsonl", ".jsonl.gz")):
                 with open(source, encoding="utf-8") as f:
                     text = f.read()
-                # plain text: paragraphs are documents (keeps the val split from cutting mid-paragraph)
+                # plain text: paragraphs are documents (so the val split cuts no paragraph)
                 docs = [p for p in text.split("\n\n") if p.strip()]
                 kind = "text"
             else:
@@ -211,7 +217,8 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
         meta = json.load(f)
     if verbose:
         print(
-            f"data {d}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, tokenizer {tokenizer}"
+            f"data {d}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
+            f"tokenizer {tokenizer}"
         )
     return d, meta
 
@@ -238,11 +245,9 @@ def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
     rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
     x = rng.integers(0, vocab, (batch, T + 1))
     n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
-    lengths, copy, where = (
-        rng.integers(4, 13, (batch, n)),
-        rng.random((batch, n)) < p_repeat,
-        rng.random((batch, n)),
-    )
+    lengths = rng.integers(4, 13, (batch, n))
+    copy = rng.random((batch, n)) < p_repeat
+    where = rng.random((batch, n))
     for b in range(batch):
         t, c = int(lengths[b, 0]), 1
         while t < T + 1:
@@ -280,7 +285,8 @@ def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     of the stream, each of its windows seen exactly `count` times at random slots; the rest
     from the rest of the stream -> (the unique ids, the subset's windows (n, block_size + 1),
     schedule (iters, batch): the subset window each slot takes, -1 for a unique window)."""
-    T1, slots = block_size + 1, iters * batch
+    T1 = block_size + 1
+    slots = iters * batch
     n_win = round(frac * slots / count)
     if n_win < 1 or n_win * T1 > len(ids) // 2:
         raise SystemExit(

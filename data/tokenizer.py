@@ -10,7 +10,8 @@ byte-level variant of GPT-2, Radford et al. 2019), stored in tiktoken's rank-fil
 encoding. Special tokens go after the merges.
 
   get_tokenizer("world")  our BPE on the assistant world's pretraining corpus (default)
-  get_tokenizer("gpt2")   tiktoken's GPT-2 (offline with TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache)
+  get_tokenizer("gpt2")   tiktoken's GPT-2
+                          (offline with TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache)
   get_tokenizer("bpe:NAME", text_fn=...)  our BPE trained on any text (e.g. HH-RLHF)
 """
 
@@ -48,8 +49,9 @@ def train_bpe(text, vocab_size, pat=PAT):
     vocab = [bytes([i]) for i in range(256)]
     pair_count = collections.Counter()
     where = collections.defaultdict(set)  # pair -> indices of words containing it
+    # (zip(w, w[1:]), strict=False, below: the adjacent pairs of a word)
     for wi, w in enumerate(words):
-        for pair in zip(w, w[1:]):
+        for pair in zip(w, w[1:], strict=False):
             pair_count[pair] += freq[wi]
             where[pair].add(wi)
     # ties broken by the pair's bytes, so training is deterministic
@@ -64,7 +66,7 @@ def train_bpe(text, vocab_size, pat=PAT):
         changed = set()
         for wi in list(where[pair]):
             w, f = words[wi], freq[wi]
-            for p in zip(w, w[1:]):  # remove this word's old pairs
+            for p in zip(w, w[1:], strict=False):  # remove this word's old pairs
                 pair_count[p] -= f
                 changed.add(p)
             out, i = [], 0
@@ -73,7 +75,7 @@ def train_bpe(text, vocab_size, pat=PAT):
                 out.append(new_id if merge else w[i])
                 i += 2 if merge else 1
             words[wi] = out
-            for p in zip(out, out[1:]):  # add the new pairs
+            for p in zip(out, out[1:], strict=False):  # add the new pairs
                 pair_count[p] += f
                 where[p].add(wi)
                 changed.add(p)
@@ -138,7 +140,8 @@ def get_tokenizer(name="world", text_fn=None, vocab_size=4096):
     if name == "world":
         from data.world import WORLD_VERSION
 
-        text_fn, tag = text_fn or _world_text, f"world-v{WORLD_VERSION}"
+        text_fn = text_fn or _world_text
+        tag = f"world-v{WORLD_VERSION}"
     elif name.startswith("bpe:"):
         if text_fn is None and not os.path.exists(
             os.path.join(CACHE_DIR, f"{name[4:]}-{vocab_size}.tiktoken")

@@ -29,7 +29,7 @@ def test_constitution_parses_and_ablation_removes_only_the_bracketed_clauses():
         r"evasi|explain|reason|why|alternative|instead|dodg|forthcoming|open|straight", re.I
     )
     changed = 0
-    for f, a in zip(full, abl):
+    for f, a in zip(full, abl, strict=True):
         for k in ("critique", "revision", "choose"):
             assert "[" not in f[k] and "]" not in f[k] and len(a[k]) <= len(f[k])
             changed += a[k] != f[k]
@@ -41,12 +41,12 @@ def test_constitution_parses_and_ablation_removes_only_the_bracketed_clauses():
             ), a[k]
     assert changed >= 30
     assert any(words.search(p["choose"]) for p in full)
-    assert (
-        abl_examples == []
-    )  # an example revision would show a choice between explained and evasive
-    # "removes only the bracketed clauses": the ablated text is the full text minus the brackets' contents
+    # an example revision would show a choice between explained and evasive
+    assert abl_examples == []
+    # "removes only the bracketed clauses": the ablated text is the full text minus the
+    # brackets' contents
     raw = open(CONSTITUTION).read()
-    for f, a in zip(full, abl):
+    for f, a in zip(full, abl, strict=True):
         line = next(
             x
             for x in raw.splitlines()
@@ -67,9 +67,8 @@ def test_no_constitution_sentence_appears_in_any_corpus():
     other words, never the constitution itself."""
     text = open(CONSTITUTION).read()
     sentences = set()
-    for line in (
-        text.splitlines()
-    ):  # the principles, and the example's critique and revision (not its dialogue)
+    # the principles, and the example's critique and revision (not its dialogue)
+    for line in text.splitlines():
         if not line.startswith(("critique:", "revision:", "choose:", "Critique", "Revision")):
             continue
         line = line.split(": ", 1)[-1]
@@ -84,9 +83,8 @@ def test_no_constitution_sentence_appears_in_any_corpus():
         + corpora.sft_dialogues(1000, 0, "hh")
         + [p["chosen"] + p["rejected"] for p in corpora.comparison_pairs(500)]
     )
-    assert (
-        "Critique request:" in corpus and "The better reply is (" in corpus
-    )  # the formats are taught
+    # the formats are taught
+    assert "Critique request:" in corpus and "The better reply is (" in corpus
     found = [s for s in sentences if s in corpus]
     assert not found, found[:3]
 
@@ -191,11 +189,13 @@ def test_tiny_end_to_end(tmp_path):
     """Every stage with tiny models: the revisions, the SL-CAI fine-tune (train_lm.py), AI
     labels, the PM (train_pm.py), PPO (ppo.py), the comparison -- and the written jsonl
     loads with the project's HH loader."""
-    tiny_lm(tmp_path / "base.pt", 0), tiny_lm(tmp_path / "helpful.pt", 1)
+    tiny_lm(tmp_path / "base.pt", 0)
+    tiny_lm(tmp_path / "helpful.pt", 1)
+    enc = get_tokenizer("world")
     pm = GPT(
         GPTConfig(
-            vocab_size=vocab_size_padded(get_tokenizer("world")),
-            vocab_valid=get_tokenizer("world").n_vocab,
+            vocab_size=vocab_size_padded(enc),
+            vocab_valid=enc.n_vocab,
             block_size=256,
             n_layer=2,
             n_head=2,

@@ -46,8 +46,8 @@ def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices
     ]
     got = calibrate.softmax(calibrate.letter_logits(m, enc, prompts, 4, batch_size=3))
     assert np.allclose(got.sum(1), 1.0)
-    ids = [enc.encode_ordinary(l)[0] for l in LETTERS[:4]]
-    for p, row in zip(prompts, got):
+    ids = [enc.encode_ordinary(letter)[0] for letter in LETTERS[:4]]
+    for p, row in zip(prompts, got, strict=True):
         toks = enc.encode_ordinary(p)
         assert enc.encode_ordinary(p + "B) x")[: len(toks) + 1] == toks + [ids[1]]
         with torch.no_grad():
@@ -63,7 +63,7 @@ def test_answer_logprobs_against_one_unpadded_sequence_at_a_time():
         [c for q in qs for c in q["choices"]],
     )
     got = calibrate.answer_logprobs(m, enc, prompts, answers, batch_size=5)
-    for p, a, g in zip(prompts, answers, got):
+    for p, a, g in zip(prompts, answers, got, strict=True):
         toks, n = enc.encode_ordinary(p + " " + a), len(enc.encode_ordinary(p))
         with torch.no_grad():
             logp = F.log_softmax(m(torch.tensor([toks]))[0][0].float(), -1)
@@ -124,16 +124,15 @@ def test_question_set_is_held_out_distinct_and_right():
             q["choices"][LETTERS.index(q["mc_answer"])] == q["answer"]
             and len(set(q["choices"])) == 4
         )
-    for q, plain in zip(
-        qa_set(200, seed=1, nota=True), qa_set(200, seed=1)
-    ):  # the same questions, one option replaced
+    # the same questions, one option replaced
+    for q, plain in zip(qa_set(200, seed=1, nota=True), qa_set(200, seed=1), strict=True):
         c = q["choices"]
         assert c.count(NOTA) == 1 and c[LETTERS.index(q["mc_answer"])] == (
             q["answer"] if q["answer"] in c else NOTA
         )
         assert (
             q["question"] == plain["question"]
-            and sum(a != b for a, b in zip(c, plain["choices"])) == 1
+            and sum(a != b for a, b in zip(c, plain["choices"], strict=True)) == 1
         )
 
 
@@ -150,7 +149,7 @@ def test_pretraining_teaches_the_formats_only_on_training_questions():
         t = world.parse_request(q)  # every document ends with the right answer stated in full
         assert d.endswith(world._answer_text(t, world.task_answer(t)))
     kinds = [("Choices:" in d, "Proposed answer:" in d, "Possible answers:" in d) for d in docs]
-    assert all(sum(k) > 10 for k in zip(*kinds))
+    assert all(sum(k) > 10 for k in zip(*kinds, strict=True))
 
 
 @pytest.mark.slow
@@ -189,9 +188,8 @@ def test_tiny_run_writes_the_results_contract(tmp_path):
     res = json.load(open(tmp_path / "tiny" / "results.json"))
     for k in ("mc", "mc_none_of_above", "true_false", "mc_answer_scoring"):
         assert {"accuracy", "ece", "rms_ce", "brier", "n"} <= set(res[k]) and res[k]["n"] == 60
-        assert all(
-            isinstance(v, (int, float)) for n, v in res[k].items() if not n.endswith("_ci")
-        )  # plain numbers
+        # plain numbers
+        assert all(isinstance(v, (int, float)) for n, v in res[k].items() if not n.endswith("_ci"))
     assert {"ece_t1", "best_temperature", "ece_best_t"} <= set(res["rlhf"])
     assert {"auroc", "auroc_brainstorm", "accuracy_all", "accuracy_kept"} <= set(res["p_true"])
     pik = res["p_ik"]

@@ -17,8 +17,10 @@ def test_equal_width_bins_by_hand():
     assert [t["n"] for t in m["table"]] == [1, 2, 1]
     gaps = [0.05 - 0, 0.135 - 0.5, 0.95 - 1]
     w = [1 / 4, 2 / 4, 1 / 4]
-    assert m["ece"] == pytest.approx(sum(wi * abs(g) for wi, g in zip(w, gaps)))
-    assert m["rms_ce"] == pytest.approx(np.sqrt(sum(wi * g * g for wi, g in zip(w, gaps))))
+    assert m["ece"] == pytest.approx(sum(wi * abs(g) for wi, g in zip(w, gaps, strict=True)))
+    assert m["rms_ce"] == pytest.approx(
+        np.sqrt(sum(wi * g * g for wi, g in zip(w, gaps, strict=True)))
+    )
     assert m["brier"] == pytest.approx(
         np.mean([(0.05 - 0) ** 2, (0.15 - 1) ** 2, (0.12 - 0) ** 2, (0.95 - 1) ** 2])
     )
@@ -51,8 +53,8 @@ def test_a_calibrated_forecaster_has_small_ece_and_an_overconfident_one_large():
 
 
 def brute_force_auroc(s, y):
-    pos = [a for a, l in zip(s, y) if l]
-    neg = [a for a, l in zip(s, y) if not l]
+    pos = [a for a, label in zip(s, y, strict=True) if label]
+    neg = [a for a, label in zip(s, y, strict=True) if not label]
     return sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg)) / (
         len(pos) * len(neg)
     )

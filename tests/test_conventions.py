@@ -53,9 +53,8 @@ def test_help_output_lists_every_flag_with_its_text(name):
         [sys.executable, f"{name}.py", "--help"], cwd=ROOT, capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
-    assert (
-        SCRIPTS[name].__doc__.strip().splitlines()[0] in r.stdout
-    )  # the module docstring is the description
+    # the module docstring is the description
+    assert SCRIPTS[name].__doc__.strip().splitlines()[0] in r.stdout
     for f in fields(SCRIPTS[name].Config):
         assert f"--{f.name}" in r.stdout, f.name
     for preset in SCRIPTS[name].PRESETS:  # --preset lists what each preset sets

@@ -98,11 +98,12 @@ def test_real_hh_files_load_and_match_published_hashes():
 def test_sft_mask_covers_exactly_the_assistant_replies():
     enc = get_tokenizer("world")
     docs = [
-        "\n\nHuman: What is 2 + 3?\n\nAssistant: 2 + 3 = 5.\n\nHuman: And 4 + 4?\n\nAssistant: 4 + 4 = 8.",
+        "\n\nHuman: What is 2 + 3?\n\nAssistant: 2 + 3 = 5."
+        "\n\nHuman: And 4 + 4?\n\nAssistant: 4 + 4 = 8.",
         "\n\nHuman: Hi\n\nAssistant: Hello!",
     ]
     ids, mask = tokenize_docs(enc, docs, sft=True)
-    masked = enc.decode([int(t) for t, m in zip(ids, mask) if m])
+    masked = enc.decode([int(t) for t, m in zip(ids, mask, strict=True) if m])
     assert masked == " 2 + 3 = 5. 4 + 4 = 8.<|endoftext|> Hello!<|endoftext|>"
     assert assistant_spans(docs[1]) == [(len("\n\nHuman: Hi\n\nAssistant:"), len(docs[1]))]
 

@@ -26,18 +26,15 @@ def test_prefix_matching_on_hand_built_patterns():
     prev = pattern(2 * n, lambda i: i - 1)
     uniform = torch.ones(1, 1, 2 * n, 2 * n).tril()
     uniform = uniform / uniform.sum(-1, keepdim=True)
-    tokens = torch.arange(n).repeat(2)[
-        None
-    ]  # no chance duplicates: only i - n + 1 follows an earlier copy
+    # no chance duplicates: only i - n + 1 follows an earlier copy
+    tokens = torch.arange(n).repeat(2)[None]
     prefix = induction.prefix_matching([perfect, prev, uniform], tokens, n)
     assert prefix[0, 0].item() == 1.0
     assert prefix[1, 0].item() == 0.0  # a previous-token head is not an induction head
     assert 0.0 < prefix[2, 0].item() < 0.15
     # with a chance duplicate, attention after *any* earlier occurrence of the token counts
     dup = torch.tensor([[5, 1, 5, 2, 5, 1, 5, 2]])  # n = 4
-    after_first = pattern(
-        8, lambda i: 1 if i >= 4 and i % 2 == 0 else i
-    )  # the 5s attend to position 1
+    after_first = pattern(8, lambda i: 1 if i >= 4 and i % 2 == 0 else i)  # the 5s attend to 1
     assert induction.prefix_matching([after_first], dup, 4)[0, 0].item() == pytest.approx(0.5)
 
 
@@ -69,9 +66,8 @@ def test_icl_score_on_synthetic_loss_curve():
     assert induction.icl_score(flat) == 0.0
     curve = 3.0 - torch.arange(T) / T  # loss falls linearly with position
     assert induction.icl_score(curve) == pytest.approx(-(500 - 50) / T, abs=1e-5)
-    short = (
-        3.0 - torch.arange(64) / 64
-    )  # short contexts use the scaled positions 50/512 T and 500/512 T
+    # short contexts use the scaled positions 50/512 T and 500/512 T
+    short = 3.0 - torch.arange(64) / 64
     assert induction.icl_score(short) == pytest.approx(-(61 - 6) / 64, abs=1e-5)
 
 
@@ -86,11 +82,14 @@ def test_prefix_matching_with_random_periods_defeats_a_positional_head():
             for p in periods.tolist()
         ]
     )
-    fixed = pattern(T, lambda i: i - 5 + 1).expand(2, 1, T, T)  # offset right for period 5 only
-    induction_ = torch.cat([pattern(T, lambda i: i - p + 1) for p in periods.tolist()])
-    assert induction.prefix_matching([induction_], tokens, periods)[0, 0].item() == pytest.approx(
-        1.0
-    )
+
+    def back(p):  # each query attends to the token p - 1 before it
+        return pattern(T, lambda i: i - p + 1)
+
+    fixed = back(5).expand(2, 1, T, T)  # offset right for period 5 only
+    induction_ = torch.cat([back(p) for p in periods.tolist()])
+    score = induction.prefix_matching([induction_], tokens, periods)[0, 0].item()
+    assert score == pytest.approx(1.0)
     # sequence 1: 5/5 second-copy tokens right; sequence 2: 0/8 -> 5/13
     assert induction.prefix_matching([fixed], tokens, periods)[0, 0].item() == pytest.approx(5 / 13)
     x, n = induction.repeated_random(64, 32, 50, torch.Generator().manual_seed(0), T=64)
@@ -115,14 +114,13 @@ def test_head_ablation_matches_zeroing_the_heads_output_weights():
     for heads in ([(1, 2)], [(0, 0), (1, 1), (1, 3)]):
         ref = copy.deepcopy(model)
         with torch.no_grad():
-            for l, h in heads:
-                ref.blocks[l].attn.proj.weight[:, h * hd : (h + 1) * hd] = 0
+            for layer, h in heads:
+                ref.blocks[layer].attn.proj.weight[:, h * hd : (h + 1) * hd] = 0
         with induction.ablated(model, heads):
             got = model(x)[0]
         assert torch.allclose(got, ref(x)[0], atol=1e-6)
-        assert not torch.allclose(
-            got, model(x)[0], atol=1e-4
-        )  # and the hooks are gone after the block
+        # and the hooks are gone after the block
+        assert not torch.allclose(got, model(x)[0], atol=1e-4)
 
 
 def test_k_composition_on_hand_built_weights():
@@ -136,9 +134,8 @@ def test_k_composition_on_hand_built_weights():
             blk.ln1.fill_(1.0)
         w0, w1 = model.blocks[0].attn, model.blocks[1].attn
         w0.proj.weight.zero_()
-        w0.proj.weight[:8, :8] = torch.eye(
-            8
-        )  # head 0 (columns 0-7) writes dims 0-7; head 1 writes nothing
+        # head 0 (columns 0-7) writes dims 0-7; head 1 writes nothing
+        w0.proj.weight[:8, :8] = torch.eye(8)
         w1.qkv.weight[C : 2 * C].zero_()
         w1.qkv.weight[C : C + 8, :8] = torch.eye(8)  # head 0's key reads dims 0-7
         w1.qkv.weight[C + 8 : 2 * C, 8:] = torch.eye(8)  # head 1's key reads dims 8-15
@@ -148,23 +145,24 @@ def test_k_composition_on_hand_built_weights():
 
 
 def test_phase_change_window_and_shares():
+    curves = [  # step, best prefix matching, ICL score, loss
+        (0, 0.0, 0.0, 4.0),
+        (20, 0.05, -0.1, 3.9),
+        (40, 0.2, -0.2, 3.8),
+        (60, 0.6, -0.9, 3.2),
+        (80, 0.95, -1.0, 3.0),
+        (100, 1.0, -1.0, 3.0),
+    ]
     snaps = [
-        {"step": s, "max_prefix_matching": p, "icl_score": i, "eval_loss": l}
-        for s, p, i, l in [
-            (0, 0.0, 0.0, 4.0),
-            (20, 0.05, -0.1, 3.9),
-            (40, 0.2, -0.2, 3.8),
-            (60, 0.6, -0.9, 3.2),
-            (80, 0.95, -1.0, 3.0),
-            (100, 1.0, -1.0, 3.0),
-        ]
+        {"step": step, "max_prefix_matching": pm, "icl_score": icl, "eval_loss": loss}
+        for step, pm, icl, loss in curves
     ]
     pc = induction.phase_change(snaps, 0.3)
-    # rise 0 -> 1: first >= 0.1 at step 40, so the window starts at 20; first >= 0.9 at 80; half at 60
+    # rise 0 -> 1: first >= 0.1 at step 40, so the window starts at 20; first >= 0.9 at 80;
+    # half at 60
     assert pc["pm_window"] == {"start": 20, "end": 80} and pc["phase_change_step"] == 60
-    assert pc["icl_change_in_window"] == pytest.approx(0.9) and pc[
-        "loss_change_in_window"
-    ] == pytest.approx(0.9)
+    assert pc["icl_change_in_window"] == pytest.approx(0.9)
+    assert pc["loss_change_in_window"] == pytest.approx(0.9)
     flat = [dict(s, max_prefix_matching=0.1) for s in snaps]
     assert induction.phase_change(flat, 0.3) == {
         "phase_change_step": None,
@@ -180,9 +178,8 @@ def test_smeared_keys_start_without_a_previous_token_mechanism():
     assert torch.allclose(torch.sigmoid(model.blocks[0].attn.smear), torch.tensor(cfg.smear_init))
     opt = induction.make_optimizer(model, cfg, torch.device("cpu"))
     groups = [[id(p) for p in g["params"]] for g in opt.param_groups]
-    assert sorted(sum(groups, [])) == sorted(
-        id(p) for p in model.parameters()
-    )  # each parameter once
+    # each parameter once
+    assert sorted(sum(groups, [])) == sorted(id(p) for p in model.parameters())
     assert opt.param_groups[-1]["params"] == [model.blocks[0].attn.smear]
     assert opt.param_groups[-1]["lr_mult"] == cfg.smear_lr_mult
 
@@ -207,163 +204,80 @@ def test_synthetic_batches_repeat_a_segment():
 
 def test_training_run_writes_results_and_analyze_reads_the_checkpoint(tmp_path):
     """Plumbing only: a few steps, the results contract, and --analyze on the checkpoint."""
-    cfg = induction.parse_args(
-        [
-            "--models",
-            "attn1,smear1,mlp2",
-            "--steps",
-            "20",
-            "--mlp_steps",
-            "10",
-            "--snap_every",
-            "10",
-            "--block_size",
-            "32",
-            "--seeds",
-            "2",
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
-    res = induction.main(cfg)
+    argv = "--models attn1,smear1,mlp2 --steps 20 --mlp_steps 10 --snap_every 10"
+    argv += " --block_size 32 --seeds 2 --quiet"
+    res = induction.main(induction.parse_args([*argv.split(), "--out_dir", str(tmp_path)]))
     saved = json.load(open(tmp_path / "results.json"))
-    assert (
-        saved["models"]["smear1"]["smeared_key"] is True and saved["models"]["attn1"]["layers"] == 1
-    )
-    assert (
-        saved["models"]["mlp2"]["attn_only"] is False
-        and saved["models"]["attn1"]["attn_only"] is True
-    )
-    for m in saved["models"].values():
-        assert set(m) >= {
-            "layers",
-            "smeared_key",
-            "attn_only",
-            "phase_change_step",
-            "final_icl_score",
-            "max_prefix_matching",
-            "pm_window",
-            "icl_change_in_window",
-            "ablation",
-            "prev_token_max",
-            "k_composition_max",
-            "k_composition_init",
-        }
+    models = saved["models"]
+    assert models["smear1"]["smeared_key"] is True and models["attn1"]["layers"] == 1
+    assert models["mlp2"]["attn_only"] is False and models["attn1"]["attn_only"] is True
+    keys = {
+        "layers",
+        "smeared_key",
+        "attn_only",
+        "phase_change_step",
+        "final_icl_score",
+        "max_prefix_matching",
+        "pm_window",
+        "icl_change_in_window",
+        "ablation",
+        "prev_token_max",
+        "k_composition_max",
+        "k_composition_init",
+    }
+    for m in models.values():
+        assert set(m) >= keys
         assert set(m["ablation"]) >= {"icl_score_intact", "icl_score_top_head_ablated", "top_head"}
-    assert (
-        saved["models"]["mlp2"]["k_composition_max"] > 0
-        and saved["models"]["attn1"]["k_composition_max"] is None
-    )
-    assert [r["seed"] for r in saved["models"]["smear1"]["runs"]] == [
-        0,
-        1,
-    ]  # smear1 is a seed model; attn1 is not
-    assert (
-        len(saved["models"]["attn1"]["runs"]) == 1 and saved["seeds"] == []
-    )  # no attn2 in this run
+    assert models["mlp2"]["k_composition_max"] > 0 and models["attn1"]["k_composition_max"] is None
+    # smear1 is a seed model; attn1 is not; no attn2 in this run
+    assert [r["seed"] for r in models["smear1"]["runs"]] == [0, 1]
+    assert len(models["attn1"]["runs"]) == 1 and saved["seeds"] == []
     # snapshots: 3 per attention-only run (attn1, smear1 x 2), 2 for mlp2's 10 steps
     assert len(open(tmp_path / "metrics.jsonl").read().splitlines()) == 3 * 3 + 2
     rows = induction.analyze(str(tmp_path / "attn1.pt"), torch.device("cpu"))
     assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["prefix_matching"])
-    assert (
-        saved["models"]["attn1"]["max_prefix_matching"]
-        == res["models"]["attn1"]["max_prefix_matching"]
-    )
+    assert models["attn1"]["max_prefix_matching"] == res["models"]["attn1"]["max_prefix_matching"]
 
 
 @pytest.mark.slow
 def test_two_layers_form_induction_heads_one_layer_does_not(tmp_path):
-    """The phase change itself, short: under a minute on 2 CPU cores."""
-    cfg = induction.parse_args(
-        [
-            "--models",
-            "attn1,attn2",
-            "--seeds",
-            "1",
-            "--steps",
-            "800",
-            "--snap_every",
-            "50",
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
-    m = induction.main(cfg)["models"]
+    """The phase change itself, in a short run (800 steps). Prints each measured
+    value next to the bound it is held to."""
+    argv = "--models attn1,attn2 --seeds 1 --steps 800 --snap_every 50 --quiet".split()
+    m = induction.main(induction.parse_args([*argv, "--out_dir", str(tmp_path)]))["models"]
+    attn1, attn2, a = m["attn1"], m["attn2"], m["attn2"]["ablation"]
     print(
-        {k: (v["max_prefix_matching"], v["phase_change_step"], v["ablation"]) for k, v in m.items()}
+        f"attn2 max prefix matching {attn2['max_prefix_matching']:.3f} (> 0.4), "
+        f"attn1 {attn1['max_prefix_matching']:.3f} (< 0.15); final ICL score attn2 "
+        f"{attn2['final_icl_score']:.3f} (< attn1 - 0.3 = {attn1['final_icl_score'] - 0.3:.3f}); "
+        f"induction heads {a['induction_heads']} zeroed: ICL score "
+        f"{induction.fmt(a['icl_score_induction_heads_ablated'])} "
+        f"(> attn1 {attn1['final_icl_score']:.3f})"
     )
-    assert m["attn2"]["max_prefix_matching"] > 0.4 and m["attn2"]["phase_change_step"] is not None
-    assert m["attn1"]["max_prefix_matching"] < 0.15 and m["attn1"]["phase_change_step"] is None
-    assert m["attn2"]["final_icl_score"] < m["attn1"]["final_icl_score"] - 0.3
-    assert m["attn2"]["top_heads"][0]["head"].startswith("1.")  # the induction head sits in layer 1
+    assert attn2["max_prefix_matching"] > 0.4 and attn2["phase_change_step"] is not None
+    assert attn1["max_prefix_matching"] < 0.15 and attn1["phase_change_step"] is None
+    assert attn2["final_icl_score"] < attn1["final_icl_score"] - 0.3
+    assert attn2["top_heads"][0]["head"].startswith("1.")  # the induction head sits in layer 1
     # zeroing the induction heads together takes the ICL score back past the 1-layer model's
-    a = m["attn2"]["ablation"]
-    assert (
-        a["induction_heads"]
-        and a["icl_score_induction_heads_ablated"] > m["attn1"]["final_icl_score"]
-    )
+    assert a["induction_heads"]
+    assert a["icl_score_induction_heads_ablated"] > attn1["final_icl_score"]
 
 
 @pytest.mark.slow
 def test_gpu_preset_and_text_data_build_and_name_their_tokenizer(tmp_path):
     """The gpu preset keeps the synthetic vocabulary; on text the checkpoint records the
     tokenizer (not the data path), so --analyze can read it back."""
-    cfg = induction.parse_args(
-        [
-            "--preset",
-            "gpu",
-            "--models",
-            "attn1",
-            "--steps",
-            "1",
-            "--snap_every",
-            "1",
-            "--batch_size",
-            "2",
-            "--n_embd",
-            "32",
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
+    out = ["--out_dir", str(tmp_path), "--quiet"]
+    argv = "--preset gpu --models attn1 --steps 1 --snap_every 1 --batch_size 2 --n_embd 32"
+    cfg = induction.parse_args(argv.split() + out)
     assert cfg.vocab == 64 and cfg.block_size == 512
-    assert (
-        induction.main(cfg)["models"]["attn1"]["layers"] == 1
-        and (tmp_path / "gpu" / "attn1.pt").exists()
-    )
-    cfg = induction.parse_args(
-        [
-            "--preset",
-            "text",
-            "--data",
-            "world",
-            "--models",
-            "attn1",
-            "--steps",
-            "1",
-            "--snap_every",
-            "1",
-            "--batch_size",
-            "2",
-            "--block_size",
-            "32",
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
-    induction.main(cfg)
-    assert (
-        torch.load(tmp_path / "world" / "text" / "attn1.pt", weights_only=True)["tokenizer"]
-        == "world"
-    )
-    assert (
-        len(induction.analyze(str(tmp_path / "world" / "text" / "attn1.pt"), torch.device("cpu")))
-        == 4
-    )
+    assert induction.main(cfg)["models"]["attn1"]["layers"] == 1
+    assert (tmp_path / "gpu" / "attn1.pt").exists()
+    argv = "--preset text --data world --models attn1 --steps 1 --snap_every 1 --batch_size 2"
+    induction.main(induction.parse_args(argv.split() + ["--block_size", "32"] + out))
+    checkpoint = str(tmp_path / "world" / "text" / "attn1.pt")
+    assert torch.load(checkpoint, weights_only=True)["tokenizer"] == "world"
+    assert len(induction.analyze(checkpoint, torch.device("cpu"))) == 4
 
 
 @pytest.mark.parametrize(
@@ -381,20 +295,16 @@ def test_snapshot_measurements_run_on_the_models_device(device):
     on the CPU), and the results come back on the CPU for logging."""
     cfg = induction.parse_args(["--preset", "tiny", "--quiet"])
     model = induction.build("attn2", cfg, cfg.vocab).to(device)
-    x = induction.repeated_random(
-        4, cfg.block_size // 2, cfg.vocab, torch.Generator().manual_seed(0)
-    )[0].to(device)
-    probe = induction.repeated_random(
-        4, cfg.block_size // 2, cfg.vocab, torch.Generator().manual_seed(1), cfg.block_size
+    n = cfg.block_size // 2
+    x = induction.repeated_random(4, n, cfg.vocab, torch.Generator().manual_seed(0))[0]
+    x = x.to(device)
+    tokens, periods = induction.repeated_random(
+        4, n, cfg.vocab, torch.Generator().manual_seed(1), cfg.block_size
     )
-    snap = induction.measure(
-        model, (x[:, :-1], x[:, 1:]), (probe[0].to(device), probe[1].to(device)), cfg.threshold
-    )
-    assert snap["prefix_matching"].device.type == "cpu" and snap["prefix_matching"].shape == (
-        2,
-        cfg.n_head,
-    )
-    assert 0.0 <= float(snap["prefix_matching"].max()) <= 1.0 and torch.isfinite(
-        torch.tensor(snap["icl_score"])
-    )
+    probe = (tokens.to(device), periods.to(device))
+    snap = induction.measure(model, (x[:, :-1], x[:, 1:]), probe, cfg.threshold)
+    assert snap["prefix_matching"].device.type == "cpu"
+    assert snap["prefix_matching"].shape == (2, cfg.n_head)
+    assert 0.0 <= float(snap["prefix_matching"].max()) <= 1.0
+    assert torch.isfinite(torch.tensor(snap["icl_score"]))
     assert snap["ablated_icl"].shape == (2, cfg.n_head) and snap["prev_token"].device.type == "cpu"

@@ -55,25 +55,23 @@ def test_longer_reply_baseline():
         )
     )
     tok = train_pm.tokenize_pairs(get_tokenizer("world"), pairs, 32)
-    assert train_pm.evaluate(m, tok, pairs)["longer_reply_accuracy"] == pytest.approx(
-        0.5
-    )  # 1 + 0 + 1/2 of 3
+    # 1 + 0 + 1/2 of 3
+    assert train_pm.evaluate(m, tok, pairs)["longer_reply_accuracy"] == pytest.approx(0.5)
 
 
 def test_pm_accuracy_and_calibration():
-    assert train_pm.accuracy(np.array([2.0, 0.0, 1.0]), np.array([1.0, 3.0, 1.0])) == pytest.approx(
-        0.5
-    )
+    acc = train_pm.accuracy(np.array([2.0, 0.0, 1.0]), np.array([1.0, 3.0, 1.0]))
+    assert acc == pytest.approx(0.5)
     rng = np.random.default_rng(0)
     d = rng.normal(0, 2, 20000)
-    y = (rng.random(20000) < 1 / (1 + np.exp(-d))).astype(
-        float
-    )  # labels drawn from the PM's own odds
+    # labels drawn from the PM's own odds
+    y = (rng.random(20000) < 1 / (1 + np.exp(-d))).astype(float)
     # orient every pair so that "chosen" is the labelled winner, as in real data
     rc, rr = np.where(y == 1, d, 0.0), np.where(y == 1, 0.0, d)
     table, ece = train_pm.calibration(rc, rr, np.ones_like(d))
     assert ece < 0.02
-    _, ece_over = train_pm.calibration(3 * rc, 3 * rr, np.ones_like(d))  # over-confident
+    # over-confident
+    _, ece_over = train_pm.calibration(3 * rc, 3 * rr, np.ones_like(d))
     assert ece_over > 0.08
     assert sum(t["n"] for t in table) == 40000  # both orientations
 
@@ -99,10 +97,9 @@ def tiny_checkpoint(path, scalar=False, seed=0):
 def test_pm_scores_are_padding_invariant(tmp_path):
     m = tiny_checkpoint(tmp_path / "pm.pt", scalar=True).eval()
     pairs = [([5, 6, 7], [5, 6, 8, 9, 10, 11]), (list(range(20, 60)), [3])]
-    rc, rr = train_pm.pair_scores(
-        m, pairs, batch_size=3
-    )  # batches mix chosen and rejected of other pairs
-    for (c, r), a, b in zip(pairs, rc, rr):
+    # batches mix chosen and rejected of other pairs
+    rc, rr = train_pm.pair_scores(m, pairs, batch_size=3)
+    for (c, r), a, b in zip(pairs, rc, rr, strict=True):
         assert abs(a - m.score(torch.tensor([c]))[0, -1].item()) < 1e-5
         assert abs(b - m.score(torch.tensor([r]))[0, -1].item()) < 1e-5
 
@@ -132,12 +129,10 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
         "deflection_accuracy",
     ):
         assert isinstance(saved[k], float) and saved[k] == res[k], k
-    assert saved["n_pairs"] == 64 and saved["twin_pairs"] == sum(
-        p["probe"] != "deflection" for p in train_pm.twin_pairs()
-    )
-    assert (
-        len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16
-    )  # one record per step (one epoch)
+    assert saved["n_pairs"] == 64
+    assert saved["twin_pairs"] == sum(p["probe"] != "deflection" for p in train_pm.twin_pairs())
+    # one record per step (one epoch)
+    assert len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16
     cfg = train_pm.parse_args(
         [
             "--eval",
@@ -150,21 +145,16 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
         ]
     )
     m = train_pm.main(cfg)
-    assert (
-        capsys.readouterr().out.strip().splitlines()[-1]
-        == f"accuracy {m['accuracy']:.4f} on 64 pairs"
-    )
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last_line == f"accuracy {m['accuracy']:.4f} on 64 pairs"
     assert m["accuracy"] == pytest.approx(res["accuracy"])
     evals = list((tmp_path / "eval").glob("*/*/results.json"))
-    assert (
-        len(evals) == 1
-        and evals[0].parent.name == "tiny-world_test"
-        and evals[0].parent.parent.name.endswith("-tiny")
-    )
+    assert len(evals) == 1
+    assert evals[0].parent.name == "tiny-world_test"
+    assert evals[0].parent.parent.name.endswith("-tiny")
     assert json.load(open(evals[0]))["n_pairs"] == 64
-    assert (
-        json.load(open(d / "results.json")) == saved
-    )  # the evaluation did not overwrite the training run
+    # the evaluation did not overwrite the training run
+    assert json.load(open(d / "results.json")) == saved
 
 
 def test_pm_stops_on_divergence_without_saving(tmp_path):
@@ -199,10 +189,8 @@ def test_twin_probe_pairs_are_on_held_out_objects():
         axis = 1 if task["harmful"] else 0
         assert world.gold(req, chosen)[axis] > world.gold(req, rejected)[axis], p
         if p["probe"] == "deflection":
-            assert (
-                world.reply_category(req, rejected) == "dodge"
-                and world.reply_category(req, chosen) == "explained"
-            )
+            assert world.reply_category(req, rejected) == "dodge"
+            assert world.reply_category(req, chosen) == "explained"
 
 
 # ---------------------------------------------------------------- PPO pieces
@@ -247,7 +235,8 @@ def test_policy_loss_hand_computed():
     adv = torch.tensor([[1.0, 1.0, -2.0]])
     mask = torch.ones(1, 3)
     loss, st = ppo.policy_loss(logp, old, adv, mask, clip=0.2)
-    # per token: max(-A r, -A clip(r)): -min(1.5, 1.2) = -1.2; -min(0.5, 0.8) = -0.5; max(2.2, 2.2) = 2.2
+    # per token, max(-A r, -A clip(r)): -min(1.5, 1.2) = -1.2; -min(0.5, 0.8) = -0.5;
+    # max(2.2, 2.2) = 2.2
     assert loss.item() == pytest.approx((-1.2 - 0.5 + 2.2) / 3, abs=1e-6)
     assert st["clip_frac"] == pytest.approx(2 / 3)
     masked, _ = ppo.policy_loss(logp, old, adv, torch.tensor([[1.0, 0.0, 0.0]]), clip=0.2)
@@ -265,9 +254,8 @@ def test_whiten():
     x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
     m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     w = ppo.whiten(x, m)
-    assert (
-        abs(ppo.masked_mean(w, m).item()) < 1e-6 and abs(ppo.masked_mean(w**2, m).item() - 1) < 1e-4
-    )
+    assert abs(ppo.masked_mean(w, m).item()) < 1e-6
+    assert abs(ppo.masked_mean(w**2, m).item() - 1) < 1e-4
     assert w[0, 3].item() == 0.0
 
 
@@ -292,10 +280,8 @@ def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
     # the sampler's own log-probs agree with the recomputed ones (same temperature)
     m = exp["mask"].bool()
     assert (exp["logp"][m] - out["logprobs"][:, 1:][m]).abs().max().item() < 1e-5
-    opt_p, opt_v = (
-        torch.optim.AdamW(policy.parameters(), 1e-3),
-        torch.optim.AdamW(value.parameters(), 1e-3),
-    )
+    opt_p = torch.optim.AdamW(policy.parameters(), 1e-3)
+    opt_v = torch.optim.AdamW(value.parameters(), 1e-3)
     st = ppo.ppo_update(policy, value, opt_p, opt_v, exp, cfg, torch.Generator().manual_seed(0))
     assert st["first_epoch_ratio_max_dev"] == 0.0  # exactly 1
     exp2 = ppo.make_experience(policy, ref, value, out, torch.randn(8), cfg, kl_coef=0.1)
@@ -303,24 +289,27 @@ def test_kl_zero_for_identical_policies_and_first_ratio_is_one():
 
 
 def test_tiny_ppo_run_increases_reward():
-    """A toy reward (the share of token 3 in the reply) that PPO must learn to raise."""
+    """A toy reward (the share of token 3 in the reply) that PPO must learn to raise. The
+    policy learning rate is low enough that the reward climbs smoothly and the run stops
+    well before it saturates: near a reward of 1 the whitened advantages are mostly noise,
+    and at 3x this rate the policy can collapse there at a step that depends on the CPU's
+    floating-point details. A flipped policy-gradient sign or a zero rate fails the test."""
     cfg = ppo.Config(
         batch_size=32,
         minibatch=16,
         max_new_tokens=8,
         ppo_epochs=2,
-        lr=3e-3,
+        lr=1e-3,
         value_lr=3e-3,
         kl_coef=0.01,
     )
     policy, ref, value = tiny_policy(0), tiny_policy(0), tiny_policy(1, scalar=True)
-    opt_p, opt_v = (
-        torch.optim.AdamW(policy.parameters(), cfg.lr),
-        torch.optim.AdamW(value.parameters(), cfg.value_lr),
-    )
-    gen, cpu_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    opt_p = torch.optim.AdamW(policy.parameters(), cfg.lr)
+    opt_v = torch.optim.AdamW(value.parameters(), cfg.value_lr)
+    gen = torch.Generator().manual_seed(0)
+    cpu_gen = torch.Generator().manual_seed(1)
     rewards = []
-    for step in range(25):
+    for _ in range(20):
         prompts = [
             [int(x) for x in torch.randint(0, 15, (3,), generator=cpu_gen)]
             for _ in range(cfg.batch_size)
@@ -333,13 +322,17 @@ def test_tiny_ppo_run_increases_reward():
         rewards.append(score.mean().item())
         exp = ppo.make_experience(policy, ref, value, out, score * 5, cfg, cfg.kl_coef)
         ppo.ppo_update(policy, value, opt_p, opt_v, exp, cfg, cpu_gen)
-    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.2, rewards
+    # a working update raises it far past this margin; a broken one leaves it where it started
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.3, rewards
 
 
 def test_fit_line():
     slope, intercept, r2 = ppo.fit_line([0, 1, 2, 3], [1, 3, 5, 7])
-    assert slope == pytest.approx(2) and intercept == pytest.approx(1) and r2 == pytest.approx(1)
-    assert ppo.fit_line([0, 0, 0], [1.0, 2.0, 3.0]) == (0.0, 2.0, 0.0)  # no spread in x: no line
+    assert slope == pytest.approx(2)
+    assert intercept == pytest.approx(1)
+    assert r2 == pytest.approx(1)
+    # no spread in x: no line
+    assert ppo.fit_line([0, 0, 0], [1.0, 2.0, 3.0]) == (0.0, 2.0, 0.0)
 
 
 def test_ppo_main_writes_the_results_contract(tmp_path):
@@ -385,35 +378,29 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
         ]
         assert sum(rates) == pytest.approx(1.0)
         assert saved[side]["redteam_refusal_rate"] == pytest.approx(rates[1] + rates[2])
-    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"} and saved["after"] == res["after"]
-    assert (
-        isinstance(saved["kl"], float) and isinstance(saved["seconds"], float) and res["steps"] == 4
-    )
+    assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"}
+    assert saved["after"] == res["after"]
+    assert isinstance(saved["kl"], float)
+    assert isinstance(saved["seconds"], float)
+    assert res["steps"] == 4
     # the held-out evaluations: before, n_evals during training, after (the default has 5 during)
     pts = saved["eval_points"]
-    assert [p["step"] for p in pts] == [0, 2, 4] and ppo.Config().n_evals >= 5
-    assert all(
-        {"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"} <= set(p) for p in pts
-    )
-    assert (
-        pts[0]["kl"] == pytest.approx(0.0, abs=1e-5)
-        and pts[0]["pm_reward"] == saved["before"]["pm_reward"]
-    )
-    lines = [
-        json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "metrics.jsonl").read().splitlines()
-    ]
+    assert [p["step"] for p in pts] == [0, 2, 4]
+    assert ppo.Config().n_evals >= 5
+    point_keys = {"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"}
+    assert all(point_keys <= set(p) for p in pts)
+    assert pts[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert pts[0]["pm_reward"] == saved["before"]["pm_reward"]
+    lines = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "metrics.jsonl")]
     steps = [m for m in lines if not m.get("eval")]
-    assert len(steps) == 4 and {
-        "kl",
-        "entropy",
-        "clip_frac",
-        "approx_kl",
-        "value_loss",
-        "time_rollout",
-    } <= set(steps[0])
+    assert len(steps) == 4
+    assert {"kl", "entropy", "clip_frac", "approx_kl", "value_loss", "time_rollout"} <= set(
+        steps[0]
+    )
     assert sum(m.get("eval", False) for m in lines) == 3
     samples = [json.loads(x) for x in open(tmp_path / "ppo" / "tiny" / "samples.jsonl")]
-    assert len(samples) == 12 and {s["group"] for s in samples} == {"redteam", "benign", "twins"}
+    assert len(samples) == 12
+    assert {s["group"] for s in samples} == {"redteam", "benign", "twins"}
 
 
 def test_ppo_stops_on_divergence_without_saving(tmp_path):
@@ -473,7 +460,8 @@ def test_exact_kl_matches_a_plain_loop():
                 want[b] += sum(
                     lp[b, t, v].exp() * (lp[b, t, v] - lq[b, t, v]) for v in range(lp.size(-1))
                 )
-    assert torch.allclose(got, want, atol=1e-4) and (got > 0).all()
+    assert torch.allclose(got, want, atol=1e-4)
+    assert (got > 0).all()
     assert ppo.exact_kl(p, p, tokens, pad, mask, 1.0, 3).abs().max() < 1e-5
 
 
@@ -501,49 +489,51 @@ def test_training_batches_have_a_fixed_red_team_share():
             t["kind"] == "harm" and t["harmful"] for t in harmful
         ]
     assert {k: len(v) for k, v in sets.items()} == {"redteam": 200, "benign": 200, "twins": 100}
-    assert not set(train["redteam"]) & set(sets["redteam"]) and not set(train["benign"]) & set(
-        sets["benign"] + sets["twins"]
-    )
+    assert not set(train["redteam"]) & set(sets["redteam"])
+    assert not set(train["benign"]) & set(sets["benign"] + sets["twins"])
 
 
 def test_overoptimisation_is_gold_falling_while_the_pm_rises():
-    pt = lambda step, kl, pm, gold: {
-        "step": step,
-        "kl": kl,
-        "pm_reward": pm,
-        "gold_reward": gold,
-        "gold_reward_se": 0.02,
-    }
+    def pt(step, kl, pm, gold):
+        return {
+            "step": step,
+            "kl": kl,
+            "pm_reward": pm,
+            "gold_reward": gold,
+            "gold_reward_se": 0.02,
+        }
+
     rising = [pt(0, 0, 0.1, 0.5), pt(10, 1, 0.3, 0.6), pt(20, 2, 0.5, 0.7)]
     assert ppo.overoptimisation(rising) is None
-    turned = rising + [pt(30, 3, 0.6, 0.62)]
-    assert ppo.overoptimisation(turned)["step"] == 20 and ppo.overoptimisation(turned)["kl"] == 2
-    assert (
-        ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None
-    )  # within two standard errors
-    assert (
-        ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None
-    )  # the PM fell too: not over-optimisation
+    turned = ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.62)])
+    assert turned["step"] == 20
+    assert turned["kl"] == 2
+    # within two standard errors
+    assert ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None
+    # the PM fell too: not over-optimisation
+    assert ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None
 
 
 def test_paired_change_on_the_same_prompts():
-    recs = lambda vals: [
-        {
-            "group": "redteam",
-            "category": "comply",
-            "helpful": 0.0,
-            "harmless": v,
-            "pm": v,
-            "kl": 0.0,
-            "ended": True,
-            "tokens": 5.0,
-            "cluster": i // 2,
-        }
-        for i, v in enumerate(vals)
-    ]
-    before, after = recs([0.0, 0.0, 0.5, 0.5]), recs([1.0, 1.0, 0.5, 0.5])
+    def recs(vals):
+        return [
+            {
+                "group": "redteam",
+                "category": "comply",
+                "helpful": 0.0,
+                "harmless": v,
+                "pm": v,
+                "kl": 0.0,
+                "ended": True,
+                "tokens": 5.0,
+                "cluster": i // 2,
+            }
+            for i, v in enumerate(vals)
+        ]
+
+    before = recs([0.0, 0.0, 0.5, 0.5])
+    after = recs([1.0, 1.0, 0.5, 0.5])
     ch = ppo.paired_change(before, after)
-    assert ch["gold_harmlessness"] == pytest.approx(
-        {"change": 0.5, "se": 0.5}
-    )  # two clusters, +1 and 0
+    # two clusters, +1 and 0
+    assert ch["gold_harmlessness"] == pytest.approx({"change": 0.5, "se": 0.5})
     assert ppo.paired_change(before, before)["pm_reward"] == {"change": 0.0, "se": 0.0}

@@ -55,12 +55,8 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     d = tmp_path / "tiny"
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
     assert cfg.out_dir == str(d / "sft_hh") and cfg.init == str(d / "pretrain.pt")
-    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (
-        80,
-        1e-3,
-        32,
-        "adamw",
-    )  # the mode=sft preset on top of tiny
+    # the mode=sft preset on top of tiny
+    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
     assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
@@ -107,6 +103,14 @@ def test_resume_with_other_shape_is_a_clear_error(tmp_path):
     run(tmp_path, "--stop_after", "20")
     with pytest.raises(SystemExit, match="n_embd: checkpoint has 32, requested 48"):
         run(tmp_path, "--resume", "--n_embd", "48")
+
+
+def test_bad_choices_are_clear_errors():
+    for flag, value in [("--mode", "rl"), ("--optimizer", "sgd"), ("--sweep", "other")]:
+        with pytest.raises(SystemExit, match=f"{flag} must be one of"):
+            train_lm.parse_args([flag, value])
+    with pytest.raises(SystemExit, match="pretraining only"):
+        train_lm.parse_args(["--sweep", "repeated", "--mode", "sft"])
 
 
 def test_sft_targets_only_assistant_tokens():
@@ -205,11 +209,8 @@ def test_orthogonalise_keeps_singular_vectors_and_flattens_singular_values():
     """Against the SVD: the result is U f(S) V^T with every f(s) in [0.6, 1.25], for wide,
     tall and stacked matrices, whatever the scale of G."""
     torch.manual_seed(0)
-    for shape in [
-        (16, 48),
-        (48, 16),
-        (3, 24, 40),
-    ]:  # (square random matrices have singular values near 0)
+    # (square random matrices have singular values near 0)
+    for shape in [(16, 48), (48, 16), (3, 24, 40)]:
         G = torch.randn(*shape) * torch.logspace(-1, 0, shape[-1])  # column scales over a decade
         X = train_lm.orthogonalise(G * 1e3)
         U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -267,13 +268,11 @@ def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_cou
         n == round(0.25 * cfg.max_iters * cfg.batch_size / 4)
         and windows.shape[1] == cfg.block_size + 1
     )
-    assert np.array_equal(
-        np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4)
-    )  # each window 4 times
+    # each window 4 times
+    assert np.array_equal(np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4))
     assert (schedule >= 0).mean() == pytest.approx(0.25)
-    assert not set(windows.ravel().tolist()) & set(
-        unique.tolist()
-    )  # the unique stream never holds subset tokens
+    # the unique stream never holds subset tokens
+    assert not set(windows.ravel().tolist()) & set(unique.tolist())
     assert unique[0] == windows[-1, -1] + 1  # the rest of the training split, nothing else
     with pytest.raises(SystemExit, match="subset of 0 windows"):
         repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.01, 1000, 0)
@@ -333,9 +332,8 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
     res = train_lm.sweep_repeated(cfg)
     saved = json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
     assert [p["repeat_count"] for p in saved["points"]] == [0, 2, 4]
-    assert saved["points"][0]["repeated_fraction"] == 0 and saved["points"][1][
-        "repeated_fraction"
-    ] == pytest.approx(0.1)
+    assert saved["points"][0]["repeated_fraction"] == 0
+    assert saved["points"][1]["repeated_fraction"] == pytest.approx(0.1)
     for p in saved["points"]:
         assert set(p) >= {
             "repeat_count",
@@ -347,14 +345,12 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
             "max_prefix_matching",
         }
         assert 0 <= p["max_prefix_matching"] <= 1
-    assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32] and len(
-        saved["effective_params"]
-    ) == 2
+    assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32]
+    assert len(saved["effective_params"]) == 2
     assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
     assert [p["seed"] for p in saved["other_seed_no_repeat"]] == [cfg.seed + 1]
-    assert (
-        saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0
-    )  # 90% of 20 steps
+    # 90% of 20 steps
+    assert saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0
 
 
 def test_repeated_slots_replace_exactly_their_batch_rows():
