@@ -72,9 +72,11 @@ from tqdm import tqdm
 
 from data import corpora, world
 from data.prepare import (
-    copy_spans,
+    bytes_per_token,
     data_name,
     default_tokenizer,
+    fill_repeated,
+    get_batch,
     load_split,
     prepare,
     repeated_subset,
@@ -361,33 +363,11 @@ def make_optimizer(model, cfg, device):
     return MuonAdamW([muon, {"params": rest}], cfg.lr)
 
 
-def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
-    """Random windows of block_size + 1 tokens (nanoGPT), a share copy_frac of them with an
-    earlier span copied later. With an SFT mask, targets outside assistant replies are -1
-    (ignored by the loss)."""
-    ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
-    windows = np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix])
-    w = copy_spans(torch.from_numpy(windows), copy_frac, gen)
-    x, y = w[:, :-1], w[:, 1:]
-    if mask is not None:
-        targets = np.stack([mask[i + 1 : i + 1 + block_size] for i in ix])
-        y = y.masked_fill(~torch.from_numpy(targets).bool(), -1)
-    return x.to(device), y.to(device)
-
-
 # -----------------------------------------------------------------------------
 # Repeated data (Hernandez et al. 2022, Sec. 2): at a fixed number of training tokens, a
 # share repeat_frac of the sequences comes from a small subset of the training split seen
 # repeat_count times (data.prepare.repeated_subset); the rest from the rest of the split.
 # The held-out split is untouched.
-
-
-def fill_repeated(x, y, slots, windows):
-    """Replace the batch rows whose slot holds a subset window (slots >= 0) with that window."""
-    rows = torch.from_numpy(slots >= 0).to(x.device)
-    w = torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
-    x[rows], y[rows] = w[:, :-1], w[:, 1:]
-    return x, y
 
 
 @torch.no_grad()
@@ -432,18 +412,6 @@ def evaluate(model, ids, mask, cfg, device):
             losses.append(model(x, y)[1].item())
     model.train()
     return float(np.mean(losses))
-
-
-def bytes_per_token(enc, ids, mask):
-    """UTF-8 bytes of text per counted token (every token, or the SFT mask's): the factor from
-    nats per token to bits per byte, a loss that does not depend on the tokenizer. Special
-    tokens count as zero bytes (they are not text) but their loss is counted."""
-    special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
-    lens = np.array(
-        [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
-    )
-    counted = ids if mask is None else ids[mask.astype(bool)]
-    return float(lens[counted].sum() / max(len(counted), 1))
 
 
 def sample_prompts(cfg, enc, val_ids):
@@ -840,20 +808,7 @@ def sweep_repeated(cfg):
         },
         "targets": targets,
         "seconds": time.time() - t0,
-        "config": {
-            k: getattr(cfg, k)
-            for k in (
-                "n_layer",
-                "n_embd",
-                "block_size",
-                "batch_size",
-                "max_iters",
-                "repeat_frac",
-                "copy_frac",
-                "data",
-                "seed",
-            )
-        },
+        "config": asdict(cfg),
     }
     res["figure"] = plot_repeated(cfg.out_dir, points, sizes)
     write_json(os.path.join(cfg.out_dir, "results.json"), res)

@@ -15,6 +15,7 @@ import os
 import re
 
 import numpy as np
+import torch
 
 from data import corpora, hh, world
 from data.tokenizer import eot_id, get_tokenizer
@@ -108,8 +109,6 @@ def _source_key(path):
 
 
 def _synthetic_docs(n, seed):
-    import torch
-
     x, _ = synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))
     return x.tolist()
 
@@ -240,8 +239,6 @@ def synthetic_batch(batch, T, vocab, gen, p_repeat=0.7):
     back for the previous occurrence of the current token does (induction.py's data; the
     repeated-data sweep's). Drawn with numpy, seeded from the torch.Generator gen (scalar
     torch draws dominated a training step) -> (x, y) of shape (batch, T)."""
-    import torch
-
     rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
     x = rng.integers(0, vocab, (batch, T + 1))
     n = (T + 1) // 4 + 2  # enough chunks to fill a sequence; drawn in bulk, used in order
@@ -265,8 +262,6 @@ def copy_spans(windows, frac, gen):
     earlier span of the window (T/8 to T/4 tokens, from its first half) is copied to a later
     place in the same window, in place, so that late tokens can be predicted from early ones
     (the copying that induction heads do; Olsson et al. 2022). gen: a torch.Generator."""
-    import torch
-
     if frac <= 0:  # draws nothing: runs without repeats keep their batches
         return windows
     T = windows.shape[1]
@@ -277,6 +272,28 @@ def copy_spans(windows, frac, gen):
             dst = int(torch.randint(src + L, T + 1 - L, (1,), generator=gen))
             windows[b, dst : dst + L] = windows[b, src : src + L].clone()
     return windows
+
+
+def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
+    """Random windows of block_size + 1 tokens (nanoGPT), a share copy_frac of them with an
+    earlier span copied later. With an SFT mask, targets outside assistant replies are -1
+    (ignored by the loss)."""
+    ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
+    windows = np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix])
+    w = copy_spans(torch.from_numpy(windows), copy_frac, gen)
+    x, y = w[:, :-1], w[:, 1:]
+    if mask is not None:
+        targets = np.stack([mask[i + 1 : i + 1 + block_size] for i in ix])
+        y = y.masked_fill(~torch.from_numpy(targets).bool(), -1)
+    return x.to(device), y.to(device)
+
+
+def fill_repeated(x, y, slots, windows):
+    """Replace the batch rows whose slot holds a subset window (slots >= 0) with that window."""
+    rows = torch.from_numpy(slots >= 0).to(x.device)
+    w = torch.from_numpy(windows[slots[slots >= 0]]).to(x.device)
+    x[rows], y[rows] = w[:, :-1], w[:, 1:]
+    return x, y
 
 
 def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
@@ -319,3 +336,15 @@ if __name__ == "__main__":
     prepare(args.source, args.tokenizer, sft=False)
     for mix in corpora.SFT_MIXES if args.source == "world" else ("hh",):
         prepare(args.source, args.tokenizer, sft=True, mix=mix)
+
+
+def bytes_per_token(enc, ids, mask):
+    """UTF-8 bytes of text per counted token (every token, or the SFT mask's): the factor from
+    nats per token to bits per byte, a loss that does not depend on the tokenizer. Special
+    tokens count as zero bytes (they are not text) but their loss is counted."""
+    special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
+    lens = np.array(
+        [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
+    )
+    counted = ids if mask is None else ids[mask.astype(bool)]
+    return float(lens[counted].sum() / max(len(counted), 1))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train_lm
+from data import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "text", "tinyshakespeare.txt")
@@ -82,10 +83,10 @@ def test_bits_per_byte_against_decoded_text():
     text = "\n\nHuman: What is 2 + 3?\n\nAssistant: 2 + 3 = 5.<|endoftext|>\n\nHuman: Hi!"
     ids = np.array(enc.encode(text, allowed_special="all"))
     plain = len(text.replace("<|endoftext|>", "").encode())
-    assert train_lm.bytes_per_token(enc, ids, None) == pytest.approx(plain / len(ids))
+    assert prepare.bytes_per_token(enc, ids, None) == pytest.approx(plain / len(ids))
     mask = np.zeros(len(ids), dtype=np.uint8)
     mask[3:9] = 1
-    assert train_lm.bytes_per_token(enc, ids, mask) == pytest.approx(
+    assert prepare.bytes_per_token(enc, ids, mask) == pytest.approx(
         len(enc.decode(ids[3:9].tolist()).encode()) / 6
     )
 
@@ -118,7 +119,7 @@ def test_sft_targets_only_assistant_tokens():
     mask = np.zeros(100, dtype=np.uint8)
     mask[40:60] = 1
     gen = torch.Generator().manual_seed(0)
-    x, y = train_lm.get_batch(ids, mask, 30, 64, gen, "cpu")
+    x, y = prepare.get_batch(ids, mask, 30, 64, gen, "cpu")
     assert ((y >= 40) & (y < 60) | (y == -1)).all() and (y == x + 1)[y != -1].all()
     assert (y != -1).sum() > 0 and ((x + 1 >= 40) & (x + 1 < 60) == (y != -1)).all()
 
@@ -356,7 +357,7 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
 def test_repeated_slots_replace_exactly_their_batch_rows():
     x, y = torch.zeros(4, 8, dtype=torch.long), torch.zeros(4, 8, dtype=torch.long)
     windows = np.arange(3 * 9).reshape(3, 9) + 1
-    x, y = train_lm.fill_repeated(x, y, np.array([-1, 2, -1, 0]), windows)
+    x, y = prepare.fill_repeated(x, y, np.array([-1, 2, -1, 0]), windows)
     assert x[0].eq(0).all() and x[2].eq(0).all()  # unique rows untouched
     assert x[1].tolist() == windows[2, :-1].tolist() and y[1].tolist() == windows[2, 1:].tolist()
     assert x[3].tolist() == windows[0, :-1].tolist() and y[3].tolist() == windows[0, 1:].tolist()
