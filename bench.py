@@ -19,6 +19,7 @@ timed sampling call is reported next to the mean.
 """
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -144,6 +145,14 @@ class BaselineGPT(nn.Module):
         self.wpe = nn.Embedding(c.block_size, c.n_embd)
         self.blocks = nn.ModuleList([BaselineBlock(c) for _ in range(c.n_layer)])
         self.ln_f = nn.LayerNorm(c.n_embd, bias=False)
+        # nanoGPT's initialisation: N(0, 0.02), the projections into the residual stream
+        # scaled by 1/sqrt(2 n_layer) (GPT-2). PyTorch's defaults (N(0, 1) embeddings, tied to
+        # the unembedding) saturate the softmax, and the tiny gradients that follow are
+        # denormal floats, which some CPUs compute many times slower (docs/speedrun.md).
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                residual = name.endswith(("proj.weight", "fc_out.weight"))
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer) if residual else 0.02)
 
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))

@@ -14,8 +14,8 @@ import critique_revise as cr
 import ppo
 from data import corpora
 from data.hh import load_comparisons
-from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import GPT, GPTConfig, save_checkpoint
+from data.tokenizer import get_tokenizer
+from helpers import tiny_checkpoint
 
 CONSTITUTION = "data/constitution.txt"
 
@@ -110,28 +110,11 @@ def test_agreement_and_calibration_by_hand():
     assert cr.ece(np.array([0.9] * 10), np.array([1] * 5 + [0] * 5)) == pytest.approx(0.4)
 
 
-def tiny_lm(path, seed):
-    torch.manual_seed(seed)
-    enc = get_tokenizer("world")
-    m = GPT(
-        GPTConfig(
-            vocab_size=vocab_size_padded(enc),
-            vocab_valid=enc.n_vocab,
-            block_size=256,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-        )
-    )
-    save_checkpoint(str(path), m, "world")
-    return m
-
-
 def test_chain_of_thought_labels_are_clamped(tmp_path, monkeypatch):
     """The model writes its reasoning (a real tiny model samples it), then answers; a
     confident answer (P(A) 0.99 or 0.01) is clamped to [0.4, 0.6] with chain of thought and
     left alone without."""
-    m = tiny_lm(tmp_path / "lm.pt", 0).eval()
+    m = tiny_checkpoint(tmp_path / "lm.pt").eval()
     seen = []
 
     def confident(model, enc, texts, batch_size, desc=None):
@@ -189,21 +172,9 @@ def test_tiny_end_to_end(tmp_path):
     """Every stage with tiny models: the revisions, the SL-CAI fine-tune (train_lm.py), AI
     labels, the PM (train_pm.py), PPO (ppo.py), the comparison -- and the written jsonl
     loads with the project's HH loader."""
-    tiny_lm(tmp_path / "base.pt", 0)
-    tiny_lm(tmp_path / "helpful.pt", 1)
-    enc = get_tokenizer("world")
-    pm = GPT(
-        GPTConfig(
-            vocab_size=vocab_size_padded(enc),
-            vocab_valid=enc.n_vocab,
-            block_size=256,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-            scalar_head=True,
-        )
-    )
-    save_checkpoint(str(tmp_path / "pm.pt"), pm, "world")
+    tiny_checkpoint(tmp_path / "base.pt")
+    tiny_checkpoint(tmp_path / "helpful.pt", seed=1)
+    tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=2)
     ppo.main(
         ppo.parse_args(
             [

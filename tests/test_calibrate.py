@@ -13,33 +13,15 @@ import calibrate
 from data import corpora, world
 from data.corpora import LETTERS, NOTA, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
-from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import GPT, GPTConfig, save_checkpoint
-
-
-def tiny_lm(path=None, seed=0):
-    torch.manual_seed(seed)
-    enc = get_tokenizer("world")
-    m = GPT(
-        GPTConfig(
-            vocab_size=vocab_size_padded(enc),
-            vocab_valid=enc.n_vocab,
-            block_size=256,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-        )
-    )
-    if path:
-        save_checkpoint(str(path), m, "world")
-    return m.eval(), enc
+from data.tokenizer import get_tokenizer
+from helpers import tiny_checkpoint
 
 
 def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices():
     """Batched (left-padded) letter logits, softmaxed over the letters, equal each prompt's
     own next-token distribution over the whole vocabulary, restricted to the letters and
     renormalised; and the letter after "(" is one token that tokenizes the same in context."""
-    m, enc = tiny_lm()
+    m, enc = tiny_checkpoint().eval(), get_tokenizer("world")
     qs = qa_set(6, seed=5)
     prompts = [mc_prompt(q["question"], q["choices"]) for q in qs] + [
         tf_prompt(qs[0]["question"], "Paris", ["1", "2"])
@@ -56,7 +38,7 @@ def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices
 
 
 def test_answer_logprobs_against_one_unpadded_sequence_at_a_time():
-    m, enc = tiny_lm()
+    m, enc = tiny_checkpoint().eval(), get_tokenizer("world")
     qs = qa_set(4, seed=6)
     prompts, answers = (
         [qa_prompt(q["question"]) for q in qs for _ in range(4)],
@@ -166,24 +148,16 @@ def test_facts_span_every_frequency_band():
 
 @pytest.mark.slow
 def test_tiny_run_writes_the_results_contract(tmp_path):
-    tiny_lm(tmp_path / "lm.pt", 0)
-    tiny_lm(tmp_path / "policy.pt", 1)
-    cfg = calibrate.parse_config(
-        calibrate.Config,
-        calibrate.PRESETS,
-        "",
-        [
-            "--preset",
-            "tiny",
-            "--init",
-            str(tmp_path / "lm.pt"),
-            "--policy",
-            str(tmp_path / "policy.pt"),
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-    )
+    tiny_checkpoint(tmp_path / "lm.pt")
+    tiny_checkpoint(tmp_path / "policy.pt", seed=1)
+
+    def config(*flags):
+        lm = ["--init", str(tmp_path / "lm.pt")]
+        return calibrate.parse_config(
+            calibrate.Config, calibrate.PRESETS, "", ["--preset", "tiny", *lm, "--quiet", *flags]
+        )
+
+    cfg = config("--policy", str(tmp_path / "policy.pt"), "--out_dir", str(tmp_path))
     calibrate.main(cfg)
     res = json.load(open(tmp_path / "tiny" / "results.json"))
     for k in ("mc", "mc_none_of_above", "true_false", "mc_answer_scoring"):
@@ -209,23 +183,8 @@ def test_tiny_run_writes_the_results_contract(tmp_path):
     lines = [json.loads(x) for x in open(tmp_path / "tiny" / "metrics.jsonl")]
     assert any(x.get("section") == "p_ik" for x in lines)
     # a missing policy is skipped with the reason
-    cfg2 = calibrate.parse_config(
-        calibrate.Config,
-        calibrate.PRESETS,
-        "",
-        [
-            "--preset",
-            "tiny",
-            "--init",
-            str(tmp_path / "lm.pt"),
-            "--policy",
-            str(tmp_path / "none.pt"),
-            "--out_dir",
-            str(tmp_path / "b"),
-            "--quiet",
-            "--n_pik",
-            "20",
-        ],
+    cfg2 = config(
+        "--policy", str(tmp_path / "none.pt"), "--out_dir", str(tmp_path / "b"), "--n_pik", "20"
     )
     res2 = calibrate.main(cfg2)
     assert res2["rlhf"] is None and "none.pt not found" in res2["rlhf_skipped"]

@@ -13,7 +13,8 @@ import ppo
 import train_pm
 from data import corpora, world
 from data.tokenizer import get_tokenizer, vocab_size_padded
-from model import GPT, GPTConfig, generate, save_checkpoint
+from helpers import tiny_checkpoint
+from model import GPT, GPTConfig, generate
 
 # ---------------------------------------------------------------- preference model
 
@@ -74,24 +75,6 @@ def test_pm_accuracy_and_calibration():
     _, ece_over = train_pm.calibration(3 * rc, 3 * rr, np.ones_like(d))
     assert ece_over > 0.08
     assert sum(t["n"] for t in table) == 40000  # both orientations
-
-
-def tiny_checkpoint(path, scalar=False, seed=0):
-    torch.manual_seed(seed)
-    enc = get_tokenizer("world")
-    m = GPT(
-        GPTConfig(
-            vocab_size=vocab_size_padded(enc),
-            vocab_valid=enc.n_vocab,
-            block_size=256,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-            scalar_head=scalar,
-        )
-    )
-    save_checkpoint(str(path), m, "world")
-    return m
 
 
 def test_pm_scores_are_padding_invariant(tmp_path):
@@ -335,22 +318,17 @@ def test_fit_line():
     assert ppo.fit_line([0, 0, 0], [1.0, 2.0, 3.0]) == (0.0, 2.0, 0.0)
 
 
-def test_ppo_main_writes_the_results_contract(tmp_path):
+def tiny_ppo_config(tmp_path, *flags):
+    """ppo.py's tiny preset on two untrained checkpoints: the policy (seed 0), the PM (seed 1)."""
     tiny_checkpoint(tmp_path / "sft.pt", seed=0)
     tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
-    cfg = ppo.parse_args(
-        [
-            "--preset",
-            "tiny",
-            "--policy",
-            str(tmp_path / "sft.pt"),
-            "--pm",
-            str(tmp_path / "pm.pt"),
-            "--out_dir",
-            str(tmp_path / "ppo"),
-            "--quiet",
-        ]
-    )
+    models = ["--policy", str(tmp_path / "sft.pt"), "--pm", str(tmp_path / "pm.pt")]
+    out = ["--out_dir", str(tmp_path / "ppo"), "--quiet"]
+    return ppo.parse_args(["--preset", "tiny", *models, *out, *flags])
+
+
+def test_ppo_main_writes_the_results_contract(tmp_path):
+    cfg = tiny_ppo_config(tmp_path)
     res = ppo.main(cfg)
     saved = json.load(open(tmp_path / "ppo" / "tiny" / "results.json"))
     keys = {
@@ -405,23 +383,7 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
 
 def test_ppo_stops_on_divergence_without_saving(tmp_path):
     """A learning rate that blows the policy up: PPO stops with the step, writes no policy."""
-    tiny_checkpoint(tmp_path / "sft.pt", seed=0)
-    tiny_checkpoint(tmp_path / "pm.pt", scalar=True, seed=1)
-    cfg = ppo.parse_args(
-        [
-            "--preset",
-            "tiny",
-            "--policy",
-            str(tmp_path / "sft.pt"),
-            "--pm",
-            str(tmp_path / "pm.pt"),
-            "--out_dir",
-            str(tmp_path / "ppo"),
-            "--quiet",
-            "--value_lr",
-            "1e30",
-        ]
-    )
+    cfg = tiny_ppo_config(tmp_path, "--value_lr", "1e30")
     with pytest.raises(SystemExit, match=r"^stopped: non-finite .* at step \d+"):
         ppo.main(cfg)
 
