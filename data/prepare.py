@@ -318,6 +318,18 @@ def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     return ids[n_win * T1 :], windows, schedule.reshape(iters, batch)
 
 
+def bytes_per_token(enc, ids, mask):
+    """UTF-8 bytes of text per counted token (every token, or the SFT mask's): the factor from
+    nats per token to bits per byte, a loss that does not depend on the tokenizer. Special
+    tokens count as zero bytes (they are not text) but their loss is counted."""
+    special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
+    lens = np.array(
+        [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
+    )
+    counted = ids if mask is None else ids[mask.astype(bool)]
+    return float(lens[counted].sum() / max(len(counted), 1))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -336,15 +348,3 @@ if __name__ == "__main__":
     prepare(args.source, args.tokenizer, sft=False)
     for mix in corpora.SFT_MIXES if args.source == "world" else ("hh",):
         prepare(args.source, args.tokenizer, sft=True, mix=mix)
-
-
-def bytes_per_token(enc, ids, mask):
-    """UTF-8 bytes of text per counted token (every token, or the SFT mask's): the factor from
-    nats per token to bits per byte, a loss that does not depend on the tokenizer. Special
-    tokens count as zero bytes (they are not text) but their loss is counted."""
-    special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
-    lens = np.array(
-        [0 if i in special else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
-    )
-    counted = ids if mask is None else ids[mask.astype(bool)]
-    return float(lens[counted].sum() / max(len(counted), 1))
