@@ -36,6 +36,7 @@ from model import (
     GPT,
     GPTConfig,
     autocast,
+    cli,
     configure_optimizer,
     device_peak_flops,
     generate,
@@ -69,8 +70,8 @@ class Config:
     batch_size: int = 16
     # timed training steps
     steps: int = 10
-    # untimed warm-up steps (compilation, allocator)
-    warmup: int = 3
+    # untimed warm-up steps (compilation, allocator; 0: none)
+    untimed: int = 3
     # torch.compile both models
     compile: bool = False
     # prompts per sampling call
@@ -108,6 +109,10 @@ PRESETS = {
         "ppo_step": False,
     },
 }
+# a smoke test: every section in seconds
+PRESETS["tiny"] = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, "vocab_size": 128}
+PRESETS["tiny"] |= {"batch_size": 4, "steps": 2, "untimed": 1, "sample_batch": 4}
+PRESETS["tiny"] |= {"prompt_len": 8, "new_tokens": 16}
 PRESETS["suite=gpu"] = {**PRESETS["gpt2"], "compile": True}  # eager and compiled
 
 
@@ -212,7 +217,7 @@ def training(args, cfg, device, res, tag=""):
     n_params = {k: m.num_params() for k, m in models.items()}
     for compiled in [False, True] if args.suite and args.compile else [args.compile]:
         run = {k: torch.compile(m) for k, m in models.items()} if compiled else models
-        tps = bench_train(run, cfg, args.batch_size, args.steps, args.warmup, device)
+        tps = bench_train(run, cfg, args.batch_size, args.steps, args.untimed, device)
         mode = "compiled" if compiled else "eager"
         for k, v in tps.items():
             util = mfu(cfg, n_params[k], v, device)
@@ -233,7 +238,8 @@ def sampling(args, cfg, model, device, res, tag=""):
     model.eval()
     nt = min(args.new_tokens, cfg.block_size - args.prompt_len)
     batch, prompt_len = args.sample_batch, args.prompt_len
-    cached, first = bench_sample(model, cfg, batch, prompt_len, nt, True, 3, device)
+    reps = min(3, args.steps)  # --steps bounds every section
+    cached, first = bench_sample(model, cfg, batch, prompt_len, nt, True, reps, device)
     full, _ = bench_sample(model, cfg, batch, prompt_len, nt, False, 1, device)
     res["sample_batch"] = batch
     res["sample_new_tokens"] = nt
@@ -260,8 +266,8 @@ def scripts(args, root):
     # (script, its flags, its output folder)
     pm_flags = ["--init", pretrained, *"--n_train 256 --n_test 128 --epochs 1".split()]
     runs = [
-        ("train_lm.py", "--max_iters 20 --eval_interval 10".split(), lm),
-        ("train_lm.py", "--mode sft --max_iters 10 --eval_interval 5".split(), lm),
+        ("train_lm.py", "--steps 20 --eval_interval 10".split(), lm),
+        ("train_lm.py", "--mode sft --steps 10 --eval_interval 5".split(), lm),
         ("train_pm.py", pm_flags, pm),
         ("ppo.py", ["--policy", sft, "--pm", pm_ckpt, "--steps", "2"], ppo),
         ("induction.py", "--models attn2 --steps 60 --snap_every 20".split(), ind),
@@ -363,9 +369,10 @@ def main(args):
     model = training(args, cfg, device, res, tag)
     sampling(args, cfg, model, device, res, tag)
     if args.ppo_step:
-        res["ppo_step_seconds"] = bench_ppo_step(cfg, device)
+        short = {"new_tokens": min(64, cfg.block_size - 24), "reps": min(3, args.steps)}
+        res["ppo_step_seconds"] = bench_ppo_step(cfg, device, **short)
         print(
-            f"[{tag}] PPO step (ppo.py defaults: 32 prompts, 64 new tokens, 2 epochs): "
+            f"[{tag}] PPO step (32 prompts, {short['new_tokens']} new tokens, 2 epochs): "
             + ", ".join(f"{k} {v:.2f}s" for k, v in res["ppo_step_seconds"].items())
         )
     if args.suite:
@@ -385,4 +392,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, PRESETS, __doc__))
+    cli(main, lambda argv: parse_config(Config, PRESETS, __doc__, argv))

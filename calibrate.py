@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data import world
 from data.calibration import auroc, reliability
@@ -54,6 +53,7 @@ from data.prepare import prepare
 from data.tokenizer import get_tokenizer
 from model import (
     autocast,
+    cli,
     cluster_se,
     configure_optimizer,
     ensure_checkpoint,
@@ -67,6 +67,7 @@ from model import (
     optimizer_step,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
     run_path,
@@ -186,7 +187,7 @@ def sample_answers(model, enc, prompts, n, max_new_tokens, gen, quiet, desc, bat
     """n samples at T = 1 of each prompt -> list (per prompt) of n first lines."""
     flat = [p for p in prompts for _ in range(n)]
     texts = []
-    for i in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False, disable=quiet):
+    for i in progress(range(0, len(flat), batch_size), desc, quiet, leave=False):
         replies, _ = sample_replies(model, enc, flat[i : i + batch_size], max_new_tokens, 1.0, gen)
         texts += [r.split("\n")[0] for r in replies]
     return [texts[j * n : (j + 1) * n] for j in range(len(prompts))]
@@ -441,7 +442,7 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
     for _ in range(cfg.pik_epochs):
         batches += np.array_split(order_rng.permutation(len(qs)), per_epoch)
     steps = len(batches)
-    bar = tqdm(batches, desc=f"P(IK) head ({tag})", leave=False, disable=cfg.quiet)
+    bar = progress(batches, f"P(IK) head ({tag})", cfg.quiet, leave=False)
     for step, batch in enumerate(bar):
         model.train()
         idx, pad = left_pad([toks[i] for i in batch], 0, device)
@@ -451,7 +452,7 @@ def train_p_ik(cfg, device, init, enc, qs, y, out_dir, tag):
             )
         loss.backward()
         optimizer_step(opt, model, loss, 1.0, step, lr_at(step, steps, cfg.pik_lr, steps // 10))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if step % 10 == 0:
             rec = {"section": "p_ik", "head": tag, "step": step, "loss": round(loss.item(), 4)}
             log_metrics(out_dir, rec)
@@ -542,7 +543,7 @@ def p_ik(model, cfg, device, init, enc, gen, rng, out_dir, counts):
 
 
 def plots(res, out_dir):
-    plt = pyplot()
+    plt = pyplot("reliability.png")
     if plt is None:
         return []
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
@@ -647,9 +648,9 @@ def main(cfg):
     t0 = time.time()
     device = get_device(cfg.device)
     log = printer(cfg.quiet)
-    out_dir = run_dir(cfg.out_dir, cfg.preset)
     init = cfg.init or ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained LM")
     model, ck = load_checkpoint(init, device)
+    out_dir = run_dir(cfg.out_dir, cfg.preset)
     enc = get_tokenizer(ck["tokenizer"])
     # each fact's count of statements in the pretraining corpus, counted when it was prepared
     counts = prepare("world", ck["tokenizer"], verbose=False)[1]["fact_counts"]
@@ -677,10 +678,10 @@ def main(cfg):
             details[section] = {n: v.pop(n) for n in moved}
     res["details"] = details
     write_json(os.path.join(out_dir, "results.json"), res)
-    summary(res, log)
-    log(f"results in {out_dir}/ ({res['seconds']:.0f}s)")
+    summary(res, print)  # the summary, --quiet or not
+    print(f"results in {out_dir}/ ({res['seconds']:.0f}s)")
     return res
 
 
 if __name__ == "__main__":
-    main(parse_config(Config, PRESETS, __doc__))
+    cli(main, lambda argv: parse_config(Config, PRESETS, __doc__, argv))

@@ -55,13 +55,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data import corpora, world
 from data.calibration import reliability
 from data.hh import write_jsonl
 from data.tokenizer import get_tokenizer
 from model import (
+    cli,
     cluster_se,
     ensure_checkpoint,
     get_device,
@@ -71,6 +71,7 @@ from model import (
     next_token_logits,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
     run_path,
@@ -140,7 +141,7 @@ class Config:
     # PPO steps of RL-CAI (ppo.py's default)
     ppo_steps: int = 50
     # sequences per generation / scoring batch
-    batch_size: int = 64
+    sample_batch: int = 64
     # random seed (prompts, principles, sampling; passed to PPO)
     seed: int = 1337
     # "auto" (cuda if available), "cpu", "cuda", ...
@@ -161,7 +162,7 @@ PRESETS = {
         "n_probe": 1000,
         "n_helpful_pairs": 20000,
         "ppo_steps": 300,
-        "batch_size": 256,
+        "sample_batch": 256,
         # the gpu models' 512-token context holds the example and a round
         "shots": 1,
     },
@@ -180,7 +181,7 @@ PRESETS = {
         "cot_tokens": 6,
         "n_helpful_pairs": 16,
         "ppo_steps": 2,
-        "batch_size": 8,
+        "sample_batch": 8,
     },
 }
 
@@ -219,11 +220,11 @@ def load_constitution(path, ablate=False):
         principle = {"title": title}
         for k in ("critique", "revision", "choose"):
             if k not in fields:
-                raise ValueError(f"{path}: principle {title!r} (block {n + 1}) has no '{k}:' line")
+                raise SystemExit(f"{path}: principle {title!r} (block {n + 1}) has no '{k}:' line")
             principle[k] = fields[k]
         principles.append(principle)
     if not principles:
-        raise ValueError(f"{path}: no principles ('## title' blocks)")
+        raise SystemExit(f"{path}: no principles ('## title' blocks)")
     return principles, examples
 
 
@@ -242,7 +243,7 @@ def complete(model, enc, texts, max_new, temperature, gen, batch_size, desc=None
     blank line of a continuation that starts a new turn at once); a progress bar when desc
     is given."""
     out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
+    for i in progress(range(0, len(texts), batch_size), desc, desc is None, leave=False):
         batch = texts[i : i + batch_size]
         replies, _ = sample_replies(model, enc, batch, max_new, temperature, gen)
         out += [re.split(stop, r)[0].strip() for r in replies]
@@ -253,7 +254,7 @@ def answer(model, enc, requests, cfg, gen):
     """One reply per request, sampled at temperature 1 as the policy would answer."""
     prompts = [corpora.dialogue([(q, "")]).rstrip() for q in requests]
     desc = None if cfg.quiet else "answer"
-    return complete(model, enc, prompts, cfg.max_new_tokens, 1.0, gen, cfg.batch_size, desc)
+    return complete(model, enc, prompts, cfg.max_new_tokens, 1.0, gen, cfg.sample_batch, desc)
 
 
 def revise(
@@ -265,20 +266,20 @@ def revise(
     chains = [[r] for r in replies]
     critiques = [[] for _ in replies]
     shot = "".join(examples[: cfg.shots])
-    temperature = cfg.revise_temperature
-    for _ in tqdm(range(cfg.rounds), disable=cfg.quiet, desc=desc):
+    temperature, batch = cfg.revise_temperature, cfg.sample_batch
+    for _ in progress(range(cfg.rounds), desc, cfg.quiet):
         ps = [rng.choice(principles) for _ in requests]
         ctx = [shot + corpora.dialogue([(q, c[-1])]) for q, c in zip(requests, chains, strict=True)]
         if not direct:
             for i, p in enumerate(ps):
                 ctx[i] += f"\n\nCritique request: {p['critique']}\n\nCritique:"
-            crits = complete(model, enc, ctx, cfg.critique_tokens, temperature, gen, cfg.batch_size)
+            crits = complete(model, enc, ctx, cfg.critique_tokens, temperature, gen, batch)
             for i, k in enumerate(crits):
                 ctx[i] += " " + k
                 critiques[i].append(k)
         for i, p in enumerate(ps):
             ctx[i] += f"\n\nRevision request: {p['revision']}\n\nRevision:"
-        revisions = complete(model, enc, ctx, cfg.max_new_tokens, temperature, gen, cfg.batch_size)
+        revisions = complete(model, enc, ctx, cfg.max_new_tokens, temperature, gen, batch)
         for c, r in zip(chains, revisions, strict=True):
             c.append(r)
     return chains, critiques
@@ -350,7 +351,7 @@ def answer_probs(model, enc, texts, batch_size, desc=None):
     """P(A) normalised against P(B) for the answer token that follows each text."""
     ids = [enc.encode_single_token("A"), enc.encode_single_token("B")]
     logits = []
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None, leave=False):
+    for i in progress(range(0, len(texts), batch_size), desc, desc is None, leave=False):
         logits.append(next_token_logits(model, enc, texts[i : i + batch_size], ids, batch_size))
     lg = torch.cat(logits)
     return prob_a(lg[:, 0], lg[:, 1]).numpy()
@@ -377,13 +378,13 @@ def feedback(model, enc, pairs, principles, n_principles, cfg, rng, gen, cot=Fal
             cfg.cot_tokens,
             cfg.revise_temperature,
             gen,
-            cfg.batch_size,
+            cfg.sample_batch,
             desc,
             stop=r"\n",
         )
         texts = [t + " " + th for t, th in zip(texts, thoughts, strict=True)]
     desc = None if cfg.quiet else "AI feedback"
-    p_a = answer_probs(model, enc, [t + ANSWER for t in texts], cfg.batch_size, desc)
+    p_a = answer_probs(model, enc, [t + ANSWER for t in texts], cfg.sample_batch, desc)
     if cot:
         p_a = np.clip(p_a, cfg.cot_clamp, 1 - cfg.cot_clamp)
     return p_a.reshape(len(pairs), n_principles, 2)
@@ -540,7 +541,7 @@ def targets(pol, fb):
 
 
 def plots(res, hh, rl, out_dir):
-    plt = pyplot()
+    plt = pyplot("harmless_vs_helpful.png, revisions.png")
     if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -603,6 +604,8 @@ def read_results(folder):
 def main(cfg):
     t_start = time.time()
     device, log = get_device(cfg.device), printer(cfg.quiet)
+    principles, examples = load_constitution(cfg.constitution, cfg.ablate)  # a bad file: now
+    ablated, _ = load_constitution(cfg.constitution, ablate=True)
     # ---- prerequisites, built when missing: the HH RLHF result (ppo.py builds the pretrained
     # LM, the HH-like SFT policy and the PM on the way) and the helpful-only policy
     hh_dir = cfg.hh_rlhf or run_path("out/ppo", cfg.preset)
@@ -622,8 +625,6 @@ def main(cfg):
     pm_dir = run_path(cfg.out_dir, "pm_cai", cfg.preset)
     rl_dir = run_path(cfg.out_dir, "rl_cai", cfg.preset)
     helpful_dir = run_path(cfg.out_dir, "helpful_only", cfg.preset)
-    principles, examples = load_constitution(cfg.constitution, cfg.ablate)
-    ablated, _ = load_constitution(cfg.constitution, ablate=True)
     rng = random.Random(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -709,7 +710,7 @@ def main(cfg):
     iters = max(1, math.ceil(tokens / (batch * policy.cfg.block_size)))  # one epoch
     argv = ["train_lm.py", "--preset", cfg.preset, "--mode", "sft", "--data", sl_path]
     argv += ["--tokenizer", ck["tokenizer"], "--init", base, "--out_dir", cfg.out_dir]
-    argv += ["--batch_size", str(batch), "--max_iters", str(iters), "--seed", str(cfg.seed)]
+    argv += ["--batch_size", str(batch), "--steps", str(iters), "--seed", str(cfg.seed)]
     run_script(argv, "SL-CAI: fine-tuning the pretrained model on the revisions", quiet=cfg.quiet)
     sl_ckpt = os.path.join(sl_dir, "sft", "sft.pt")
 
@@ -786,16 +787,16 @@ def main(cfg):
     figs = plots(res, hh, rl, out_dir)
 
     header = "".join(f"{c.replace('_rate', '').replace('gold_', ''):>17s}" for c in POLICY_KEYS)
-    log(f"\n{'':14s}{header}   (held-out: {hh['eval_prompts']}; ± clustered standard errors)")
+    print(f"\n{'':14s}{header}   (held-out: {hh['eval_prompts']}; ± clustered standard errors)")
     for name, p in pol.items():
-        log(f"  {name:12s}" + "".join(f"{p[c]:11.3f}±{p[c + '_se']:.3f}" for c in POLICY_KEYS))
+        print(f"  {name:12s}" + "".join(f"{p[c]:11.3f}±{p[c + '_se']:.3f}" for c in POLICY_KEYS))
     met = [
         f"{k} {'met' if ok else 'NOT met'} ({v:.3f} vs {t:.3f})"
         for k, (v, t, ok) in res["targets"].items()
     ]
-    log("\ntargets: " + "; ".join(met))
+    print("\ntargets: " + "; ".join(met))  # the summary, --quiet or not
     written = "".join(", " + os.path.basename(f) for f in figs)
-    log(
+    print(
         f"wrote {out_dir}/ (results.json, revisions.jsonl, sl_cai.jsonl, pm_cai.jsonl{written}) "
         f"in {res['seconds_own_stages']:.0f}s of its own stages"
     )
@@ -803,4 +804,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli(main, parse_args)

@@ -48,7 +48,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.prepare import (
     copy_spans,
@@ -61,6 +60,7 @@ from data.prepare import (
 from model import (
     GPT,
     GPTConfig,
+    cli,
     configure_optimizer,
     get_device,
     load_checkpoint,
@@ -69,6 +69,7 @@ from model import (
     optimizer_step,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
     save_checkpoint,
@@ -109,7 +110,7 @@ class Config:
     n_head: int = 4
     # learning rate (constant after warm-up)
     lr: float = 1e-3
-    # steps of linear warm-up
+    # steps of linear warm-up (0: none)
     warmup: int = 20
     # clip the gradient norm to this (0: no clipping)
     grad_clip: float = 0.0
@@ -469,7 +470,7 @@ def train_one(name, cfg, device, text, vocab, seed):
     eval_batch = (ex.to(device), ey.to(device))
     probe = probe_batch(vocab, cfg.block_size, device)
     snaps, losses = [], []
-    bar = tqdm(range(steps + 1), disable=cfg.quiet, desc=f"{name} seed {seed}", leave=False)
+    bar = progress(range(steps + 1), f"{name} seed {seed}", cfg.quiet, leave=False)
     for step in bar:
         if step % cfg.snap_every == 0:
             snap = {"model": name, "seed": seed, "step": step}
@@ -482,7 +483,10 @@ def train_one(name, cfg, device, text, vocab, seed):
                 snap["smear_weight"] = [torch.sigmoid(b.attn.smear).tolist() for b in model.blocks]
             snaps.append(snap)
             bar.set_postfix(
-                loss=snap["eval_loss"], icl=snap["icl_score"], prefix=snap["max_prefix_matching"]
+                loss=snap["eval_loss"],
+                icl=snap["icl_score"],
+                prefix=snap["max_prefix_matching"],
+                refresh=False,
             )
         if step == steps:
             break
@@ -645,7 +649,7 @@ def analyze(path, device, probe_vocab=0):
 
 def figures(runs, summary, ex, out_dir):
     """The figures (none without matplotlib): one panel per model, over training -> paths."""
-    plt = pyplot()
+    plt = pyplot("phase_change.png, ablation.png, prefix_matching.png")
     if plt is None:
         return []
     paths, names = [], list(runs)
@@ -803,9 +807,9 @@ def main(cfg):
     res["figures"] = figures(runs, summary, ex, out_dir)
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
-    report(res, log)
+    report(res, print)  # the summary, --quiet or not
     files = "".join(", " + os.path.basename(f) for f in res["figures"])
-    log(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{files}) in {res['seconds']:.0f}s")
+    print(f"\nwrote {out_dir}/ (results.json, metrics.jsonl{files}) in {res['seconds']:.0f}s")
     return res
 
 
@@ -853,4 +857,4 @@ def report(res, log):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli(main, parse_args)

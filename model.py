@@ -26,14 +26,17 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 
 @dataclass
@@ -110,9 +113,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         # smeared keys need the previous position's un-smeared key
-        self.prev_k = torch.zeros(
-            (cfg.n_layer, batch, cfg.n_head, 1, hd), device=device, dtype=dtype
-        )
+        self.prev_k = torch.zeros(shape[:3] + (1, hd), device=device, dtype=dtype)
 
 
 class Attention(nn.Module):
@@ -198,10 +199,8 @@ def padding_mask_to_attn(pad_mask):
     row is not empty (its output is never used, but NaNs would poison the batch)."""
     T = pad_mask.size(1)
     causal = torch.ones(T, T, dtype=torch.bool, device=pad_mask.device).tril()
-    m = (causal[None] & pad_mask[:, None, :]) | torch.eye(
-        T, dtype=torch.bool, device=pad_mask.device
-    )[None]
-    return m[:, None]
+    eye = torch.eye(T, dtype=torch.bool, device=pad_mask.device)
+    return ((causal[None] & pad_mask[:, None, :]) | eye)[:, None]
 
 
 def positions_from_mask(pad_mask):
@@ -434,13 +433,10 @@ def score_sequences(model, seqs, batch_size=64):
     column is every row's last token): the PM reward read at the end-of-context token."""
     model.eval()
     device = model.wte.weight.device
+    starts = range(0, len(seqs), batch_size)
+    batches = [left_pad(seqs[i : i + batch_size], 0, device) for i in starts]
     with autocast(device.type):
-        return torch.cat(
-            [
-                model.score(*left_pad(seqs[i : i + batch_size], 0, device))[:, -1]
-                for i in range(0, len(seqs), batch_size)
-            ]
-        )
+        return torch.cat([model.score(idx, pad)[:, -1] for idx, pad in batches])
 
 
 @torch.no_grad()
@@ -479,6 +475,10 @@ def save_checkpoint(path, model, tokenizer_name, **extra):
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
     os.replace(tmp, path)
+    LAST_SAVED.append((path, extra.get("step")))
+
+
+LAST_SAVED = []  # (path, step) of every checkpoint written, for the Ctrl-C message (cli)
 
 
 def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **overrides):
@@ -522,17 +522,11 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
             f"{path}: unknown model config fields {sorted(unknown)}; written by a newer nanoalign?"
         )
     model = GPT(GPTConfig(**cfg)).to(device)
-    state = ck["model"]
-    if model.scalar is not None and "scalar.weight" not in state:
-        # a fresh scalar head on top of a language model (PM / value / P(IK) initialisation)
-        state = {
-            **state,
-            "scalar.weight": model.scalar.weight.data,
-            "scalar.bias": model.scalar.bias.data,
-        }
-    if model.scalar is None:
-        state = {k: v for k, v in state.items() if not k.startswith("scalar.")}
-    model.load_state_dict(state)
+    # a scalar head is dropped when not wanted, and fresh when the checkpoint has none (an LM
+    # initialising a PM, value or P(IK) model); every other weight must match exactly
+    own = model.state_dict()
+    state = {k: v for k, v in ck["model"].items() if k in own or not k.startswith("scalar.")}
+    model.load_state_dict({**{k: v for k, v in own.items() if k.startswith("scalar.")}, **state})
     return model, ck
 
 
@@ -659,6 +653,7 @@ def parse_config(config_cls, presets, doc, argv=None):
     ap = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.error = lambda msg: sys.exit(f"{ap.prog}: {msg} (see --help)")  # one line, no usage
     for f in fields(config_cls):
         text = helps.get(f.name, "")
         if f.default not in ("", None):
@@ -684,7 +679,15 @@ def parse_config(config_cls, presets, doc, argv=None):
         field, _, value = key.partition("=")
         if value and str(given.get(field, getattr(cfg, field))) == value:
             cfg = replace(cfg, **over)
-    return replace(cfg, **given)
+    cfg = replace(cfg, **given)
+    for f in fields(cfg):  # a number is >= 0 (unless its default is < 0), and > 0 unless its
+        value = getattr(cfg, f.name)  # help says what 0 means ("0: ...") or it is a seed
+        if isinstance(value, bool) or not isinstance(value, int | float) or f.default < 0:
+            continue
+        zero_ok = f.default == 0 or "seed" in f.name or re.search(r"\b0:", helps.get(f.name, ""))
+        if value < 0 or (value == 0 and not zero_ok):
+            ap.error(f"--{f.name} {value}: must be {'at least 0' if zero_ok else 'positive'}")
+    return cfg
 
 
 def config_help(config_cls):
@@ -703,8 +706,12 @@ def config_help(config_cls):
 
 
 def get_device(name="auto"):
+    """The --device flag, checked before any work: one line if it is not available here."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    ok = name == "cpu" or (name.startswith("cuda") and torch.cuda.is_available())
+    if not (ok or (name == "mps" and torch.backends.mps.is_available())):
+        raise SystemExit(f"--device {name}: not available on this machine (try --device cpu)")
     return torch.device(name)
 
 
@@ -717,14 +724,21 @@ def run_path(root, *parts):
     return os.path.join(root, *[p for p in parts if p not in ("", "cpu")])
 
 
-def run_dir(root, *parts, resume=False):
-    """run_path, created if missing; a new run starts a new metrics.jsonl, a resumed one
-    appends to it."""
+def run_dir(root, *parts, resume=None):
+    """run_path, created if missing, with a new metrics.jsonl; or, resuming, the one a
+    checkpoint saw: resume is its metrics_bytes (what came after the checkpoint is redone)."""
     path = run_path(root, *parts)
     os.makedirs(path, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(path, "metrics.jsonl")):
-        os.remove(os.path.join(path, "metrics.jsonl"))
+    metrics = os.path.join(path, "metrics.jsonl")
+    with open(metrics, "a" if resume is not None else "w") as f:
+        f.truncate(min(resume or 0, f.seek(0, os.SEEK_END)))
     return path
+
+
+def metrics_bytes(out_dir):
+    """How much of metrics.jsonl a checkpoint written now has seen (for run_dir's resume)."""
+    path = os.path.join(out_dir, "metrics.jsonl")
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 def log_metrics(out_dir, record):
@@ -750,9 +764,57 @@ def printer(quiet):
     return log
 
 
-def pyplot():
+def progress(items=None, desc="", quiet=False, total=None, initial=0, leave=True):
+    """The one progress bar: tqdm on a terminal; elsewhere (a log file, CI) a plain line at
+    the start, every 30 s and at the end instead of redraws, and an inner bar (leave=False)
+    only if it lasts 30 s. Iterating a sized `items` also times its first steps (timed)."""
+    lines = SimpleNamespace(flush=lambda: None, write=lambda s: s.strip() and eprint(s.strip()))
+    plain = {"file": lines, "mininterval": 30, "maxinterval": 30, "delay": 0 if leave else 30}
+    if hasattr(items, "__len__"):
+        items, total = timed(items, desc), len(items) if total is None else total
+    style = {} if sys.stderr.isatty() else plain
+    return tqdm(items, desc, total, leave, initial=initial, disable=quiet, **style)
+
+
+def eprint(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def timed(items, desc, first=3):
+    """Yield items; once the steps after the first (which warms up) are timed, say how long
+    the whole run will take if that is over ten minutes (a gpu preset on a CPU, say). The
+    user asked for the run, so it goes on."""
+    for i, item in enumerate(items):
+        if i == 1:
+            t0 = time.time()
+        if i == first and (left := (time.time() - t0) / (i - 1) * (len(items) - i)) > 600:
+            tqdm.write(f"{desc}: about {left / 3600:.1f} h to go at this speed; Ctrl-C stops it")
+        yield item
+
+
+def cli(main, parse):
+    """A script's entry point: parse(argv) -> config, one line with what differs from the
+    defaults, then main(config). Ctrl-C ends with one line: the last checkpoint written and
+    the command that continues from it."""
+    cfg, default = parse(None), parse([])
+    changed = [f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(default, k)]
+    if not getattr(cfg, "quiet", False):
+        print(f"config: {' '.join(changed) or 'the defaults'}", flush=True)
+    try:
+        main(cfg)
+    except KeyboardInterrupt:
+        cmd = shlex.join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
+        if LAST_SAVED and hasattr(cfg, "resume"):
+            path, step = LAST_SAVED[-1]
+            eprint(f"\ninterrupted: last checkpoint {path} (step {step}); continue with `{cmd}`")
+        else:
+            eprint("\ninterrupted: run the same command again (finished checkpoints are reused)")
+        sys.exit(130)
+
+
+def pyplot(figures):
     """matplotlib.pyplot with a file-only backend, or None when matplotlib (optional) is
-    not installed: scripts then skip their figures."""
+    not installed: scripts then skip their figures, and this says which."""
     try:
         import matplotlib
 
@@ -761,13 +823,14 @@ def pyplot():
 
         return plt
     except ImportError:
+        print(f"matplotlib is not installed: skipped {figures} (`pip install matplotlib`)")
         return None
 
 
 def save_figure(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    pyplot().close(fig)
+    sys.modules["matplotlib.pyplot"].close(fig)  # loaded by pyplot()
     return path
 
 
@@ -792,7 +855,9 @@ def run_script(argv, announce, quiet=False):
 def ensure_checkpoint(ckpt, argv, what):
     """Build a missing checkpoint by running the script that makes it with its defaults,
     telling the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh
-    clone)."""
+    clone), or resuming one that an interrupted run left unfinished."""
+    if os.path.exists(ckpt) and not finished(ckpt):
+        run_script(argv + ["--resume"], f"{ckpt} is unfinished: resuming {what}")
     if not os.path.exists(ckpt):
         run_script(argv, f"{ckpt} not found: building {what}")
         if not os.path.exists(ckpt):
@@ -800,22 +865,26 @@ def ensure_checkpoint(ckpt, argv, what):
     return ckpt
 
 
+def finished(ckpt):
+    """False for a checkpoint written mid-run (its step short of its run's steps)."""
+    try:
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        return ck.get("step", 0) >= ck.get("train_config", {}).get("steps", 0)
+    except Exception:  # not readable: load_checkpoint will say so in one line
+        return True
+
+
 def handoff(stage, preset="cpu"):
     """Where the world run of a stage leaves its checkpoint, for a preset: the hand-offs
     between the scripts, and the command that builds it (for ensure_checkpoint)."""
     script, sub, name, flags = {
-        "pretrain": ("train_lm", "", "pretrain.pt", []),
-        "sft": ("train_lm", "sft_hh", "sft.pt", ["--mode", "sft"]),
-        "sft_helpful": (
-            "train_lm",
-            "sft_helpful",
-            "sft.pt",
-            ["--mode", "sft", "--sft_mix", "helpful"],
-        ),
-        "pm": ("train_pm", "", "pm.pt", []),
+        "pretrain": ("train_lm", "", "pretrain.pt", ""),
+        "sft": ("train_lm", "sft_hh", "sft.pt", "--mode sft"),
+        "sft_helpful": ("train_lm", "sft_helpful", "sft.pt", "--mode sft --sft_mix helpful"),
+        "pm": ("train_pm", "", "pm.pt", ""),
     }[stage]
     ckpt = os.path.join(run_path(f"out/{script}", preset, sub), name)
-    return ckpt, [f"{script}.py", "--preset", preset, *flags]
+    return ckpt, [f"{script}.py", "--preset", preset, *flags.split()]
 
 
 def cluster_se(x, clusters):
@@ -851,3 +920,55 @@ def sample_replies(
         text = enc.decode([t for t, g in zip(row, gm, strict=True) if g and t < eot])
         replies.append(text.split("\n\nHuman:")[0].strip())
     return replies, out
+
+
+# -----------------------------------------------------------------------------
+# Talk to a checkpoint: python model.py out/ppo/policy.pt
+
+
+def chat(argv=None):
+    """Sample replies from a language-model checkpoint (pretrained, SFT, PPO or CAI; world or
+    HH-RLHF) in the HH "Human: / Assistant:" format: one --prompt, or an interactive chat
+    (an empty line or Ctrl-D ends it). A reply to a request of the assistant world is
+    followed by the world's gold reading of it: [gold: category, helpfulness, harmlessness]."""
+    ap = argparse.ArgumentParser(prog="model.py", description=chat.__doc__)
+    ap.add_argument("checkpoint", help="a .pt written by train_lm.py, ppo.py or critique_revise.py")
+    ap.add_argument("--prompt", default="", help="answer this one request and stop")
+    ap.add_argument("--temperature", type=float, default=0.7, help="0: greedy (default 0.7)")
+    ap.add_argument("--max_new_tokens", type=int, default=64, help="longest reply (default 64)")
+    ap.error = lambda msg: sys.exit(f"model.py: {msg} (see --help)")
+    args = ap.parse_args(argv)
+    if args.temperature < 0 or args.max_new_tokens < 1:
+        ap.error("--temperature must be at least 0 and --max_new_tokens positive")
+    from data import world  # late: the world is built only for a chat
+    from data.tokenizer import get_tokenizer
+
+    device = get_device()
+    model, ck = load_checkpoint(args.checkpoint, device)
+    if model.scalar is not None:
+        raise SystemExit(f"{args.checkpoint}: a scalar-head model (PM, value, P(IK)); give an LM")
+    enc, gen = get_tokenizer(ck["tokenizer"]), torch.Generator(device).manual_seed(0)
+    context = ""
+    while request := args.prompt or typed("Human: "):
+        context += f"\n\nHuman: {request}\n\nAssistant:"
+        replies, _ = sample_replies(
+            model, enc, [context], args.max_new_tokens, args.temperature, gen
+        )
+        category, helpful, harmless = world.judge(request, replies[0])
+        gold = f"  [gold: {category}, {helpful}, {harmless}]" if category else ""
+        print(f"Assistant: {replies[0]}{gold}", flush=True)
+        if args.prompt:
+            break
+        context += " " + replies[0]
+
+
+def typed(prompt):
+    """A line from the user, '' at the end of input."""
+    try:
+        return input(prompt).strip()
+    except EOFError:
+        return ""
+
+
+if __name__ == "__main__":
+    chat()

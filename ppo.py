@@ -36,12 +36,12 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a line that does not break the bar
 
 from data import corpora, world
 from data.hh import load_comparisons, write_jsonl
@@ -49,6 +49,7 @@ from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (
     autocast,
+    cli,
     cluster_se,
     configure_optimizer,
     ensure_checkpoint,
@@ -56,11 +57,14 @@ from model import (
     handoff,
     load_checkpoint,
     log_metrics,
+    metrics_bytes,
     optimizer_step,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
+    run_path,
     sample_replies,
     save_checkpoint,
     save_figure,
@@ -83,6 +87,7 @@ class Config:
     # root folder; a run goes to <out_dir>[/<data name>][/<preset>]
     out_dir: str = "out/ppo"
     # PPO steps (one rollout batch each): what fits the 3.5-minute budget on 2 CPU cores
+    # (0: evaluate only)
     steps: int = 50
     # prompts per rollout
     batch_size: int = 32
@@ -98,9 +103,10 @@ class Config:
     lr: float = 5e-5
     # value-function learning rate
     value_lr: float = 1e-4
-    # clip each network's gradient norm to this
+    # clip each network's gradient norm to this (0: no clipping)
     grad_clip: float = 1.0
-    # beta in r = PM - beta * KL per reply, fixed as in the paper (docs/hh_rlhf.md: why 0.05)
+    # beta in r = PM - beta * KL per reply, fixed as in the paper (docs/hh_rlhf.md: why 0.05;
+    # 0: no KL penalty)
     kl_coef: float = 0.05
     # PPO ratio clip (Schulman et al. 2017)
     clip: float = 0.2
@@ -112,7 +118,7 @@ class Config:
     lam: float = 0.95
     # added to the (normalised) reward of a reply that never ends
     no_end_penalty: float = -1.0
-    # red-team share of every training batch (fixed, so batches are alike)
+    # red-team share of every training batch (fixed, so batches are alike; 0: benign only)
     harmful_frac: float = 0.5
     # held-out benign prompts (not twins) in every evaluation
     n_eval_benign: int = 200
@@ -124,6 +130,12 @@ class Config:
     n_evals: int = 5
     # print a few samples every this many steps (0: never)
     sample_every: int = 20
+    # steps between resumable checkpoints (policy.pt with value, optimisers, RNG states)
+    ckpt_interval: int = 10
+    # continue an interrupted run from its policy.pt
+    resume: bool = False
+    # stop after this many steps of this session, to continue later with --resume (0: no)
+    stop_after: int = 0
     # random seed (prompts, sampling)
     seed: int = 1337
     # "auto" (cuda if available), "cpu", "cuda", ...
@@ -487,7 +499,7 @@ def overoptimisation(points):
 def plots(points, metrics, fit, out_dir):
     """reward_vs_sqrt_kl.png (Bai et al. 2022, Fig. 4) and, where there is gold,
     gold_vs_pm.png, at the held-out evaluation points -> the paths written."""
-    plt = pyplot()
+    plt = pyplot("reward_vs_sqrt_kl.png, gold_vs_pm.png")
     if plt is None:
         return []
     x = np.sqrt([max(p["kl"], 0.0) for p in points])
@@ -539,6 +551,11 @@ def plots(points, metrics, fit, out_dir):
 def load_prompts(cfg):
     """(training prompts by kind, fixed held-out evaluation sets by group) as HH prompt
     strings. World training batches hold a fixed red-team share, so that batches are alike."""
+    if cfg.data != "world" and not (cfg.policy and cfg.pm):
+        raise SystemExit(
+            f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data "
+            "(see the top of ppo.py)"
+        )
     if cfg.data == "world":
         train = {
             "redteam": corpora.train_prompts(4000, "redteam"),
@@ -568,11 +585,6 @@ def batch_prompts(train, cfg, rng):
 def load_models(cfg, device):
     """Policy, frozen reference, frozen PM, and the value function. A fresh clone has no
     checkpoints: the default ones are built by running the earlier scripts."""
-    if cfg.data != "world" and not (cfg.policy and cfg.pm):
-        raise SystemExit(
-            f"--data {cfg.data}: pass --policy SFT.pt and --pm PM.pt trained on that data "
-            "(see the top of ppo.py)"
-        )
     if not cfg.policy:
         ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
         cfg.policy = ensure_checkpoint(
@@ -597,15 +609,29 @@ def load_models(cfg, device):
     return policy, ref, pm, value_model, ck["tokenizer"]
 
 
+def resume_state(path, policy, value_model, device):
+    """An interrupted run's policy.pt: its policy and value weights loaded into the models
+    -> the rest of its state (optimisers, RNGs, evaluation points, ...)."""
+    saved, state = load_checkpoint(path, device, dropout=0.0)
+    if "value" not in state:
+        raise SystemExit(f"{path}: a finished run; nothing to resume (drop --resume)")
+    policy.load_state_dict(saved.state_dict())
+    value_model.load_state_dict(state["value"])
+    return state
+
+
 def main(cfg):
     t_start = time.time()
     device = get_device(cfg.device)
     log = printer(cfg.quiet)
-    out_dir = run_dir(cfg.out_dir, data_name(cfg.data), cfg.preset)
+    train_p, eval_sets = load_prompts(cfg)  # bad data: stopped before any folder or training
+    out_path = run_path(cfg.out_dir, data_name(cfg.data), cfg.preset)
+    ckpt_path = os.path.join(out_path, "policy.pt")
     policy, ref, pm, value_model, tokenizer = load_models(cfg, device)
+    state = resume_state(ckpt_path, policy, value_model, device) if cfg.resume else None
+    out_dir = run_dir(out_path, resume=state and state["metrics_bytes"])
     torch.manual_seed(cfg.seed)
     enc = get_tokenizer(tokenizer)
-    train_p, eval_sets = load_prompts(cfg)
     is_world = cfg.data == "world"
     # results.json, filled in as the run goes: first the run's settings
     settings = ("kl_coef", "max_new_tokens", "steps", "seed", "policy", "pm", "data")
@@ -626,17 +652,28 @@ def main(cfg):
         log_metrics(out_dir, {"eval": True, **points[-1]})
         return summary, recs
 
-    before, first_recs = eval_point(0)
-    res["before"] = before
     opt_p = configure_optimizer(policy, cfg.lr, 0.0, device_type=device.type)
     opt_v = configure_optimizer(value_model, cfg.value_lr, 0.0, device_type=device.type)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    norm = None
-    metrics = []
+    norm, metrics, start = None, [], 0
+    if state is None:
+        before, first_recs = eval_point(0)
+    else:  # everything the loop below carries from step to step, as it was at the checkpoint
+        opt_p.load_state_dict(state["opt_p"])
+        opt_v.load_state_dict(state["opt_v"])
+        gen.set_state(state["gen"])
+        cpu_gen.set_state(state["cpu_gen"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        norm, metrics, points[:] = state["norm"], state["metrics"], state["points"]
+        before, first_recs, start = state["before"], state["first_recs"], state["step"]
+        log(f"resuming {ckpt_path} at step {start}")
+    res["before"] = before
     eval_at = {round(cfg.steps * (i + 1) / (cfg.n_evals + 1)) for i in range(cfg.n_evals)}
-    bar = tqdm(range(1, cfg.steps + 1), disable=cfg.quiet, desc="PPO")
+    end = min(cfg.steps, start + cfg.stop_after) if cfg.stop_after else cfg.steps
+    bar = progress(range(start + 1, end + 1), "PPO", cfg.quiet, total=cfg.steps, initial=start)
     for step in bar:
         # 1. rollout: sample replies to a batch of training prompts (KV-cached sampler)
         t0 = time.time()
@@ -673,7 +710,9 @@ def main(cfg):
         metrics.append(m)
         log_metrics(out_dir, m)
         gold = m["gold_reward"] or 0
-        bar.set_postfix(pm=f"{m['pm_reward']:.2f}", kl=f"{m['kl']:.2f}", gold=f"{gold:.2f}")
+        bar.set_postfix(
+            pm=f"{m['pm_reward']:.2f}", kl=f"{m['kl']:.2f}", gold=f"{gold:.2f}", refresh=False
+        )
         if cfg.sample_every and step % cfg.sample_every == 0 and not cfg.quiet:
             tqdm.write(f"--- step {step} samples")
             for i in range(0, cfg.batch_size, max(1, cfg.batch_size // 3))[:3]:
@@ -687,7 +726,30 @@ def main(cfg):
                 msg += f", helpful {p['nontwin_helpfulness']:.3f}"
             if not cfg.quiet:
                 tqdm.write(msg)
-    bar.close()
+        if step % cfg.ckpt_interval == 0 or step == end:  # all that a resume restores
+            save_checkpoint(
+                ckpt_path,
+                policy,
+                tokenizer,
+                step=step,
+                train_config=asdict(cfg),
+                value=value_model.state_dict(),
+                opt_p=opt_p.state_dict(),
+                opt_v=opt_v.state_dict(),
+                gen=gen.get_state(),
+                cpu_gen=cpu_gen.get_state(),
+                rng=rng.getstate(),
+                torch_rng=torch.get_rng_state(),
+                norm=norm,
+                metrics=metrics,
+                points=points,
+                before=before,
+                first_recs=first_recs,
+                metrics_bytes=metrics_bytes(out_dir),
+            )
+    if end < cfg.steps:
+        print(f"stopped at step {end} of {cfg.steps} (--stop_after); continue with --resume")
+        return None
     res["kl_train_final"] = metrics[-1]["kl"] if metrics else 0.0
     res["time_per_step"] = {}
     if metrics:
@@ -723,7 +785,8 @@ def main(cfg):
     fit = {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"}
     res["reward_vs_sqrt_kl"] = fit
     res["overoptimisation"] = overoptimisation(points)
-    save_checkpoint(os.path.join(out_dir, "policy.pt"), policy, tokenizer, ppo_steps=cfg.steps)
+    # the finished policy alone (finished() reads its step)
+    save_checkpoint(ckpt_path, policy, tokenizer, step=cfg.steps, train_config=asdict(cfg))
     # every held-out reply, before and after, for audits
     audit = []
     for b, a in zip(first_recs, recs, strict=True):
@@ -782,4 +845,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli(main, parse_args)

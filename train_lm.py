@@ -36,7 +36,7 @@ Run (CPU):
 One GPU:
     python train_lm.py --preset gpu     # wider/deeper model, bf16, torch.compile
     python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 \
-        --batch_size 16 --max_iters 2000 --sweep_widths 64,128,512
+        --batch_size 16 --steps 2000 --sweep_widths 64,128,512
         # a larger repeated-data sweep (its own settings override the preset's shape;
         # 4.1M tokens a run, within the 5.1M-token synthetic stream)
 Several devices (DDP; gloo on CPU, nccl on GPU):
@@ -68,7 +68,6 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from data import corpora, world
 from data.prepare import (
@@ -86,15 +85,18 @@ from model import (
     GPT,
     GPTConfig,
     autocast,
+    cli,
     configure_optimizer,
     get_device,
     load_checkpoint,
     log_metrics,
     lr_at,
+    metrics_bytes,
     mfu,
     optimizer_step,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
     run_path,
@@ -139,14 +141,14 @@ class Config:
     # micro-batches per optimiser step
     grad_accum: int = 1
     # optimiser steps
-    max_iters: int = 240
+    steps: int = 240
     # peak learning rate (AdamW; with Muon, for the embedding and gains)
     lr: float = 6e-3
     # learning rate at the end of the decay
     min_lr: float = 0.0
-    # steps of linear warm-up
-    warmup_iters: int = 30
-    # AdamW weight decay on matrices (--optimizer adamw only: Muon's groups have none)
+    # steps of linear warm-up (0: none)
+    warmup: int = 30
+    # AdamW weight decay on matrices (--optimizer adamw only: Muon's groups have none; 0: none)
     weight_decay: float = 0.1
     # "muon": Muon for the blocks' weight matrices, AdamW for the rest; or "adamw"
     optimizer: str = "muon"
@@ -154,7 +156,7 @@ class Config:
     muon_lr: float = 0.04
     # > 0: constant rate, then linear decay over this last fraction of the steps (else cosine)
     warmdown: float = 0.4
-    # clip the gradient norm to this
+    # clip the gradient norm to this (0: no clipping)
     grad_clip: float = 1.0
     # steps between validation losses
     eval_interval: int = 100
@@ -174,7 +176,7 @@ class Config:
     device: str = "auto"
     # torch.compile the model
     compile: bool = False
-    # sample dialogues printed and saved at the end
+    # sample dialogues printed and saved at the end (0: none)
     samples: int = 4
     # SFT on the world: held-out benign prompts per kind for gold helpfulness (0: skip)
     eval_per_kind: int = 128
@@ -205,9 +207,9 @@ PRESETS = {
         "n_embd": 512,
         "block_size": 512,
         "batch_size": 64,
-        "max_iters": 3000,
+        "steps": 3000,
         "lr": 1e-3,
-        "warmup_iters": 200,
+        "warmup": 200,
         "eval_interval": 250,
         "ckpt_interval": 1000,
         "compile": True,
@@ -219,12 +221,12 @@ PRESETS = {
         "n_embd": 32,
         "block_size": 64,
         "batch_size": 8,
-        "max_iters": 40,
+        "steps": 40,
         "eval_interval": 20,
         "eval_iters": 2,
         "ckpt_interval": 20,
         "log_interval": 1,
-        "warmup_iters": 5,
+        "warmup": 5,
         "samples": 1,
     },
     # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
@@ -234,8 +236,8 @@ PRESETS = {
         "n_layer": 2,
         "n_embd": 64,
         "block_size": 128,
-        "max_iters": 400,
-        "warmup_iters": 20,
+        "steps": 400,
+        "warmup": 20,
         "eval_interval": 100,
         "eval_iters": 8,
         "ckpt_interval": 10**9,
@@ -244,10 +246,10 @@ PRESETS = {
     },
     # on top of any preset with --mode sft: short and gentle, the model already knows the format
     "mode=sft": {
-        "max_iters": 80,
+        "steps": 80,
         "lr": 1e-3,
         "min_lr": 1e-4,
-        "warmup_iters": 8,
+        "warmup": 8,
         "eval_interval": 40,
         "optimizer": "adamw",
         "warmdown": 0.0,
@@ -513,6 +515,7 @@ def save(path, model, opt, gen, step, cfg, ddp, world_size):
         return
     state = {"optimizer": opt.state_dict(), "step": step, "rng": rngs}
     state["torch_rng"] = torch.get_rng_state()
+    state["metrics_bytes"] = metrics_bytes(cfg.out_dir)
     save_checkpoint(path, model, cfg.tokenizer, **state, train_config=asdict(cfg))
 
 
@@ -525,7 +528,7 @@ def ddp_in_sync(model, device, world_size):
 
 
 def plot(out_dir, mode):
-    plt = pyplot()
+    plt = pyplot(f"loss_{mode}.png")
     if plt is None:
         return None
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
@@ -546,8 +549,6 @@ def main(cfg):
     master = rank == 0
     quiet = cfg.quiet or not master
     log = printer(quiet)
-    if master:
-        run_dir(cfg.out_dir, resume=cfg.resume)
     torch.manual_seed(cfg.seed + rank)
     torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -567,6 +568,13 @@ def main(cfg):
     raw, ck = build_model(cfg, enc, device, ckpt_path)
     cfg.block_size = min(cfg.block_size, raw.cfg.block_size)
     B, T = cfg.batch_size, cfg.block_size
+    if min(len(train_ids), len(val_ids)) < T + 2:  # a window is T + 1 tokens, at a random start
+        raise SystemExit(
+            f"--data {cfg.data}: {len(train_ids)} train / {len(val_ids)} val tokens, but a context "
+            f"of {T} needs at least {T + 2} in each; give more text or a smaller --block_size"
+        )
+    if master:  # only now: a run stopped by bad data or flags leaves no folder behind
+        run_dir(cfg.out_dir, resume=ck.get("metrics_bytes", math.inf) if ck else None)
     log(
         f"model: {raw.num_params() / 1e6:.2f}M parameters (+{raw.wte.weight.numel() / 1e6:.2f}M "
         f"embedding), {raw.cfg.n_layer} layers, width {raw.cfg.n_embd}, context "
@@ -594,14 +602,14 @@ def main(cfg):
         if ddp or cfg.grad_accum > 1 or sft:
             raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
         train_ids, windows, schedule = repeated_subset(
-            train_ids, T, cfg.max_iters, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed
+            train_ids, T, cfg.steps, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed
         )
 
     # ---- the training loop
     tokens_per_iter = B * T * cfg.grad_accum * world_size
-    end = min(cfg.max_iters, step + cfg.stop_after) if cfg.stop_after else cfg.max_iters
+    end = min(cfg.steps, step + cfg.stop_after) if cfg.stop_after else cfg.steps
     train_time, t_tokens, val_loss = 0.0, 0, None
-    bar = tqdm(range(step, end), initial=step, total=cfg.max_iters, disable=quiet, desc=cfg.mode)
+    bar = progress(range(step, end), cfg.mode, quiet, total=cfg.steps, initial=step)
     model.train()
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
@@ -619,7 +627,7 @@ def main(cfg):
             with sync, autocast(device.type):
                 _, loss = model(x, y)
                 (loss / cfg.grad_accum).backward()
-        lr = lr_at(it, cfg.max_iters, cfg.lr, cfg.warmup_iters, cfg.min_lr, cfg.warmdown)
+        lr = lr_at(it, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr, cfg.warmdown)
         gnorm = optimizer_step(opt, model, loss, cfg.grad_clip, it + 1, lr)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -631,7 +639,7 @@ def main(cfg):
             row = {"step": it + 1, "tokens": (it + 1) * tokens_per_iter, "loss": loss.item()}
             log_metrics(cfg.out_dir, {**row, "lr": lr, "grad_norm": gnorm, "tokens_per_sec": tps})
             val = f"{val_loss:.3f}" if val_loss else "-"
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=val, tok_s=f"{tps:,.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=val, tok_s=f"{tps:,.0f}", refresh=False)
         if (it + 1) % cfg.ckpt_interval == 0 or it + 1 == end:
             save(ckpt_path, raw, opt, gen, it + 1, cfg, ddp, world_size)
     bar.close()
@@ -639,8 +647,8 @@ def main(cfg):
     if ddp:
         in_sync = ddp_in_sync(raw, device, world_size)
         dist.destroy_process_group()
-    if end < cfg.max_iters:
-        log(f"stopped at step {end} of {cfg.max_iters} (--stop_after); continue with --resume")
+    if end < cfg.steps:
+        log(f"stopped at step {end} of {cfg.steps} (--stop_after); continue with --resume")
         return None
     if not master:
         return None
@@ -662,7 +670,7 @@ def main(cfg):
         "seconds": time.time() - t_start,
         "mfu": mfu(raw.cfg, raw.num_params(), tps / world_size, device),
         "params": raw.num_params(non_embedding=False),
-        "iters": end,
+        "steps": end,
         "mode": cfg.mode,
         "data": cfg.data,
         "tokenizer": cfg.tokenizer,
@@ -698,9 +706,11 @@ def main(cfg):
         macro = (
             f"{results['gold_helpfulness_macro']:.3f}±{results['gold_helpfulness_macro_se']:.3f}"
         )
-        log(f"gold helpfulness on held-out benign prompts (temperature 1): {kinds}; macro {macro}")
+        print(
+            f"gold helpfulness on held-out benign prompts (temperature 1): {kinds}; macro {macro}"
+        )
     figure = f", {os.path.basename(fig)}" if fig else ""
-    log(
+    print(  # the summary, --quiet or not
         f"\n{cfg.mode} done: val loss {val_loss:.3f} ({results['val_bpb']:.3f} bits/byte), "
         f"{train_tokens / 1e6:.1f}M tokens at {tps:,.0f} tokens/s, {results['seconds']:.0f}s "
         f"-> {cfg.out_dir}/ (results.json, {cfg.mode}.pt{figure})"
@@ -715,7 +725,7 @@ def main(cfg):
 def sweep_run(cfg, width, repeat_count, seed, iters):
     """One pretraining run of the sweep, then induction.py --analyze on its checkpoint (the
     induction experiment's prefix-matching score) -> the run's row of the sweep."""
-    run = replace(cfg, sweep="", quiet=True, n_embd=width, seed=seed, max_iters=iters)
+    run = replace(cfg, sweep="", quiet=True, n_embd=width, seed=seed, steps=iters)
     run.repeat_count = repeat_count
     run.repeat_frac = cfg.repeat_frac if repeat_count else 0.0
     name = f"width{width}_repeat{repeat_count}_seed{seed}_steps{iters}"
@@ -752,20 +762,18 @@ def sweep_repeated(cfg):
     run_dir(cfg.out_dir)
     counts = [0] + [int(r) for r in cfg.repeat_counts.split(",")]
     widths = [int(w) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
-    grid = [(cfg.n_embd, r, cfg.seed, cfg.max_iters) for r in counts]
-    grid += [(w, 0, cfg.seed, cfg.max_iters) for w in widths]
+    grid = [(cfg.n_embd, r, cfg.seed, cfg.steps) for r in counts]
+    grid += [(w, 0, cfg.seed, cfg.steps) for w in widths]
     # a second seed without repetition: how large is run-to-run noise?
-    grid.append((cfg.n_embd, 0, cfg.seed + 1, cfg.max_iters))
+    grid.append((cfg.n_embd, 0, cfg.seed + 1, cfg.steps))
     # only the unique tokens, nothing repeated: the cost of fewer tokens
-    grid.append((cfg.n_embd, 0, cfg.seed, round(cfg.max_iters * (1 - cfg.repeat_frac))))
-    tokens = cfg.max_iters * cfg.batch_size * cfg.block_size
+    grid.append((cfg.n_embd, 0, cfg.seed, round(cfg.steps * (1 - cfg.repeat_frac))))
+    tokens = cfg.steps * cfg.batch_size * cfg.block_size
     log(
         f"repeated data: {len(grid)} runs of {tokens:,} training tokens ({cfg.n_layer} layers, "
         f"context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}"
     )
-    rows = [
-        sweep_run(cfg, *run) for run in tqdm(grid, desc="repeated-data sweep", disable=cfg.quiet)
-    ]
+    rows = [sweep_run(cfg, *run) for run in progress(grid, "repeated-data sweep", cfg.quiet)]
     points, other_seed, fewer = rows[: len(counts)], rows[-2], rows[-1]
     no_repeat = [row for row in rows[:-2] if row["repeat_count"] == 0]
     sizes = [{k: row[k] for k in ("params", "heldout_loss", "width")} for row in no_repeat]
@@ -824,13 +832,13 @@ def sweep_repeated(cfg):
     log(f"no repetition by size: {by_size}")
     for name, p in (("other seed", other_seed), ("only the unique tokens", fewer)):
         log(f"{name}: held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}")
-    log("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items()))
-    log(f"wrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
+    print("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items()))  # --quiet too
+    print(f"wrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
     return res
 
 
 def plot_repeated(out_dir, points, sizes):
-    plt = pyplot()
+    plt = pyplot("repeated.png")
     if plt is None:
         return None
     base, repeated = points[0], points[1:]
@@ -869,8 +877,4 @@ def plot_repeated(out_dir, points, sizes):
 
 
 if __name__ == "__main__":
-    cfg = parse_args()
-    if cfg.sweep:
-        sweep_repeated(cfg)
-    else:
-        main(cfg)
+    cli(lambda cfg: sweep_repeated(cfg) if cfg.sweep else main(cfg), parse_args)

@@ -33,7 +33,6 @@ page docs/hh_rlhf.md.
 """
 
 import hashlib
-import math
 import os
 import random
 import time
@@ -42,7 +41,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data import corpora, world
 from data.calibration import reliability
@@ -51,6 +49,7 @@ from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (
     autocast,
+    cli,
     configure_optimizer,
     ensure_checkpoint,
     get_device,
@@ -62,6 +61,7 @@ from model import (
     optimizer_step,
     parse_config,
     printer,
+    progress,
     pyplot,
     run_dir,
     run_path,
@@ -98,11 +98,11 @@ class Config:
     epochs: int = 1
     # peak learning rate
     lr: float = 1e-3
-    # steps of linear warm-up before the cosine decay
-    warmup_iters: int = 10
+    # steps of linear warm-up before the cosine decay (0: none)
+    warmup: int = 10
     # AdamW weight decay on matrices
     weight_decay: float = 0.0
-    # clip the gradient norm to this
+    # clip the gradient norm to this (0: no clipping)
     grad_clip: float = 1.0
     # steps between evaluations on 256 test pairs
     eval_interval: int = 50
@@ -297,7 +297,7 @@ def mean_or_none(x):
 
 
 def plot_calibration(table, path, title):
-    plt = pyplot()
+    plt = pyplot(os.path.basename(path))
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -365,9 +365,10 @@ def main(cfg):
     if cfg.eval:
         return evaluate_file(cfg, device)
     log = printer(cfg.quiet)
+    real = real_pairs(cfg) if cfg.data != "world" else None  # bad data: stopped, no folder
     out_dir = run_dir(cfg.out_dir, data_name(cfg.data), cfg.preset)
     torch.manual_seed(cfg.seed)
-    train, test = world_pairs(cfg, out_dir) if cfg.data == "world" else real_pairs(cfg)
+    train, test = real or world_pairs(cfg, out_dir)
     init = cfg.init or default_init(cfg, train, out_dir)
     # the PM is the LM plus a fresh scalar head (Bai et al. 2022, Sec. 4.1)
     model, ck = load_checkpoint(init, device, scalar_head=True, dropout=0.0)
@@ -382,43 +383,39 @@ def main(cfg):
 
     # ---- training: chosen and rejected of each pair go through the model in one batch
     opt = configure_optimizer(model, cfg.lr, cfg.weight_decay, device_type=device.type)
-    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-    step = 0
-    rng = random.Random(cfg.seed)
-    bar = tqdm(total=steps, disable=cfg.quiet, desc="PM")
+    rng, batches = random.Random(cfg.seed), []
     for _ in range(cfg.epochs):
         order = list(range(len(train)))
         rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            ids = order[i : i + cfg.batch_size]
-            model.train()
-            # the chosen replies, then the rejected ones
-            idx, pad = left_pad(
-                [tr_tok[j][0] for j in ids] + [tr_tok[j][1] for j in ids], 0, device
+        batches += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    steps = len(batches)
+    bar = progress(batches, "PM", cfg.quiet)
+    for step, ids in enumerate(bar, 1):
+        model.train()
+        # the chosen replies, then the rejected ones
+        idx, pad = left_pad([tr_tok[j][0] for j in ids] + [tr_tok[j][1] for j in ids], 0, device)
+        with autocast(device.type):
+            s = model.score(idx, pad)[:, -1]
+        label = None
+        if soft:
+            label = torch.tensor([train[j]["label"] for j in ids], device=device)
+        loss = pm_loss(s[: len(ids)], s[len(ids) :], label)
+        loss.backward()
+        lr = lr_at(step - 1, steps, cfg.lr, cfg.warmup)
+        optimizer_step(opt, model, loss, cfg.grad_clip, step, lr)
+        rec = {
+            "step": step,
+            "loss": loss.item(),
+            "train_accuracy": float((s[: len(ids)] > s[len(ids) :]).float().mean()),
+            "lr": lr,
+        }
+        if step % cfg.eval_interval == 0 or step == steps:
+            m = evaluate(model, te_tok[:256], test[:256])
+            rec.update({"test_accuracy": m["accuracy"], "test_ece": m["ece"]})
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}", test_acc=f"{m['accuracy']:.3f}", refresh=False
             )
-            with autocast(device.type):
-                s = model.score(idx, pad)[:, -1]
-            label = None
-            if soft:
-                label = torch.tensor([train[j]["label"] for j in ids], device=device)
-            loss = pm_loss(s[: len(ids)], s[len(ids) :], label)
-            loss.backward()
-            lr = lr_at(step, steps, cfg.lr, cfg.warmup_iters)
-            optimizer_step(opt, model, loss, cfg.grad_clip, step + 1, lr)
-            step += 1
-            rec = {
-                "step": step,
-                "loss": loss.item(),
-                "train_accuracy": float((s[: len(ids)] > s[len(ids) :]).float().mean()),
-                "lr": lr,
-            }
-            if step % cfg.eval_interval == 0 or step == steps:
-                m = evaluate(model, te_tok[:256], test[:256])
-                rec.update({"test_accuracy": m["accuracy"], "test_ece": m["ece"]})
-                bar.set_postfix(loss=f"{loss.item():.3f}", test_acc=f"{m['accuracy']:.3f}")
-            log_metrics(out_dir, rec)
-            bar.update(1)
-    bar.close()
+        log_metrics(out_dir, rec)
     ckpt = os.path.join(out_dir, "pm.pt")
     save_checkpoint(ckpt, model, ck["tokenizer"], init=init, data=cfg.data)
 
@@ -464,14 +461,14 @@ def main(cfg):
             f"{res['longer_reply_accuracy_per_file'][f]:.3f})"
             for f, a in res["accuracy_per_file"].items()
         )
-    log(
+    print(  # the summary, --quiet or not
         f"\nheld-out: accuracy {res['accuracy']:.3f} on {len(test)} pairs (longer reply wins: "
         f"{res['longer_reply_accuracy']:.3f}), ECE {res['ece']:.3f}; {probes}"
     )
     figure = ", " + os.path.basename(fig) if fig else ""
-    log(f"wrote {out_dir}/ (results.json, pm.pt{figure}) in {res['seconds']:.0f}s")
+    print(f"wrote {out_dir}/ (results.json, pm.pt{figure}) in {res['seconds']:.0f}s")
     return res
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli(main, parse_args)

@@ -64,7 +64,7 @@ def download(subset, split, dest_dir):
             f.write(digest)
         print(f"{path}: sha256 {digest} (no published hash; recorded for later checks)")
     elif digest != want:
-        raise ValueError(
+        raise SystemExit(
             f"{path}: sha256 {digest} does not match the expected {want}; "
             "delete it and download again"
         )
@@ -76,7 +76,7 @@ def find_files(path):
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise SystemExit(f"{path}: no such file or directory")
     out = sorted(
         os.path.join(r, f)
         for r, _, fs in os.walk(path)
@@ -84,7 +84,7 @@ def find_files(path):
         if f.endswith((".jsonl", ".jsonl.gz"))
     )
     if not out:
-        raise FileNotFoundError(f"{path}: no .jsonl or .jsonl.gz files")
+        raise SystemExit(f"{path}: no .jsonl or .jsonl.gz files")
     return out
 
 
@@ -105,19 +105,19 @@ def read_pairs(path):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise SystemExit(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{where}: expected a JSON object with 'chosen' and 'rejected'")
+                raise SystemExit(f"{where}: expected a JSON object with 'chosen' and 'rejected'")
             for field in ("chosen", "rejected"):
                 if field not in rec:
-                    raise ValueError(f"{where}: missing field '{field}'")
+                    raise SystemExit(f"{where}: missing field '{field}'")
                 if not isinstance(rec[field], str):
-                    raise ValueError(f"{where}: field '{field}' must be a string")
+                    raise SystemExit(f"{where}: field '{field}' must be a string")
                 if "\n\nAssistant:" not in rec[field]:
-                    raise ValueError(f"{where}: field '{field}' has no '\\n\\nAssistant:' turn")
+                    raise SystemExit(f"{where}: field '{field}' has no '\\n\\nAssistant:' turn")
             label = rec.get("label", 1.0)
             if not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
-                raise ValueError(f"{where}: field 'label' must be a probability in [0, 1]")
+                raise SystemExit(f"{where}: field 'label' must be a probability in [0, 1]")
             out.append(
                 {
                     "chosen": rec["chosen"],
@@ -134,8 +134,13 @@ def read_pairs(path):
 
 def load_comparisons(path, verbose=True):
     """Comparisons from a file or directory -> (pairs, stats)."""
-    per_file = {fp: read_pairs(fp) for fp in find_files(path)}
+    try:
+        per_file = {fp: read_pairs(fp) for fp in find_files(path)}
+    except (UnicodeDecodeError, EOFError, OSError) as e:  # binary, or a broken .gz
+        raise SystemExit(f"{path}: not readable as HH-RLHF jsonl ({e})") from None
     pairs = [p for ps in per_file.values() for p in ps]
+    if not pairs:
+        raise SystemExit(f"{path}: no comparisons in it")
     stats = {
         "files": {fp: len(ps) for fp, ps in per_file.items()},
         "pairs": len(pairs),

@@ -108,6 +108,24 @@ def _source_key(path):
     return [(os.path.abspath(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
 
 
+def read_text(path):
+    """A plain-text training file, checked before anything is cached: one line if it is
+    empty or not text."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SystemExit(
+            f"--data {path}: not UTF-8 text (byte {e.start}); give a text file"
+        ) from None
+    if "\0" in text:
+        raise SystemExit(f"--data {path}: a binary file (NUL bytes); give a text file")
+    if not text.strip():
+        raise SystemExit(f"--data {path}: empty; give a text file with some paragraphs")
+    return text
+
+
 def _synthetic_docs(n, seed):
     x, _ = synthetic_batch(n, 127, 64, torch.Generator().manual_seed(seed))
     return x.tolist()
@@ -176,14 +194,15 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
                 sft,
             )
     else:
+        if not os.path.exists(source):
+            raise SystemExit(f"--data {source}: no such file or directory")
         src_key = _source_key(source)
         tag = hashlib.md5(json.dumps(src_key).encode()).hexdigest()[:8]
         name = f"{data_name(source)}-{tag}-{'sft' if sft else 'lm'}-{tokenizer.replace(':', '_')}"
         key = {"source": src_key, "tokenizer": tokenizer, "sft": sft}
         if not _fresh(name, key):
             if os.path.isfile(source) and not source.endswith((".jsonl", ".jsonl.gz")):
-                with open(source, encoding="utf-8") as f:
-                    text = f.read()
+                text = read_text(source)
                 # plain text: paragraphs are documents (so the val split cuts no paragraph)
                 docs = [p for p in text.split("\n\n") if p.strip()]
                 kind = "text"

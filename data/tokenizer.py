@@ -103,7 +103,7 @@ def load_ranks(path):
         for lineno, line in enumerate(f, 1):
             parts = line.split()
             if len(parts) != 2:
-                raise ValueError(
+                raise SystemExit(
                     f"{path}:{lineno}: expected 'base64token rank', got {line.strip()!r}"
                 )
             ranks[base64.b64decode(parts[0])] = int(parts[1])
@@ -146,12 +146,12 @@ def get_tokenizer(name="world", text_fn=None, vocab_size=4096):
         if text_fn is None and not os.path.exists(
             os.path.join(CACHE_DIR, f"{name[4:]}-{vocab_size}.tiktoken")
         ):
-            raise ValueError(
+            raise SystemExit(
                 f"tokenizer {name!r} is not trained yet and no text was given to train it"
             )
         tag = name[4:]
     else:
-        raise ValueError(f"unknown tokenizer {name!r}: use 'world', 'gpt2' or 'bpe:NAME'")
+        raise SystemExit(f"unknown tokenizer {name!r}: use 'world', 'gpt2' or 'bpe:NAME'")
     path = os.path.join(CACHE_DIR, f"{tag}-{vocab_size}.tiktoken")
     if not os.path.exists(path):
         save_ranks(train_bpe(text_fn(), vocab_size), path)

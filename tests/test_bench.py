@@ -39,7 +39,7 @@ def test_gpu_suite_runs_on_cpu_at_a_tiny_shape(tmp_path):
         "4",
         "--steps",
         "2",
-        "--warmup",
+        "--untimed",
         "1",
         "--sample_batch",
         "4",

@@ -58,7 +58,7 @@ def test_constitution_parses_and_ablation_removes_only_the_bracketed_clauses():
 def test_constitution_errors_name_the_file_and_the_principle(tmp_path):
     bad = tmp_path / "c.txt"
     bad.write_text("## my principle\ncritique: Is it harmful?\nrevision: Make it harmless.\n")
-    with pytest.raises(ValueError, match=r"c\.txt: principle 'my principle' .* no 'choose:'"):
+    with pytest.raises(SystemExit, match=r"c\.txt: principle 'my principle' .* no 'choose:'"):
         cr.load_constitution(str(bad))
 
 

@@ -22,6 +22,7 @@ from model import (
     ensure_checkpoint,
     handoff,
     log_metrics,
+    metrics_bytes,
     parse_config,
     run_dir,
     run_path,
@@ -99,26 +100,28 @@ def test_parse_config_order(argv, expected):
     assert parse_config(Toy, TOY_PRESETS, "toy", argv) == expected
 
 
-def test_unknown_preset_is_an_error(capsys):
-    with pytest.raises(SystemExit):
+def test_unknown_preset_is_an_error():
+    with pytest.raises(SystemExit, match="unknown preset 'huge': choose from cpu, big, fast"):
         parse_config(Toy, TOY_PRESETS, "toy", ["--preset", "huge"])
-    assert "unknown preset 'huge': choose from cpu, big, fast" in capsys.readouterr().err
 
 
 def test_run_dir_metrics_and_results(tmp_path):
     d = run_dir(str(tmp_path), "sft")
     log_metrics(d, {"step": 1})
+    seen = metrics_bytes(d)  # what a checkpoint written now has seen
     log_metrics(d, {"step": 2})
-    assert (
-        run_dir(str(tmp_path), "sft", resume=True) == d
-        and len(open(os.path.join(d, "metrics.jsonl")).readlines()) == 2
-    )
+    metrics = os.path.join(d, "metrics.jsonl")
+    assert len(open(metrics).readlines()) == 2
+    # a resume keeps what the checkpoint saw; what came after it will be logged again
+    assert run_dir(str(tmp_path), "sft", resume=seen) == d
+    assert [json.loads(line) for line in open(metrics)] == [{"step": 1}]
+    run_dir(str(tmp_path), "sft", resume=10**9)  # never longer than it was
+    assert len(open(metrics).read()) == seen
     run_dir(str(tmp_path), "sft")  # a new run starts a new metrics.jsonl
-    assert not os.path.exists(os.path.join(d, "metrics.jsonl"))
+    assert open(metrics).read() == ""
     write_json(os.path.join(d, "results.json"), {"a": 1.5})
-    assert json.load(open(os.path.join(d, "results.json"))) == {"a": 1.5} and os.listdir(d) == [
-        "results.json"
-    ]
+    assert json.load(open(os.path.join(d, "results.json"))) == {"a": 1.5}
+    assert sorted(os.listdir(d)) == ["metrics.jsonl", "results.json"]
     assert (
         data_name("../shared/data/hh-rlhf/") == "hh-rlhf"
         and data_name("x/tinyshakespeare.txt") == "tinyshakespeare"
@@ -182,7 +185,7 @@ def test_ensure_checkpoint_builds_once_and_reports_failure(tmp_path, capsys):
         "train_lm.py",
         "--preset",
         "tiny",
-        "--max_iters",
+        "--steps",
         "4",
         "--samples",
         "0",

@@ -56,7 +56,7 @@ def test_read_pairs_plain_and_gzip(tmp_path, gz):
 )
 def test_malformed_lines_name_file_line_and_field(tmp_path, bad, message):
     p = write_jsonl(tmp_path / "b.jsonl", [GOOD, bad])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SystemExit, match=message):
         hh.read_pairs(p)
 
 

@@ -70,7 +70,7 @@ def test_rank_file_roundtrip_and_errors(tmp_path):
     assert load_ranks(p) == ranks
     with open(p, "a") as f:
         f.write("garbage\n")
-    with pytest.raises(ValueError, match=r"r\.tiktoken:\d+: expected"):
+    with pytest.raises(SystemExit, match=r"r\.tiktoken:\d+: expected"):
         load_ranks(p)
 
 

@@ -43,7 +43,7 @@ def test_pretrain_results_contract(tmp_path):
     res = run(tmp_path)
     d = tmp_path / "tiny"
     assert res == json.load(open(d / "results.json"))
-    assert res["train_tokens"] == 40 * 8 * 64 and res["iters"] == 40  # max_iters x batch x context
+    assert res["train_tokens"] == 40 * 8 * 64 and res["steps"] == 40  # steps x batch x context
     vals = [m["val_loss"] for m in metrics(d) if "val_loss" in m]
     assert res["val_loss"] == vals[-1] < vals[0] - 1.0  # it learns
     ls = losses(d)
@@ -57,10 +57,10 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
     assert cfg.out_dir == str(d / "sft_hh") and cfg.init == str(d / "pretrain.pt")
     # the mode=sft preset on top of tiny
-    assert (cfg.max_iters, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")
+    assert (cfg.steps, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
-    sft = run(tmp_path, "--mode", "sft", "--max_iters", "10")
-    assert sft["mode"] == "sft" and sft["iters"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
+    sft = run(tmp_path, "--mode", "sft", "--steps", "10")
+    assert sft["mode"] == "sft" and sft["steps"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
     assert json.load(open(d / "results.json")) == pre  # pretraining's outputs are untouched
     assert max(losses(d)) == 40 and max(losses(d / "sft_hh")) == 10
     # gold helpfulness on the benign evaluation set: only in the SFT run's results
@@ -159,7 +159,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_plain_text_data_runs_to_the_end(tmp_path, monkeypatch, tokenizer):
     """Plain text has no dialogue prompts: the samples continue the start of held-out text."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE)
-    res = run(tmp_path, "--data", SHAKESPEARE, "--tokenizer", tokenizer, "--max_iters", "4")
+    res = run(tmp_path, "--data", SHAKESPEARE, "--tokenizer", tokenizer, "--steps", "4")
     saved = json.load(open(tmp_path / "tinyshakespeare" / "tiny" / "results.json"))
     assert (
         saved["tokenizer"]
@@ -189,7 +189,7 @@ def test_ddp_two_processes_gloo(tmp_path):
         "train_lm.py",
         "--preset",
         "tiny",
-        "--max_iters",
+        "--steps",
         "10",
         "--out_dir",
         str(tmp_path),
@@ -261,13 +261,12 @@ def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_cou
     cfg = train_lm.parse_args(["--preset", "tiny", "--quiet"])
     ids = np.arange(100_000)  # every token distinct: overlaps are visible
     unique, windows, schedule = repeated_subset(
-        ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.25, 4, 0
+        ids, cfg.block_size, cfg.steps, cfg.batch_size, 0.25, 4, 0
     )
-    assert schedule.shape == (cfg.max_iters, cfg.batch_size)
+    assert schedule.shape == (cfg.steps, cfg.batch_size)
     n = windows.shape[0]
     assert (
-        n == round(0.25 * cfg.max_iters * cfg.batch_size / 4)
-        and windows.shape[1] == cfg.block_size + 1
+        n == round(0.25 * cfg.steps * cfg.batch_size / 4) and windows.shape[1] == cfg.block_size + 1
     )
     # each window 4 times
     assert np.array_equal(np.bincount(schedule[schedule >= 0], minlength=n), np.full(n, 4))
@@ -276,7 +275,7 @@ def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_cou
     assert not set(windows.ravel().tolist()) & set(unique.tolist())
     assert unique[0] == windows[-1, -1] + 1  # the rest of the training split, nothing else
     with pytest.raises(SystemExit, match="subset of 0 windows"):
-        repeated_subset(ids, cfg.block_size, cfg.max_iters, cfg.batch_size, 0.01, 1000, 0)
+        repeated_subset(ids, cfg.block_size, cfg.steps, cfg.batch_size, 0.01, 1000, 0)
 
 
 def test_repeated_run_token_counts_match_the_flags(tmp_path):
@@ -319,7 +318,7 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
             "16,32",
             "--n_embd",
             "32",
-            "--max_iters",
+            "--steps",
             "20",
             "--block_size",
             "32",
