@@ -167,8 +167,9 @@ PRESETS = {
         "shots": 1,
     },
     "tiny": {
-        "n_sl": 6,
-        "n_sl_benign": 6,
+        # enough SL-CAI text for a validation split longer than a tiny model's context
+        "n_sl": 60,
+        "n_sl_benign": 60,
         "rounds": 2,
         "critique_tokens": 6,
         "max_new_tokens": 8,

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, fields
 
 import pytest
+import torch
 
 import bench
 import calibrate
@@ -203,3 +204,16 @@ def test_ensure_checkpoint_builds_once_and_reports_failure(tmp_path, capsys):
     assert os.path.getmtime(ckpt) == mtime
     with pytest.raises(SystemExit, match="`python train_lm.py --no-such-flag` failed"):
         ensure_checkpoint(str(tmp_path / "other.pt"), ["train_lm.py", "--no-such-flag"], "nothing")
+
+
+def test_ensure_checkpoint_resumes_an_unfinished_one(tmp_path):
+    """A chain interrupted mid-run (ppo.py building train_lm.py's checkpoint) picks up the
+    half-trained checkpoint with --resume instead of taking it as finished."""
+    argv = ["train_lm.py", "--preset", "tiny", "--samples", "0", "--out_dir", str(tmp_path)]
+    ckpt = tmp_path / "tiny" / "pretrain.pt"
+    subprocess.run([sys.executable, *argv, "--stop_after", "20"], cwd=ROOT, check=True)
+    assert torch.load(ckpt, weights_only=True)["step"] == 20
+    ensure_checkpoint(str(ckpt), argv + ["--quiet"], "a tiny LM")
+    assert torch.load(ckpt, weights_only=True)["step"] == 40
+    rows = [json.loads(line) for line in open(tmp_path / "tiny" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))

@@ -381,6 +381,26 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
     assert {s["group"] for s in samples} == {"redteam", "benign", "twins"}
 
 
+def test_ppo_resume_continues_exactly(tmp_path):
+    """Interrupted after step 3's checkpoint (--stop_after) and resumed, ppo.py ends where
+    the uninterrupted run ends: same policy, same evaluations, same metrics.jsonl."""
+    every = ["--ckpt_interval", "1", "--steps", "5", "--n_evals", "2"]
+    full = ppo.main(tiny_ppo_config(tmp_path / "a", *every))
+    assert ppo.main(tiny_ppo_config(tmp_path / "b", *every, "--stop_after", "3")) is None
+    resumed = ppo.main(tiny_ppo_config(tmp_path / "b", *every, "--resume"))
+    for k in ("before", "after", "eval_points", "change", "reward_vs_sqrt_kl"):
+        assert resumed[k] == full[k], k
+    a, b = (torch.load(tmp_path / d / "ppo/tiny/policy.pt", weights_only=True) for d in "ab")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    untimed = [
+        [{k: v for k, v in json.loads(x).items() if not k.startswith("time")} for x in open(p)]
+        for p in (tmp_path / d / "ppo" / "tiny" / "metrics.jsonl" for d in "ab")
+    ]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 5 + 4
+    with pytest.raises(SystemExit, match="a finished run; nothing to resume"):
+        ppo.main(tiny_ppo_config(tmp_path / "b", *every, "--resume"))
+
+
 def test_ppo_stops_on_divergence_without_saving(tmp_path):
     """A learning rate that blows the policy up: PPO stops with the step, writes no policy."""
     cfg = tiny_ppo_config(tmp_path, "--value_lr", "1e30")
