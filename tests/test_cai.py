@@ -247,4 +247,5 @@ def test_tiny_end_to_end(tmp_path):
     assert len(pairs) == 8 + 40 and all(0 <= p["label"] <= 1 for p in pairs)
     assert any(0 < p["label"] < 1 for p in pairs[:8])  # soft AI labels
     sl, _ = load_comparisons(str(tmp_path / "cai" / "tiny" / "sl_cai.jsonl"), verbose=False)
-    assert len(sl) == 60
+    tiny = cr.parse_args(["--preset", "tiny"])
+    assert len(sl) == tiny.n_sl + tiny.n_sl_benign
