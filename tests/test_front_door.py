@@ -216,7 +216,9 @@ def test_a_long_run_says_how_long(monkeypatch, capsys):
 def test_quiet_keeps_the_summary(tmp_path, capsys):
     train_lm.main(train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--quiet"]))
     out = capsys.readouterr()
-    assert out.out.strip().startswith("pretrain done:") and "results.json" in out.out
+    hint = "matplotlib is not installed"  # the one other line, where matplotlib is missing (CI)
+    lines = [line for line in out.out.splitlines() if line and not line.startswith(hint)]
+    assert len(lines) == 1 and lines[0].startswith("pretrain done:") and "results.json" in lines[0]
     assert out.err == ""
 
 
