@@ -794,9 +794,11 @@ def timed(items, desc, first=3):
 
 def cli(main, parse):
     """A script's entry point: parse(argv) -> config, one line with what differs from the
-    defaults, then main(config). Ctrl-C ends with one line: the last checkpoint written and
-    the command that continues from it."""
+    defaults (beyond its preset's settings), then main(config). Ctrl-C ends with one line:
+    the last checkpoint written and the command that continues from it."""
     cfg, default = parse(None), parse([])
+    if cfg.preset != default.preset:  # the preset's own settings are implied by its name
+        default = replace(parse(["--preset", cfg.preset]), preset=default.preset)
     changed = [f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(default, k)]
     if not getattr(cfg, "quiet", False):
         print(f"config: {' '.join(changed) or 'the defaults'}", flush=True)

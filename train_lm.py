@@ -267,7 +267,8 @@ def parse_args(argv=None):
     }
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
-            raise SystemExit(f"--{name} must be one of {allowed}, not {getattr(cfg, name)!r}")
+            options = ", ".join(map(repr, allowed))
+            raise SystemExit(f"train_lm.py: --{name} {getattr(cfg, name)!r}: choose from {options}")
     if cfg.sweep and cfg.mode != "pretrain":
         raise SystemExit("--sweep repeated is pretraining only")
     if not cfg.sweep and (cfg.repeat_count > 0) != (cfg.repeat_frac > 0):

@@ -108,7 +108,7 @@ def test_malformed_jsonl_is_one_line(isolated):
         ("train_lm", ["--stop_after", "-1"], "--stop_after -1: must be at least 0"),
         ("train_lm", ["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         ("train_lm", ["--max_iters", "5"], "unrecognized arguments: --max_iters 5"),
-        ("train_lm", ["--mode", "rl"], "--mode must be one of"),
+        ("train_lm", ["--mode", "rl"], "--mode 'rl': choose from 'pretrain', 'sft'"),
         ("train_lm", ["--preset", "huge"], "unknown preset 'huge'"),
         ("ppo", ["--steps", "-3"], "--steps -3: must be at least 0"),
         ("ppo", ["--temperature", "0"], "--temperature 0.0: must be positive"),
@@ -163,6 +163,9 @@ def test_the_command_line_prints_no_traceback(tmp_path):
 def test_the_config_that_differs_is_printed_at_start(capsys):
     cli(lambda cfg: None, lambda a: ppo.parse_args(["--steps", "7"] if a is None else a))
     assert capsys.readouterr().out == "config: steps=7\n"
+    tiny = ["--preset", "tiny", "--steps", "7"]  # a preset's own settings go by its name
+    cli(lambda cfg: None, lambda a: ppo.parse_args(tiny if a is None else a))
+    assert capsys.readouterr().out == "config: preset=tiny steps=7\n"
 
 
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):

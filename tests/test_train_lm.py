@@ -108,7 +108,7 @@ def test_resume_with_other_shape_is_a_clear_error(tmp_path):
 
 def test_bad_choices_are_clear_errors():
     for flag, value in [("--mode", "rl"), ("--optimizer", "sgd"), ("--sweep", "other")]:
-        with pytest.raises(SystemExit, match=f"{flag} must be one of"):
+        with pytest.raises(SystemExit, match=f"{flag} '{value}': choose from"):
             train_lm.parse_args([flag, value])
     with pytest.raises(SystemExit, match="pretraining only"):
         train_lm.parse_args(["--sweep", "repeated", "--mode", "sft"])
