@@ -780,8 +780,8 @@ def eprint(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def timed(items, desc, first=3):
-    """Yield items; once the steps after the first (which warms up) are timed, say how long
+def timed(items, desc, first=2):
+    """Yield items; once the step after the first (which warms up) is timed, say how long
     the whole run will take if that is over ten minutes (a gpu preset on a CPU, say). The
     user asked for the run, so it goes on."""
     for i, item in enumerate(items):

@@ -207,11 +207,11 @@ def test_progress_on_a_terminal_is_tqdm(monkeypatch):
 
 
 def test_a_long_run_says_how_long(monkeypatch, capsys):
-    clock = iter(range(0, 10**6, 8))  # two readings 2 steps apart: 4 s a step
+    clock = iter(range(0, 10**6, 4))  # two readings a step apart: 4 s a step
     monkeypatch.setattr(model.time, "time", lambda: next(clock))
     assert list(timed(range(2000), "pretrain")) == list(range(2000))
     assert "pretrain: about 2.2 h to go at this speed; Ctrl-C stops it" in capsys.readouterr().out
-    clock = iter(range(0, 10**6, 8))
+    clock = iter(range(0, 10**6, 4))
     list(timed(range(100), "short"))  # 400 s: no word
     assert capsys.readouterr().out == ""
 
