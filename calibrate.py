@@ -47,14 +47,13 @@ import torch
 import torch.nn.functional as F
 
 from data import world
-from data.calibration import auroc, reliability
+from data.calibration import auroc, cluster_se, reliability
 from data.corpora import LETTERS, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
 from data.tokenizer import get_tokenizer
 from model import (
     autocast,
     cli,
-    cluster_se,
     configure_optimizer,
     ensure_checkpoint,
     get_device,
@@ -341,7 +340,7 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
             None,
             f"{path} not found: run `python ppo.py` (about 10 minutes) or pass --build_policy",
         )
-    ensure_checkpoint(path, ["ppo.py", "--preset", cfg.preset], "the RLHF policy")
+    ensure_checkpoint(path, ["ppo.py", "--preset", cfg.preset], "the RLHF policy", cfg.quiet)
     policy, _ = load_checkpoint(path, device, tokenizer_name=enc_name)
     logits = letter_logits(policy, get_tokenizer(enc_name), mc_prompts(mc), 4)
     temps = [round(t, 2) for t in np.arange(0.25, 8.01, 0.25)]
@@ -648,7 +647,9 @@ def main(cfg):
     t0 = time.time()
     device = get_device(cfg.device)
     log = printer(cfg.quiet)
-    init = cfg.init or ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained LM")
+    init = cfg.init or ensure_checkpoint(
+        *handoff("pretrain", cfg.preset), "the pretrained LM", cfg.quiet
+    )
     model, ck = load_checkpoint(init, device)
     out_dir = run_dir(cfg.out_dir, cfg.preset)
     enc = get_tokenizer(ck["tokenizer"])

@@ -57,12 +57,11 @@ import numpy as np
 import torch
 
 from data import corpora, world
-from data.calibration import reliability
+from data.calibration import cluster_se, reliability
 from data.hh import write_jsonl
 from data.tokenizer import get_tokenizer
 from model import (
     cli,
-    cluster_se,
     ensure_checkpoint,
     get_device,
     handoff,
@@ -614,10 +613,13 @@ def main(cfg):
         os.path.join(hh_dir, "results.json"),
         ["ppo.py", "--preset", cfg.preset],
         "the HH RLHF result compared against",
+        cfg.quiet,
     )
-    base = cfg.base or ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained LM")
+    base = cfg.base or ensure_checkpoint(
+        *handoff("pretrain", cfg.preset), "the pretrained LM", cfg.quiet
+    )
     helpful = cfg.helpful or ensure_checkpoint(
-        *handoff("sft_helpful", cfg.preset), "the helpful-only policy"
+        *handoff("sft_helpful", cfg.preset), "the helpful-only policy", cfg.quiet
     )
     t_own = time.time()
     out_dir = run_dir(cfg.out_dir, cfg.preset)

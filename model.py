@@ -257,9 +257,7 @@ class GPT(nn.Module):
             mask = padding_mask_to_attn(pad_mask)
         prev_valid = None
         if self.cfg.smeared_key:  # is the previous position a real token?
-            real = pad_mask
-            if pad_mask is None:
-                real = torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            real = pad_mask if pad_mask is not None else torch.ones_like(idx, dtype=torch.bool)
             first = torch.full((B, 1), start > 0, dtype=torch.bool, device=idx.device)
             prev_valid = torch.cat([first, real[:, :-1]], dim=1).to(self.wte.weight.dtype)
         rot = rope(pos, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_base)
@@ -488,6 +486,8 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
     overrides: fields that may legitimately change on load (dropout; scalar_head: an LM
     initialising a PM). Every problem -- missing, unreadable, another config -- stops the
     script with one line that names the file and says what to do."""
+    if os.path.isdir(path):
+        raise SystemExit(f"{path}: a folder; give the checkpoint file in it (a .pt)")
     if not os.path.exists(path):
         raise SystemExit(
             f"{path}: no such checkpoint; run the script that writes it first (see the README)"
@@ -495,10 +495,10 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated, corrupted or not a torch file: torch's errors vary
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        msg = (str(e).strip().splitlines() or [""])[0][:80]
         raise SystemExit(
-            f"{path}: cannot read the checkpoint ({type(e).__name__}: {msg}); "
-            f"it is truncated or not a checkpoint: delete it and rebuild it"
+            f"{path}: cannot read it as a checkpoint ({type(e).__name__}: {msg}); "
+            f"if it is one of ours, it is truncated: delete it and rebuild it"
         ) from None
     if not isinstance(ck, dict) or any(k not in ck for k in ("model", "config", "tokenizer")):
         raise SystemExit(f"{path}: not a nanoalign checkpoint (no model, config and tokenizer)")
@@ -604,9 +604,6 @@ PEAK_FLOPS = {
     "A10G": 125e12,
     "L4": 121e12,
     "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
 }
 
 
@@ -682,7 +679,11 @@ def parse_config(config_cls, presets, doc, argv=None):
     cfg = replace(cfg, **given)
     for f in fields(cfg):  # a number is >= 0 (unless its default is < 0), and > 0 unless its
         value = getattr(cfg, f.name)  # help says what 0 means ("0: ...") or it is a seed
-        if isinstance(value, bool) or not isinstance(value, int | float) or f.default < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            ap.error(f"--{f.name} {value}: must be a finite number")
+        if f.default < 0:
             continue
         zero_ok = f.default == 0 or "seed" in f.name or re.search(r"\b0:", helps.get(f.name, ""))
         if value < 0 or (value == 0 and not zero_ok):
@@ -768,26 +769,28 @@ def progress(items=None, desc="", quiet=False, total=None, initial=0, leave=True
     """The one progress bar: tqdm on a terminal; elsewhere (a log file, CI) a plain line at
     the start, every 30 s and at the end instead of redraws, and an inner bar (leave=False)
     only if it lasts 30 s. Iterating a sized `items` also times its first steps (timed)."""
+    # off a terminal tqdm writes to a "file" that prints each of its lines as a plain line
     lines = SimpleNamespace(flush=lambda: None, write=lambda s: s.strip() and eprint(s.strip()))
     plain = {"file": lines, "mininterval": 30, "maxinterval": 30, "delay": 0 if leave else 30}
     if hasattr(items, "__len__"):
-        items, total = timed(items, desc), len(items) if total is None else total
+        total = len(items) if total is None else total
+        items = timed(items, desc)
     style = {} if sys.stderr.isatty() else plain
-    return tqdm(items, desc, total, leave, initial=initial, disable=quiet, **style)
+    return tqdm(items, desc, total=total, leave=leave, initial=initial, disable=quiet, **style)
 
 
 def eprint(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def timed(items, desc, first=2):
-    """Yield items; once the step after the first (which warms up) is timed, say how long
-    the whole run will take if that is over ten minutes (a gpu preset on a CPU, say). The
-    user asked for the run, so it goes on."""
+def timed(items, desc):
+    """Yield items; once the second step is timed (the first warms up and compiles), say
+    how long the rest will take if that is over ten minutes (a gpu preset on a CPU, say).
+    The user asked for the run, so it goes on."""
     for i, item in enumerate(items):
         if i == 1:
-            t0 = time.time()
-        if i == first and (left := (time.time() - t0) / (i - 1) * (len(items) - i)) > 600:
+            second_started = time.time()
+        if i == 2 and (left := (time.time() - second_started) * (len(items) - 2)) > 600:
             tqdm.write(f"{desc}: about {left / 3600:.1f} h to go at this speed; Ctrl-C stops it")
         yield item
 
@@ -802,6 +805,8 @@ def cli(main, parse):
     changed = [f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(default, k)]
     if not getattr(cfg, "quiet", False):
         print(f"config: {' '.join(changed) or 'the defaults'}", flush=True)
+    if "gpu" in cfg.preset.split("+") and get_device(cfg.device).type == "cpu":
+        eprint("--preset gpu on a CPU: sized for a GPU, it takes hours here (Ctrl-C stops it)")
     try:
         main(cfg)
     except KeyboardInterrupt:
@@ -840,28 +845,29 @@ def run_script(argv, announce, quiet=False):
     """Run one of the project's scripts as from the command line, saying why first; stop
     if it fails. argv: the script and its flags, e.g. ["train_lm.py", "--mode", "sft"].
     quiet: pass --quiet and keep its output back (shown only if it fails)."""
-    cmd = [
-        sys.executable,
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0]),
-        *argv[1:],
-    ]
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), argv[0])]
+    cmd += argv[1:]
     print(f"\n>>> {announce} with `python {' '.join(argv)}`", flush=True)
     t0 = time.time()
-    r = subprocess.run(cmd + (["--quiet"] if quiet else []), capture_output=quiet, text=True)
+    try:
+        r = subprocess.run(cmd + (["--quiet"] if quiet else []), capture_output=quiet, text=True)
+    except KeyboardInterrupt:  # Ctrl-C reaches the script too: its own line says what to do
+        sys.exit(130)
     if r.returncode != 0:
         print((r.stdout or "")[-2000:] + (r.stderr or "")[-4000:], flush=True)
         raise SystemExit(f"`python {' '.join(argv)}` failed (exit {r.returncode}); fix that first")
     print(f">>> done in {time.time() - t0:.0f}s\n", flush=True)
 
 
-def ensure_checkpoint(ckpt, argv, what):
+def ensure_checkpoint(ckpt, argv, what, quiet=False):
     """Build a missing checkpoint by running the script that makes it with its defaults,
     telling the user what is happening (ppo.py -> train_pm.py -> train_lm.py on a fresh
-    clone), or resuming one that an interrupted run left unfinished."""
+    clone), or resuming one that an interrupted run left unfinished. quiet: the run is
+    quiet too (its output shown only if it fails)."""
     if os.path.exists(ckpt) and not finished(ckpt):
-        run_script(argv + ["--resume"], f"{ckpt} is unfinished: resuming {what}")
+        run_script(argv + ["--resume"], f"{ckpt} is unfinished: resuming {what}", quiet)
     if not os.path.exists(ckpt):
-        run_script(argv, f"{ckpt} not found: building {what}")
+        run_script(argv, f"{ckpt} not found: building {what}", quiet)
         if not os.path.exists(ckpt):
             raise SystemExit(f"`python {' '.join(argv)}` did not write {ckpt}")
     return ckpt
@@ -887,21 +893,6 @@ def handoff(stage, preset="cpu"):
     }[stage]
     ckpt = os.path.join(run_path(f"out/{script}", preset, sub), name)
     return ckpt, [f"{script}.py", "--preset", preset, *flags.split()]
-
-
-def cluster_se(x, clusters):
-    """Standard error of the mean of x, robust to correlation within clusters (the sandwich
-    estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
-    independent samples. With one item per cluster it is the usual std/sqrt(n)."""
-    x = [float(v) for v in x]
-    mean = sum(x) / max(len(x), 1)
-    groups = {}  # each cluster's summed deviation from the mean
-    for v, c in zip(x, clusters, strict=True):
-        groups[c] = groups.get(c, 0.0) + v - mean
-    g = len(groups)
-    if g <= 1:
-        return 0.0
-    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)
 
 
 def sample_replies(
@@ -940,22 +931,26 @@ def chat(argv=None):
     ap.add_argument("--max_new_tokens", type=int, default=64, help="longest reply (default 64)")
     ap.error = lambda msg: sys.exit(f"model.py: {msg} (see --help)")
     args = ap.parse_args(argv)
-    if args.temperature < 0 or args.max_new_tokens < 1:
-        ap.error("--temperature must be at least 0 and --max_new_tokens positive")
+    if not 0 <= args.temperature < math.inf:  # also NaN
+        ap.error(f"--temperature {args.temperature}: must be a finite number, at least 0")
+    if args.max_new_tokens < 1:
+        ap.error(f"--max_new_tokens {args.max_new_tokens}: must be positive")
     from data import world  # late: the world is built only for a chat
     from data.tokenizer import get_tokenizer
 
     device = get_device()
     model, ck = load_checkpoint(args.checkpoint, device)
-    if model.scalar is not None:
-        raise SystemExit(f"{args.checkpoint}: a scalar-head model (PM, value, P(IK)); give an LM")
+    if model.scalar is not None or ck["tokenizer"] == "synthetic":
+        raise SystemExit(
+            f"{args.checkpoint}: not a language model of text (a PM, value, P(IK) "
+            "or induction.py model); give one written by train_lm.py or ppo.py"
+        )
     enc, gen = get_tokenizer(ck["tokenizer"]), torch.Generator(device).manual_seed(0)
+    new_tokens = min(args.max_new_tokens, model.cfg.block_size // 2)  # room for the request
     context = ""
     while request := args.prompt or typed("Human: "):
         context += f"\n\nHuman: {request}\n\nAssistant:"
-        replies, _ = sample_replies(
-            model, enc, [context], args.max_new_tokens, args.temperature, gen
-        )
+        replies, _ = sample_replies(model, enc, [context], new_tokens, args.temperature, gen)
         category, helpful, harmless = world.judge(request, replies[0])
         gold = f"  [gold: {category}, {helpful}, {harmless}]" if category else ""
         print(f"Assistant: {replies[0]}{gold}", flush=True)
@@ -965,10 +960,11 @@ def chat(argv=None):
 
 
 def typed(prompt):
-    """A line from the user, '' at the end of input."""
+    """A line from the user, '' at the end of input or on Ctrl-C."""
     try:
         return input(prompt).strip()
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
+        print()
         return ""
 
 

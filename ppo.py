@@ -44,13 +44,13 @@ import torch.nn.functional as F
 from tqdm import tqdm  # tqdm.write: a line that does not break the bar
 
 from data import corpora, world
+from data.calibration import cluster_se
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
 from data.tokenizer import encode_transcript, get_tokenizer
 from model import (
     autocast,
     cli,
-    cluster_se,
     configure_optimizer,
     ensure_checkpoint,
     get_device,
@@ -586,12 +586,12 @@ def load_models(cfg, device):
     """Policy, frozen reference, frozen PM, and the value function. A fresh clone has no
     checkpoints: the default ones are built by running the earlier scripts."""
     if not cfg.policy:
-        ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained language model")
+        ensure_checkpoint(*handoff("pretrain", cfg.preset), "the pretrained LM", cfg.quiet)
         cfg.policy = ensure_checkpoint(
-            *handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)"
+            *handoff("sft", cfg.preset), "the HH-like SFT policy (--sft_mix hh)", cfg.quiet
         )
     if not cfg.pm:
-        cfg.pm = ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model")
+        cfg.pm = ensure_checkpoint(*handoff("pm", cfg.preset), "the preference model", cfg.quiet)
     policy, ck = load_checkpoint(cfg.policy, device, dropout=0.0)
     ref, _ = load_checkpoint(cfg.policy, device, dropout=0.0)
     pm, pck = load_checkpoint(cfg.pm, device)
@@ -599,6 +599,10 @@ def load_models(cfg, device):
     # predicts the final reward of a transcript, so the value starts near a useful baseline
     # instead of noise (Ouyang et al. 2022, App. C.3 initialise the value from the RM).
     value_model, _ = load_checkpoint(cfg.pm, device, dropout=0.0)
+    if policy.scalar is not None:
+        raise SystemExit(f"--policy {cfg.policy}: a scalar-head model (a PM?); give an LM")
+    if pm.scalar is None:
+        raise SystemExit(f"--pm {cfg.pm}: a language model; give a PM (from train_pm.py)")
     if ck["tokenizer"] != pck["tokenizer"]:
         raise SystemExit(
             f"{cfg.policy} uses tokenizer {ck['tokenizer']} but {cfg.pm} uses {pck['tokenizer']}"
@@ -612,6 +616,8 @@ def load_models(cfg, device):
 def resume_state(path, policy, value_model, device):
     """An interrupted run's policy.pt: its policy and value weights loaded into the models
     -> the rest of its state (optimisers, RNGs, evaluation points, ...)."""
+    if not os.path.exists(path):
+        raise SystemExit(f"{path}: not found, so nothing to resume (drop --resume)")
     saved, state = load_checkpoint(path, device, dropout=0.0)
     if "value" not in state:
         raise SystemExit(f"{path}: a finished run; nothing to resume (drop --resume)")
@@ -814,7 +820,7 @@ def main(cfg):
     write_json(os.path.join(out_dir, "results.json"), res)
     figs = plots(points, metrics, (slope, intercept, r2), out_dir)
 
-    log(
+    print(
         f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   "
         f"(held-out: {sizes}; ± clustered standard errors)"
     )
@@ -822,13 +828,13 @@ def main(cfg):
     for k, ch in change.items():
         b = f"{before[k]:10.3f}±{before[k + '_se']:.3f}"
         a = f"{after[k]:10.3f}±{after[k + '_se']:.3f}"
-        log(f"  {k:22s}{b}{a}{ch['change']:+10.3f}±{ch['se']:.3f}")
-    log(
+        print(f"  {k:22s}{b}{a}{ch['change']:+10.3f}±{ch['se']:.3f}")
+    print(
         f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, "
         f"R^2 {r2:.3f} (Bai et al. 2022: roughly linear)"
     )
     if o := res["overoptimisation"]:
-        log(
+        print(
             f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to "
             f"{o['gold_final']:.3f} while the PM rose from {o['pm_at_peak']:.3f} to "
             f"{o['pm_final']:.3f}"
@@ -837,7 +843,7 @@ def main(cfg):
     for s in res["samples_after"]:
         log(f"  [{s['category']}] {corpora.last_human(s['prompt'])!r} -> {s['reply']!r}")
     names = "".join(", " + os.path.basename(f) for f in figs)
-    log(
+    print(
         f"wrote {out_dir}/ (results.json, metrics.jsonl, samples.jsonl, policy.pt{names}) "
         f"in {res['seconds']:.0f}s"
     )

@@ -318,7 +318,7 @@ def default_init(cfg, train, out_dir):
     reply is ever in the LM's training text."""
     if cfg.data == "world":
         return ensure_checkpoint(
-            *handoff("pretrain", cfg.preset), "the language model the PM starts from"
+            *handoff("pretrain", cfg.preset), "the language model the PM starts from", cfg.quiet
         )
     # the file's name names the LM's tokenizer
     src = os.path.join(out_dir, f"{data_name(cfg.data)}_pm_train.jsonl")
@@ -328,7 +328,7 @@ def default_init(cfg, train, out_dir):
         write_jsonl(src, [{"chosen": p["chosen"], "rejected": p["rejected"]} for p in train])
     argv = ["train_lm.py", "--preset", cfg.preset, "--data", src, "--out_dir", lm_dir]
     return ensure_checkpoint(
-        ckpt, argv, "the language model the PM starts from, on the PM's training split"
+        ckpt, argv, "the language model the PM starts from, on the PM's training split", cfg.quiet
     )
 
 

@@ -6,7 +6,11 @@ calibration experiment (Kadavath et al. 2022: multiple choice, P(True), P(IK)).
   reliability(p, y)  expected calibration error (ECE), RMS calibration error, Brier score
                      and the reliability table, with bins of equal width or equal count
   auroc(s, y)        area under the ROC curve: P(score of a positive > score of a negative)
+  cluster_se(x, c)   the standard error of a mean clustered by object, for every evaluation
+                     whose replies share held-out objects (ppo.py, critique_revise.py, ...)
 """
+
+import math
 
 import numpy as np
 
@@ -57,3 +61,18 @@ def auroc(scores, labels):
     # ties share their average rank
     ranks = (np.bincount(tie, weights=ranks) / np.bincount(tie))[tie]
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def cluster_se(x, clusters):
+    """Standard error of the mean of x, robust to correlation within clusters (the sandwich
+    estimator, G/(G-1) small-sample factor): replies about the same held-out object are not
+    independent samples. With one item per cluster it is the usual std/sqrt(n)."""
+    x = [float(v) for v in x]
+    mean = sum(x) / max(len(x), 1)
+    groups = {}  # each cluster's summed deviation from the mean
+    for v, c in zip(x, clusters, strict=True):
+        groups[c] = groups.get(c, 0.0) + v - mean
+    g = len(groups)
+    if g <= 1:
+        return 0.0
+    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)

@@ -210,6 +210,11 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
                 pairs, _ = hh.load_comparisons(source, verbose)
                 docs = hh.dialogue_corpus(pairs)
                 kind = "hh"
+            if len(docs) < 2:  # one for each split at least
+                raise SystemExit(
+                    f"--data {source}: {len(docs)} document; paragraphs (separated by blank "
+                    f"lines) are the documents, and training and validation need one each"
+                )
             enc = get_tokenizer(tokenizer, text_fn=lambda: "\n".join(docs))
             n_val = max(len(docs) // 20, 1)
             # every 20th document to val: a deterministic split that spans all files

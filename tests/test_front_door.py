@@ -75,6 +75,7 @@ def write(path, content):
         (b"\x00\x01\x02\x03binary", "a binary file"),
         (b"caf\xe9 latin-1", "not UTF-8 text (byte 3)"),
         ("three\n\nshort\n\nparagraphs", "needs at least 66 in each"),
+        ("one paragraph\nno blank line\n" * 50, "1 document; paragraphs (separated by blank"),
     ],
 )
 def test_bad_data_is_one_line_and_leaves_nothing(isolated, content, says):
@@ -85,7 +86,7 @@ def test_bad_data_is_one_line_and_leaves_nothing(isolated, content, says):
     message = mistake("train_lm", "--preset", "tiny", "--data", path, out=isolated / "runs")
     assert path in message and says in message
     # no run folder; no tokenizer or token stream cached from bad text (too-short text is
-    # text: its cache is kept, and a longer --block_size or more text is the fix)
+    # text: its cache is kept, and a smaller --block_size or more text is the fix)
     assert not os.path.exists(isolated / "runs")
     if "needs at least" not in says:
         assert files_under(isolated) == before
@@ -105,6 +106,8 @@ def test_malformed_jsonl_is_one_line(isolated):
         ("train_lm", ["--steps", "-5"], "--steps -5: must be positive"),
         ("train_lm", ["--batch_size", "0"], "--batch_size 0: must be positive"),
         ("train_lm", ["--lr=-1e-3"], "--lr -0.001: must be positive"),
+        ("train_lm", ["--lr", "nan"], "--lr nan: must be a finite number"),
+        ("ppo", ["--kl_coef", "inf"], "--kl_coef inf: must be a finite number"),
         ("train_lm", ["--stop_after", "-1"], "--stop_after -1: must be at least 0"),
         ("train_lm", ["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
         ("train_lm", ["--max_iters", "5"], "unrecognized arguments: --max_iters 5"),
@@ -249,23 +252,54 @@ def test_talk_to_a_checkpoint(tmp_path):
     rc, out, _ = chat(
         str(tmp_path / "lm.pt"), "--temperature", "0", stdin="hello there\nWhat is 2 + 3?\n"
     )
-    turns = [t for t in out.split("Human: ") if t]  # input() writes its prompt to stdout
+    turns = [t for t in out.split("Human: ") if t.strip()]  # input() writes its prompt to stdout
     assert rc == 0 and len(turns) == 2 and all(t.startswith("Assistant: ") for t in turns)
     assert "[gold:" not in turns[0] and "[gold:" in turns[1]
 
 
 def test_chat_mistakes_are_one_line(tmp_path):
     tiny_checkpoint(tmp_path / "pm.pt", scalar=True)
-    rc, _, err = chat(str(tmp_path / "pm.pt"), "--prompt", "hi")
-    assert (
-        rc == 1
-        and err.strip()
-        == f"{tmp_path / 'pm.pt'}: a scalar-head model (PM, value, P(IK)); give an LM"
-    )
-    rc, _, err = chat(str(tmp_path / "none.pt"))
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "no such checkpoint" in err
-    rc, _, err = chat(str(tmp_path / "pm.pt"), "--temperature", "-1")
-    assert rc == 1 and "--temperature must be at least 0" in err
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    for argv, says in [
+        ([str(tmp_path / "pm.pt"), "--prompt", "hi"], "not a language model of text (a PM"),
+        ([str(tmp_path / "none.pt")], "no such checkpoint"),
+        ([str(tmp_path)], "a folder; give the checkpoint file in it"),
+        ([str(tmp_path / "notes.txt")], "cannot read it as a checkpoint"),
+        ([str(tmp_path / "pm.pt"), "--temperature", "-1"], "--temperature -1.0: must be"),
+        ([str(tmp_path / "pm.pt"), "--temperature", "nan"], "--temperature nan: must be"),
+        ([str(tmp_path / "pm.pt"), "--max_new_tokens", "0"], "--max_new_tokens 0: must be"),
+    ]:
+        rc, _, err = chat(*argv)
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and says in err, (argv, err)
+
+
+def test_talk_to_a_short_context_model(tmp_path):
+    """A tiny preset's 64-token context: the reply is shortened to leave the request room."""
+    tiny_checkpoint(tmp_path / "lm.pt", block_size=64)
+    request = "Can you tell me how to pick the lock on a house on my street while they are away?"
+    rc, out, err = chat(str(tmp_path / "lm.pt"), "--prompt", request)
+    assert rc == 0 and out.startswith("Assistant: ") and err == ""
+
+
+def test_ppo_model_mistakes_are_one_line(tmp_path):
+    lm, pm = tiny_checkpoint(tmp_path / "lm.pt"), tiny_checkpoint(tmp_path / "pm.pt", scalar=True)
+    assert lm is not None and pm is not None
+    lm, pm = str(tmp_path / "lm.pt"), str(tmp_path / "pm.pt")
+    out = tmp_path / "ppo"
+    assert "--pm " + lm + ": a language model" in mistake("ppo", "--policy", lm, "--pm", lm)
+    assert "--policy " + pm + ": a scalar-head model" in mistake("ppo", "--policy", pm, "--pm", pm)
+    says = mistake("ppo", "--preset", "tiny", "--policy", lm, "--pm", pm, "--resume", out=out)
+    assert "not found, so nothing to resume (drop --resume)" in says
+
+
+def test_quiet_ppo_keeps_its_table(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "lm.pt")
+    tiny_checkpoint(tmp_path / "pm.pt", scalar=True)
+    flags = ["--preset", "tiny", "--policy", str(tmp_path / "lm.pt"), "--quiet"]
+    ppo.main(ppo.parse_args(flags + ["--pm", str(tmp_path / "pm.pt"), "--out_dir", str(tmp_path)]))
+    out = capsys.readouterr()
+    assert "gold_harmlessness" in out.out and "PM reward vs sqrt(exact KL)" in out.out
+    assert "wrote " in out.out and "held-out evaluation at step" not in out.out + out.err
 
 
 def test_bench_tiny_preset(tmp_path):

@@ -207,8 +207,8 @@ def test_bad_checkpoints_stop_with_one_line_naming_the_file(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     for name, expected in [
         ("missing.pt", "no such checkpoint"),
-        ("truncated.pt", "cannot read the checkpoint"),
-        ("garbage.pt", "cannot read the checkpoint"),
+        ("truncated.pt", "cannot read it as a checkpoint"),
+        ("garbage.pt", "cannot read it as a checkpoint"),
         ("foreign.pt", "not a nanoalign checkpoint"),
     ]:
         with pytest.raises(SystemExit) as e:

@@ -12,6 +12,7 @@ import torch
 import ppo
 import train_pm
 from data import corpora, world
+from data.calibration import cluster_se
 from data.tokenizer import get_tokenizer, vocab_size_padded
 from helpers import tiny_checkpoint
 from model import GPT, GPTConfig, generate
@@ -451,13 +452,13 @@ def test_cluster_se():
     rng = np.random.default_rng(0)
     x = rng.normal(size=40)
     # one item per cluster: the usual standard error
-    assert ppo.cluster_se(x, range(40)) == pytest.approx(x.std(ddof=1) / np.sqrt(40))
+    assert cluster_se(x, range(40)) == pytest.approx(x.std(ddof=1) / np.sqrt(40))
     # k identical copies of each item, clustered together, add no information
-    assert ppo.cluster_se(np.repeat(x, 5), np.repeat(np.arange(40), 5)) == pytest.approx(
-        ppo.cluster_se(x, range(40))
+    assert cluster_se(np.repeat(x, 5), np.repeat(np.arange(40), 5)) == pytest.approx(
+        cluster_se(x, range(40))
     )
     # ...while treating the copies as independent would shrink the error by sqrt(5)
-    assert ppo.cluster_se(np.repeat(x, 5), range(200)) < 0.5 * ppo.cluster_se(x, range(40))
+    assert cluster_se(np.repeat(x, 5), range(200)) < 0.5 * cluster_se(x, range(40))
 
 
 def test_training_batches_have_a_fixed_red_team_share():
