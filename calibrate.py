@@ -338,7 +338,7 @@ def rlhf_calibration(cfg, device, enc_name, mc, mc_logits, answers, rng):
     if not os.path.exists(path) and not cfg.build_policy:
         return (
             None,
-            f"{path} not found: run `python ppo.py` (5-10 minutes on 2 CPU cores) or pass --build_policy",
+            f"{path} not found: run `python ppo.py` (5-10 minutes) or pass --build_policy",
         )
     ensure_checkpoint(path, ["ppo.py", "--preset", cfg.preset], "the RLHF policy", cfg.quiet)
     policy, _ = load_checkpoint(path, device, tokenizer_name=enc_name)
