@@ -118,6 +118,8 @@ class Config:
     mode: str = "pretrain"
     # world SFT data: "hh" (harmful requests sometimes refused) or "helpful" (never refused)
     sft_mix: str = "hh"
+    # share of the world's documents to generate (the tiny preset: 5%, built in a second)
+    world_frac: float = 1.0
     # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
     tokenizer: str = "auto"
     # start from this checkpoint; SFT starts from the pretraining run of the same data and preset
@@ -228,6 +230,7 @@ PRESETS = {
         "log_interval": 1,
         "warmup": 5,
         "samples": 1,
+        "world_frac": 0.05,
     },
     # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
     # data each, no checkpoint but the last
@@ -557,7 +560,7 @@ def main(cfg):
     if ddp and not master:
         dist.barrier()
     sft = cfg.mode == "sft"
-    d, meta = prepare(cfg.data, cfg.tokenizer, sft=sft, verbose=not quiet, mix=cfg.sft_mix)
+    d, meta = prepare(cfg.data, cfg.tokenizer, sft, not quiet, cfg.sft_mix, cfg.world_frac)
     if ddp and master:
         dist.barrier()
     train_ids, train_mask = load_split(d, "train", meta)

@@ -137,13 +137,14 @@ def _world_docs(n, seed, sft, mix):
     return corpora.pretrain_documents(n, seed=seed)
 
 
-def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"):
+def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh", frac=1.0):
     """Build (or reuse) the token stream for a source -> (directory, meta dict).
 
     source: "world" (the assistant world: pretraining mixture, or with sft=True the SFT data
     of mixture `mix`, corpora.SFT_MIXES), "synthetic" (synthetic_batch's sequences as
     documents of token ids), a plain text file, or an HH-RLHF jsonl(.gz) file or directory
-    (deduped dialogues; with sft=True the loss mask covers the assistant replies)."""
+    (deduped dialogues; with sft=True the loss mask covers the assistant replies). frac: the
+    share of the world's documents to generate (tiny runs: a corpus built in a second)."""
     if source == "synthetic":
         name = f"synthetic-{tokenizer}"
         key = {"synthetic": N_SYNTHETIC_DOCS, "tokenizer": tokenizer}
@@ -160,11 +161,12 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
             )
     elif source == "world":
         name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
+        name += f"-{frac:g}" if frac != 1 else ""
         key = {
             "world_version": world.WORLD_VERSION,
             "tokenizer": tokenizer,
             "sft": sft,
-            "docs": N_SFT_DOCS if sft else N_PRETRAIN_DOCS,
+            "docs": round((N_SFT_DOCS if sft else N_PRETRAIN_DOCS) * frac),
             **({"mix": mix} if sft else {}),
         }
         if not _fresh(name, key):
