@@ -47,6 +47,7 @@ from model import (
     run_dir,
     run_path,
     score_sequences,
+    set_precision,
     token_logprobs,
     write_json,
 )
@@ -176,9 +177,10 @@ def now(device):
     return time.perf_counter()
 
 
-def bench_train(models, cfg, batch_size, steps, warmup, device):
+def bench_train(models, cfg, batch_size, steps, warmup, device, bf16):
     """Training tokens/s of each model, {name: model}: the models' steps interleaved (so a
-    slow moment of the machine hits all of them), median step time after warm-up."""
+    slow moment of the machine hits all of them), median step time after warm-up. bf16:
+    {name: bool}, whether that model runs under bf16 autocast."""
     opts = {k: configure_optimizer(m, 1e-4, device_type=device.type) for k, m in models.items()}
     x = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size), device=device)
@@ -186,7 +188,7 @@ def bench_train(models, cfg, batch_size, steps, warmup, device):
     for i in range(warmup + steps):
         for k, m in models.items():
             t0 = now(device)
-            with autocast(device.type):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16[k]):
                 _, loss = m(x, y)
             loss.backward()
             opts[k].step()
@@ -209,29 +211,54 @@ def bench_sample(model, cfg, batch, prompt_len, new_tokens, use_cache, reps, dev
 
 
 def training(args, cfg, device, res, tag=""):
-    """Ours against the baseline, eager (and compiled with --compile or in the suite)."""
+    """Ours at the default precision against the baseline in fp32 (the speedrun's yardstick:
+    nanoGPT's model.py in fp32), and ours in fp32 where the default is bf16; eager (and
+    compiled with --compile or in the suite)."""
+    bf16 = {"nanoalign": res["precision"] == "bf16", "baseline": device.type == "cuda"}
     torch.manual_seed(0)
     models = {"nanoalign": GPT(cfg).to(device), "baseline": BaselineGPT(cfg).to(device)}
+    if bf16["nanoalign"] and device.type == "cpu":
+        torch.manual_seed(0)
+        models["nanoalign_fp32"], bf16["nanoalign_fp32"] = GPT(cfg).to(device), False
     if args.skip_baseline:
         models.pop("baseline")
     n_params = {k: m.num_params() for k, m in models.items()}
     for compiled in [False, True] if args.suite and args.compile else [args.compile]:
         run = {k: torch.compile(m) for k, m in models.items()} if compiled else models
-        tps = bench_train(run, cfg, args.batch_size, args.steps, args.untimed, device)
+        tps = bench_train(run, cfg, args.batch_size, args.steps, args.untimed, device, bf16)
         mode = "compiled" if compiled else "eager"
         for k, v in tps.items():
-            util = mfu(cfg, n_params[k], v, device)
+            util = mfu(cfg, n_params[k], v, device, res["peak_flops"])
             res[f"train_tokens_per_sec_{k}_{mode}"] = v
             res[f"train_mfu_{k}_{mode}"] = util
             shown = f", MFU {100 * util:.1f}%" if util is not None else ""
-            print(f"[{tag}] train {k:9s} {mode:8s}: {v:,.0f} tokens/s{shown}", flush=True)
-        if "baseline" in tps:
-            res[f"train_ratio_{mode}"] = tps["nanoalign"] / tps["baseline"]
-            print(
-                f"[{tag}] nanoalign / baseline ({mode}): {res[f'train_ratio_{mode}']:.3f}x",
-                flush=True,
-            )
+            dtype = "bf16" if bf16[k] else "fp32"
+            print(f"[{tag}] train {k:14s} {dtype} {mode:8s}: {v:,.0f} tokens/s{shown}", flush=True)
+        for k in [k for k in tps if k != "baseline" and "baseline" in tps]:
+            res[f"train_ratio_{k}_{mode}"] = tps[k] / tps["baseline"]
+            ratio = res[f"train_ratio_{k}_{mode}"]
+            print(f"[{tag}] {k} / baseline fp32 ({mode}): {ratio:.3f}x", flush=True)
+        if "baseline" in tps:  # scales a time measured on a slower or faster day
+            print(f"[{tag}] reference speed (baseline, fp32): {tps['baseline']:,.0f} tokens/s")
     return models["nanoalign"]
+
+
+def matmul_peak(device, shapes, reps=10):
+    """The device's own matmul FLOP/s in bf16 and fp32 -> {f"{dtype} {m}x{k}x{n}": FLOP/s}:
+    the peak a CPU's MFU is measured against (the best bf16 number), at the model's shapes
+    (tokens x width x 4 width) and a large square one."""
+    out = {}
+    for m, k, n in shapes:
+        for dtype in (torch.bfloat16, torch.float32):
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            b = torch.randn(k, n, device=device, dtype=dtype)
+            for _ in range(3):  # warm-up: kernel choice, caches
+                a @ b
+            t0 = now(device)
+            for _ in range(reps):
+                a @ b
+            out[f"{str(dtype)[6:]} {m}x{k}x{n}"] = 2 * m * k * n * reps / (now(device) - t0)
+    return out
 
 
 def sampling(args, cfg, model, device, res, tag=""):
@@ -364,8 +391,16 @@ def main(args):
         "device": name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": set_precision("auto", device),
         "peak_flops": device_peak_flops(device),
     }
+    if device.type == "cpu":  # no spec sheet: measure what this CPU's matmuls reach
+        tokens = args.batch_size * cfg.block_size
+        shapes = [(tokens, cfg.n_embd, 4 * cfg.n_embd), (2048, 2048, 2048)]
+        res["matmul_flops"] = matmul_peak(device, shapes, reps=min(10, args.steps))
+        res["peak_flops"] = max(v for k, v in res["matmul_flops"].items() if "bfloat16" in k)
+        shown = ", ".join(f"{k} {v / 1e9:,.0f}" for k, v in res["matmul_flops"].items())
+        print(f"[{tag}] matmul GFLOP/s: {shown}; peak (bf16) {res['peak_flops'] / 1e9:,.0f}")
     model = training(args, cfg, device, res, tag)
     sampling(args, cfg, model, device, res, tag)
     if args.ppo_step:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -77,10 +78,8 @@ def rope(pos, head_dim, base):
     """Rotations for integer positions pos (B, T) as unit complex numbers (B, T, 1, 1, head_dim/2):
     each pair of channels (2i, 2i+1) of a query or key is one complex number, turned by the
     angle pos * base^(-2i/head_dim). Computed once per forward pass, shared by all layers."""
-    inv_freq = 1.0 / (
-        base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
-    )
-    ang = pos.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
+    i = torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32)
+    ang = pos.to(torch.float32)[..., None] * (1.0 / base ** (i / head_dim))  # (B, T, hd/2)
     return torch.polar(torch.ones_like(ang), ang)[:, :, None, None]
 
 
@@ -154,11 +153,9 @@ class Attention(nn.Module):
         if explicit:
             # the slow, obvious computation; also returns the attention pattern
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd)
-            if mask is None:
-                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(
-                    k.size(2) - T
-                )
-            att = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            S = k.size(2)  # keys: T, or the whole cache
+            causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+            att = scores.masked_fill(~(causal if mask is None else mask), float("-inf")).softmax(-1)
             y = att @ v
         else:
             drop = self.cfg.dropout if self.training else 0.0
@@ -313,9 +310,8 @@ def token_logprobs(logits, tokens, temperature=1.0):
 def left_pad(prompts, pad_id, device):
     """list of token lists -> (idx (B, T), pad_mask (B, T)), left padded."""
     T = max(len(p) for p in prompts)
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty")
+    if empty := [i for i, p in enumerate(prompts) if len(p) == 0]:
+        raise ValueError(f"prompt {empty[0]} is empty")
     idx = torch.tensor([[pad_id] * (T - len(p)) + list(p) for p in prompts], dtype=torch.long)
     mask = torch.tensor([[False] * (T - len(p)) + [True] * len(p) for p in prompts])
     return idx.to(device), mask.to(device)
@@ -516,8 +512,7 @@ def load_checkpoint(path, device="cpu", expect=None, tokenizer_name=None, **over
             f"drop the conflicting flags or use another checkpoint"
         )
     cfg.update(overrides)
-    unknown = set(cfg) - {f.name for f in fields(GPTConfig)}
-    if unknown:
+    if unknown := set(cfg) - {f.name for f in fields(GPTConfig)}:
         raise SystemExit(
             f"{path}: unknown model config fields {sorted(unknown)}; written by a newer nanoalign?"
         )
@@ -567,11 +562,8 @@ def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
     gradient is not finite: then stop the script with one line saying so and where. Nothing
     is stepped or saved after that, so the last good checkpoint stays as it was. Returns the
     gradient norm."""
-    gnorm = float(
-        torch.nn.utils.clip_grad_norm_(
-            model.parameters(), grad_clip if grad_clip > 0 else float("inf")
-        )
-    )
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
     loss = loss.item() if torch.is_tensor(loss) else float(loss)
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
         what = "gradient" if math.isfinite(loss) else "loss"
@@ -587,11 +579,28 @@ def optimizer_step(opt, model, loss, grad_clip, step, lr=None):
     return gnorm
 
 
+PRECISION = {}  # device type -> "bf16" or "fp32", set once at start-up by set_precision
+
+
+def set_precision(name, device):
+    """--precision: "auto" is bf16 autocast on a GPU with bf16 and on a CPU with native bf16
+    instructions (AVX-512 BF16 or AMX; a CPU without them runs bf16 slower than fp32), fp32
+    elsewhere; or "bf16" / "fp32" forced. One switch for every path through autocast."""
+    if name == "auto":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        name = "bf16" if (device.type == "cuda" and torch.cuda.is_bf16_supported()) else "fp32"
+        name = "bf16" if device.type == "cpu" and native else name
+    if name not in ("bf16", "fp32"):
+        raise SystemExit(f"--precision {name}: choose from auto, bf16, fp32")
+    PRECISION[device.type] = name
+    return name
+
+
 def autocast(device_type):
-    """bf16 autocast on CUDA, nothing on CPU (fp32 keeps CPU results exact and tests tight)."""
-    if device_type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    """bf16 autocast where set_precision chose it; unset, bf16 on CUDA and fp32 on a CPU
+    (the tests call the scripts' main() directly: exact results for fast-vs-slow checks)."""
+    bf16 = PRECISION.get(device_type, "bf16" if device_type == "cuda" else "fp32") == "bf16"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
 
 
 # Dense bf16 tensor-core peak FLOP/s from vendor spec sheets (no sparsity). MFU is
@@ -600,10 +609,7 @@ PEAK_FLOPS = {
     "H200": 989e12,
     "H100": 989e12,
     "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
     "L4": 121e12,
-    "RTX 4090": 165e12,
 }
 
 
@@ -621,9 +627,10 @@ def flops_per_token(cfg, n_params_non_embedding):
     return 6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
 
 
-def mfu(cfg, n_params_non_embedding, tokens_per_sec, device):
-    """Model FLOPs utilisation as a fraction, or None (CPU / unknown GPU)."""
-    peak = device_peak_flops(device)
+def mfu(cfg, n_params_non_embedding, tokens_per_sec, device, peak=None):
+    """Model FLOPs utilisation as a fraction of peak (default: the GPU's spec sheet), or
+    None (a CPU without a measured peak, an unknown GPU)."""
+    peak = peak or device_peak_flops(device)
     if peak is None:
         return None
     return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
@@ -757,12 +764,7 @@ def write_json(path, obj):
 
 def printer(quiet):
     """A script's log function: print, flushed at once, or nothing when quiet."""
-
-    def log(*args):
-        if not quiet:
-            print(*args, flush=True)
-
-    return log
+    return (lambda *args: None) if quiet else partial(print, flush=True)
 
 
 def progress(items=None, desc="", quiet=False, total=None, initial=0, leave=True):
@@ -805,6 +807,10 @@ def cli(main, parse):
     changed = [f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(default, k)]
     if not getattr(cfg, "quiet", False):
         print(f"config: {' '.join(changed) or 'the defaults'}", flush=True)
+    if hasattr(cfg, "precision"):
+        chosen = set_precision(cfg.precision, get_device(cfg.device))
+        if not cfg.quiet:
+            print(f"precision: {chosen} (--precision {cfg.precision})", flush=True)
     if "gpu" in cfg.preset.split("+") and get_device(cfg.device).type == "cpu":
         eprint("--preset gpu on a CPU: sized for a GPU, it takes hours here (Ctrl-C stops it)")
     try:

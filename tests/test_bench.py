@@ -55,7 +55,10 @@ def test_gpu_suite_runs_on_cpu_at_a_tiny_shape(tmp_path):
     ]
     res = bench.main(parse_config(bench.Config, bench.PRESETS, "", argv))
     saved = json.load(open(tmp_path / "suite" / "results.json"))
-    assert {"train_ratio_eager", "sample_speedup", "scripts"} <= set(saved)
+    assert {"train_ratio_nanoalign_eager", "sample_speedup", "scripts"} <= set(saved)
+    # a CPU's MFU is against its own measured bf16 matmul peak
+    assert len(saved["matmul_flops"]) == 4 and saved["peak_flops"] > 0
+    assert 0 < saved["train_mfu_nanoalign_eager"] < 1
     runs = [r for r in res["scripts"] if "command" in r]
     assert [r["command"].split()[1] for r in runs] == [
         "train_lm.py",

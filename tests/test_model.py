@@ -3,10 +3,12 @@ reference, then the fast code it checks."""
 
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import model
 from model import (
     GPT,
     GPTConfig,
@@ -315,3 +317,40 @@ def test_cuda_bf16_fused_matches_explicit():
     fast = generate(m, [[1, 2, 3], [4, 5]], 10, temperature=0)
     slow = generate(m, [[1, 2, 3], [4, 5]], 10, temperature=0, use_cache=False)
     assert torch.equal(fast["tokens"], slow["tokens"])
+
+
+def test_precision_auto_follows_the_chip(monkeypatch):
+    """auto: bf16 only where the CPU computes it natively (emulated bf16 is slower than fp32)."""
+    monkeypatch.setattr(model, "PRECISION", {})
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, chosen in [(False, False, "fp32"), (True, False, "bf16"), (0, 1, "bf16")]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert model.set_precision("auto", cpu) == chosen == model.PRECISION["cpu"]
+    assert model.set_precision("fp32", cpu) == "fp32"
+    with pytest.raises(SystemExit, match="--precision fp16: choose from auto, bf16, fp32"):
+        model.set_precision("fp16", cpu)
+
+
+def test_bf16_stays_close_to_fp32(monkeypatch):
+    """One switch covers training, sampling, scoring and answer letters; the bf16 results
+    move, but only a little (the bound on what bf16 may change)."""
+    m = tiny(smeared_key=True).eval()
+    x = torch.randint(0, 97, (4, 48), generator=torch.Generator().manual_seed(1))
+    pm = tiny(seed=2, scalar_head=True).eval()
+    enc = SimpleNamespace(encode_ordinary=lambda t: [ord(c) % 97 for c in t])
+
+    def run():
+        with model.autocast("cpu"):
+            loss = m(x, x)[1].item()
+        scores = model.score_sequences(pm, x.tolist())
+        letters = model.next_token_logits(m, enc, ["What is it? (", "Answer: ("], [5, 6, 7])
+        return loss, scores, letters
+
+    monkeypatch.setattr(model, "PRECISION", {"cpu": "fp32"})
+    loss32, scores32, letters32 = run()
+    monkeypatch.setattr(model, "PRECISION", {"cpu": "bf16"})
+    loss16, scores16, letters16 = run()
+    assert loss16 != loss32 and abs(loss16 - loss32) / loss32 < 0.01
+    assert not torch.equal(scores16, scores32) and (scores16 - scores32).abs().max() < 0.05
+    assert not torch.equal(letters16, letters32) and (letters16 - letters32).abs().max() < 0.1
