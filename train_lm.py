@@ -12,7 +12,8 @@ which never refuses: the Constitutional AI paper's helpful-only starting point (
 The CPU default is a speedrun (in the spirit of the public nanoGPT speedruns): the best base
 model that 2 CPU cores train within 4 minutes, pretraining and SFT together. It uses a
 constant learning rate with a linear warm-down, Muon for the blocks' weight matrices (AdamW
-for the embedding and gains), higher learning rates, and smeared keys (Olsson et al. 2022);
+for the embedding and gains), higher learning rates, smeared keys (Olsson et al. 2022), and
+bf16 autocast on CPUs that compute bf16 natively (--precision), which buys twice the tokens;
 the gpu preset inherits them. The docs page docs/speedrun.md has the ablations and times.
 
 The repeated-data experiment (Hernandez et al. 2022, "Scaling Laws and Interpretability of
@@ -143,7 +144,7 @@ class Config:
     # micro-batches per optimiser step
     grad_accum: int = 1
     # optimiser steps
-    steps: int = 240
+    steps: int = 520
     # peak learning rate (AdamW; with Muon, for the embedding and gains)
     lr: float = 6e-3
     # learning rate at the end of the decay
@@ -252,10 +253,10 @@ PRESETS = {
     },
     # on top of any preset with --mode sft: short and gentle, the model already knows the format
     "mode=sft": {
-        "steps": 80,
+        "steps": 180,
         "lr": 1e-3,
         "min_lr": 1e-4,
-        "warmup": 8,
+        "warmup": 10,
         "eval_interval": 40,
         "optimizer": "adamw",
         "warmdown": 0.0,
