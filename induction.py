@@ -132,9 +132,6 @@ class Config:
     seed: int = 0
     # "auto" (cuda if available), "cpu", "cuda", ...
     device: str = "auto"
-    # "auto": bf16 autocast where the chip computes bf16 natively (GPU; CPU with AVX-512 BF16
-    # or AMX), fp32 elsewhere; or "bf16", "fp32"
-    precision: str = "auto"
     # no progress bar or messages
     quiet: bool = False
 

@@ -945,6 +945,7 @@ def chat(argv=None):
     from data.tokenizer import get_tokenizer
 
     device = get_device()
+    set_precision("auto", device)  # as the scripts sample
     model, ck = load_checkpoint(args.checkpoint, device)
     if model.scalar is not None or ck["tokenizer"] == "synthetic":
         raise SystemExit(
