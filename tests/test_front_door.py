@@ -165,10 +165,11 @@ def test_the_command_line_prints_no_traceback(tmp_path):
 
 def test_the_config_that_differs_is_printed_at_start(capsys):
     cli(lambda cfg: None, lambda a: ppo.parse_args(["--steps", "7"] if a is None else a))
-    assert capsys.readouterr().out == "config: steps=7\n"
-    tiny = ["--preset", "tiny", "--steps", "7"]  # a preset's own settings go by its name
+    assert capsys.readouterr().out.splitlines()[0] == "config: steps=7"
+    tiny = ["--preset", "tiny", "--steps", "7", "--precision", "fp32"]  # a preset goes by its name
     cli(lambda cfg: None, lambda a: ppo.parse_args(tiny if a is None else a))
-    assert capsys.readouterr().out == "config: preset=tiny steps=7\n"
+    out = capsys.readouterr().out
+    assert out == "config: preset=tiny steps=7 precision=fp32\nprecision: fp32 (--precision fp32)\n"
 
 
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):

@@ -57,7 +57,7 @@ def test_sft_gets_its_own_folder_and_preset(tmp_path):
     cfg = train_lm.parse_args(["--preset", "tiny", "--out_dir", str(tmp_path), "--mode", "sft"])
     assert cfg.out_dir == str(d / "sft_hh") and cfg.init == str(d / "pretrain.pt")
     # the mode=sft preset on top of tiny
-    assert (cfg.steps, cfg.lr, cfg.n_embd, cfg.optimizer) == (80, 1e-3, 32, "adamw")
+    assert (cfg.steps, cfg.lr, cfg.n_embd, cfg.optimizer) == (180, 1e-3, 32, "adamw")
     assert train_lm.parse_args(["--mode", "sft", "--lr", "5e-4"]).lr == 5e-4  # explicit flags win
     sft = run(tmp_path, "--mode", "sft", "--steps", "10")
     assert sft["mode"] == "sft" and sft["steps"] == 10 and os.path.exists(d / "sft_hh" / "sft.pt")
