@@ -188,6 +188,7 @@ def bench_train(models, cfg, batch_size, steps, warmup, device, bf16):
     for i in range(warmup + steps):
         for k, m in models.items():
             t0 = now(device)
+            # per model, not model.autocast's one switch: this times both precisions side by side
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16[k]):
                 _, loss = m(x, y)
             loss.backward()

@@ -587,9 +587,9 @@ def set_precision(name, device):
     instructions (AVX-512 BF16 or AMX; a CPU without them runs bf16 slower than fp32), fp32
     elsewhere; or "bf16" / "fp32" forced. One switch for every path through autocast."""
     if name == "auto":
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        name = "bf16" if (device.type == "cuda" and torch.cuda.is_bf16_supported()) else "fp32"
-        name = "bf16" if device.type == "cpu" and native else name
+        cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        name = "bf16" if gpu_bf16 or (device.type == "cpu" and cpu_bf16) else "fp32"
     if name not in ("bf16", "fp32"):
         raise SystemExit(f"--precision {name}: choose from auto, bf16, fp32")
     PRECISION[device.type] = name
@@ -598,7 +598,7 @@ def set_precision(name, device):
 
 def autocast(device_type):
     """bf16 autocast where set_precision chose it; unset, bf16 on CUDA and fp32 on a CPU
-    (the tests call the scripts' main() directly: exact results for fast-vs-slow checks)."""
+    (tests that do not go through a command line: exact results for fast-vs-slow checks)."""
     bf16 = PRECISION.get(device_type, "bf16" if device_type == "cuda" else "fp32") == "bf16"
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -807,11 +807,12 @@ def cli(main, parse):
     changed = [f"{k}={v}" for k, v in asdict(cfg).items() if v != getattr(default, k)]
     if not getattr(cfg, "quiet", False):
         print(f"config: {' '.join(changed) or 'the defaults'}", flush=True)
+    device = get_device(cfg.device)  # checked here, before any work
     if hasattr(cfg, "precision"):
-        chosen = set_precision(cfg.precision, get_device(cfg.device))
+        chosen = set_precision(cfg.precision, device)
         if not cfg.quiet:
             print(f"precision: {chosen} (--precision {cfg.precision})", flush=True)
-    if "gpu" in cfg.preset.split("+") and get_device(cfg.device).type == "cpu":
+    if "gpu" in cfg.preset.split("+") and device.type == "cpu":
         eprint("--preset gpu on a CPU: sized for a GPU, it takes hours here (Ctrl-C stops it)")
     try:
         main(cfg)

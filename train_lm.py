@@ -564,7 +564,9 @@ def main(cfg):
     if ddp and not master:
         dist.barrier()
     sft = cfg.mode == "sft"
-    d, meta = prepare(cfg.data, cfg.tokenizer, sft, not quiet, cfg.sft_mix, cfg.world_frac)
+    d, meta = prepare(
+        cfg.data, cfg.tokenizer, sft=sft, verbose=not quiet, mix=cfg.sft_mix, frac=cfg.world_frac
+    )
     if ddp and master:
         dist.barrier()
     train_ids, train_mask = load_split(d, "train", meta)
