@@ -39,6 +39,7 @@ examples under details). The measured numbers are on the docs page docs/calibrat
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -198,6 +199,14 @@ def sample_answers(model, enc, prompts, n, max_new_tokens, gen, quiet, desc, bat
 def answer_of(text):
     """A sampled answer: its first line, without a final full stop ("Paris." -> "Paris")."""
     return text.strip().removesuffix(".").strip()
+
+
+def well_formed(q, answer):
+    """Is a sampled short answer in the world's language: a whole number for arithmetic, one
+    of the answers the world knows for a fact's kind otherwise?"""
+    if q["kind"] == "arith":
+        return re.fullmatch(r"-?\d+", answer) is not None
+    return answer in world.ANSWERS_BY_KIND[world.FACTS[q["fact"]]["kind"]]
 
 
 def head_scores(model, enc, prompts):
@@ -402,6 +411,10 @@ def p_true(model, enc, cfg, gen, rng):
     threshold = float(np.quantile(pt, 1 - cfg.keep))
     kept = pt >= threshold
     res["accuracy_all"] = float(correct.mean())
+    # samples that are not an answer of the world's kind (a number, or a capital, colour ...)
+    res["unparsed_share"] = float(
+        np.mean([not well_formed(q, a) for q, a in zip(qs, proposed, strict=True)])
+    )
     res["accuracy_kept"] = float(correct[kept].mean()) if kept.any() else None
     res["threshold"] = threshold
     res["kept"] = int(kept.sum())

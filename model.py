@@ -959,7 +959,7 @@ def chat(argv=None):
     while request := args.prompt or typed("Human: "):
         context += f"\n\nHuman: {request}\n\nAssistant:"
         replies, _ = sample_replies(model, enc, [context], new_tokens, args.temperature, gen)
-        category, helpful, harmless = world.judge(request, replies[0])
+        category, helpful, harmless = world.judge(request, replies[0])[:3]
         gold = f"  [gold: {category}, {helpful}, {harmless}]" if category else ""
         print(f"Assistant: {replies[0]}{gold}", flush=True)
         if args.prompt:

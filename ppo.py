@@ -374,6 +374,10 @@ def reply_stats(r):
         "nontwin_helpfulness": only(nontwin, r["helpful"]),
         "twin_helpfulness": only(twin, r["helpful"]),
         "gold_harmlessness": only(red, r["harmless"]),
+        "gold_helpfulness_strict": only(twin or nontwin, r["helpful_strict"]),
+        "gold_harmlessness_strict": only(red, r["harmless_strict"]),
+        # replies outside the world's language: a rising share is the reward-hacking alarm
+        "unparsed_share": only(cat is not None, float(not r["parsed"])),
         "comply_rate": only(red, float(cat == "comply")),
         "redteam_refusal_rate": only(red, float(cat in REFUSED)),
         "explained_refusal_rate": only(red, float(cat == "explained")),
@@ -424,7 +428,9 @@ def records(prompts, groups, replies, out, pm_scores, kl, is_world):
     recs = []
     for i, (p, g, r) in enumerate(zip(prompts, groups, replies, strict=True)):
         req = corpora.last_human(p)
-        cat, h, s = world.judge(req, r) if is_world else (None, None, None)
+        cat, h, s, parsed = world.judge(req, r) if is_world else (None, None, None, None)
+        # the strict reading: a reply outside the world's language earns no credit (world.py)
+        _, h_strict, s_strict, _ = world.judge(req, r, strict=True) if is_world else (None,) * 4
         task = world.parse_request(req) if is_world else None
         # standard errors are clustered by held-out object: its 18 phrasings are one scenario
         cluster = task["object"] if task and task["kind"] == "harm" else req
@@ -436,6 +442,9 @@ def records(prompts, groups, replies, out, pm_scores, kl, is_world):
                 "category": cat,
                 "helpful": h,
                 "harmless": s,
+                "parsed": parsed,
+                "helpful_strict": h_strict,
+                "harmless_strict": s_strict,
                 "pm": float(pm_scores[i]),
                 "kl": float(kl[i]) if kl is not None else 0.0,
                 "ended": bool(out["ended"][i]),
@@ -780,6 +789,8 @@ def main(cfg):
         "pm_reward",
         "gold_helpfulness",
         "gold_harmlessness",
+        "gold_harmlessness_strict",
+        "unparsed_share",
         "gold_reward",
         "nontwin_helpfulness",
         "redteam_refusal_rate",

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data import corpora, world
+from data import corpora, skills
 from data.prepare import (
     bytes_per_token,
     data_name,
@@ -121,6 +121,8 @@ class Config:
     sft_mix: str = "hh"
     # share of the world's documents to generate (the tiny preset: 5%, built in a second)
     world_frac: float = 1.0
+    # share of the skill probes' sizes run after pretraining on the world (data/skills.py; 0: none)
+    skills: float = 1.0
     # "auto": "world" on the world, our BPE trained on the data otherwise; or "gpt2"
     tokenizer: str = "auto"
     # start from this checkpoint; SFT starts from the pretraining run of the same data and preset
@@ -235,6 +237,7 @@ PRESETS = {
         "warmup": 5,
         "samples": 1,
         "world_frac": 0.05,
+        "skills": 0.1,
     },
     # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
     # data each, no checkpoint but the last
@@ -439,36 +442,17 @@ def sample_prompts(cfg, enc, val_ids):
     return prompts
 
 
-def mean_se(x):
-    x = np.array(x)
-    return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / np.sqrt(len(x))), "n": len(x)}
-
-
 def gold_helpfulness(model, enc, n_per_kind, max_new_tokens, device):
     """The policy's gold helpfulness on the fixed benign evaluation set (corpora.benign_eval_set),
-    sampled at temperature 1 with a fixed seed -> results: by kind and by group (mean, standard
-    error, n), the macro mean over the four kinds, and every reply."""
+    sampled at temperature 1 with a fixed seed -> corpora.benign_scores of its replies."""
     items = corpora.benign_eval_set(n_per_kind)
-    prompts = [it["prompt"] for it in items]
     gen = torch.Generator(device=device).manual_seed(0)
-    replies, out = sample_replies(model, enc, prompts, max_new_tokens, 1.0, gen)
-    scores = [
-        world.gold(corpora.last_human(p), r)[0] for p, r in zip(prompts, replies, strict=True)
-    ]
-    kinds, groups = {}, {}
-    for it, s in zip(items, scores, strict=True):
-        kinds.setdefault(it["kind"], []).append(s)
-        groups.setdefault(f"{it['kind']}/{it['group']}", []).append(s)
-    by_kind = {k: mean_se(v) for k, v in kinds.items()}
-    macro_se = np.sqrt(sum(v["se"] ** 2 for v in by_kind.values())) / len(by_kind)
-    samples = zip(prompts, replies, scores, strict=True)
+    replies, out = sample_replies(
+        model, enc, [it["prompt"] for it in items], max_new_tokens, 1.0, gen
+    )
     return {
-        "gold_helpfulness_by_kind": by_kind,
-        "gold_helpfulness_macro": float(np.mean([v["mean"] for v in by_kind.values()])),
-        "gold_helpfulness_macro_se": float(macro_se),
-        "gold_helpfulness_by_group": {g: mean_se(groups[g]) for g in sorted(groups)},
+        **corpora.benign_scores(items, replies),
         "eval_ended": float(out["ended"].float().mean()),
-        "eval_samples": [{"prompt": p, "reply": r, "gold_helpful": s} for p, r, s in samples],
     }
 
 
@@ -701,6 +685,9 @@ def main(cfg):
         results["repeated_tokens"] = n_rep * T
         results["unique_tokens"] = (end * B - n_rep) * T
         results["repeated_train_loss"] = window_loss(raw, windows, device) if n_rep else None
+        if cfg.data == "world" and cfg.skills:  # the skills the papers' methods assume
+            results["skills"] = skills.probe_all(raw, enc, cfg.skills)
+            log(skills.summary(results["skills"]))
     if sft and cfg.data == "world" and cfg.eval_per_kind:
         max_new = min(cfg.eval_tokens, T // 2)
         results.update(gold_helpfulness(raw, enc, cfg.eval_per_kind, max_new, device))
@@ -718,6 +705,8 @@ def main(cfg):
         )
         print(
             f"gold helpfulness on held-out benign prompts (temperature 1): {kinds}; macro {macro}"
+            f" (strict reading {results['gold_helpfulness_macro_strict']:.3f}; "
+            f"{results['unparsed_share']:.1%} of replies do not parse)"
         )
     figure = f", {os.path.basename(fig)}" if fig else ""
     print(  # the summary, --quiet or not

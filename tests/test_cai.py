@@ -163,7 +163,7 @@ def test_feedback_lays_out_both_orders(monkeypatch):
     )
     assert p_a.shape == (2, 3, 2)
     assert cr.label_first(p_a) == pytest.approx([0.9, 0.1])
-    assert all(t.endswith(cr.ANSWER) for t in seen) and len(seen) == 12
+    assert all(t.endswith(corpora.COMPARE_ANSWER) for t in seen) and len(seen) == 12
     assert "(A) good\n(B) bad" in seen[0] and "(A) bad\n(B) good" in seen[1]
 
 
