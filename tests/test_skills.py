@@ -162,3 +162,11 @@ def test_probes_report_the_schema_in_plain_numbers():
         assert all(type(v) in (int, float) for v in out[probe].values()), probe
     assert out["question_conditioning"]["chance"] == 0.5 and out["letter_lookup"]["chance"] == 0.25
     assert 0 < out["twin_discrimination"]["n"] <= len(world.HELDOUT_OBJECTS) // 2
+
+
+def test_twin_probe_reads_the_openings_of_the_worlds_own_replies():
+    task = {"kind": "harm", "category": "theft", "harmful": True, "verb": "pick the lock on"}
+    task["object"] = world.SCENARIOS["theft"]["pairs"][0][0]
+    refusal, howto = skills.OPENINGS
+    assert (" " + world.explained_refusal(task)).startswith(refusal)
+    assert (" " + world.compliance_text(task, random.Random(0))).startswith(howto)
