@@ -598,14 +598,14 @@ def repeat_document(rng):
 # lettered questions, facts stated then asked, contrast dialogues. The rest is the assistant
 # mixture and prose, which SFT's gold helpfulness rests on.
 PRETRAIN_MIX = {
-    assistant_dialogue: 0.38,
-    repeat_document: 0.06,
-    prose_document: 0.12,
-    meta_document: 0.14,
-    qa_document: 0.08,
-    copy_document: 0.06,
-    context_document: 0.10,
-    contrast_dialogue: 0.06,
+    assistant_dialogue: 0.52,
+    prose_document: 0.15,
+    meta_document: 0.11,
+    qa_document: 0.07,
+    copy_document: 0.04,
+    context_document: 0.06,
+    contrast_dialogue: 0.03,
+    repeat_document: 0.02,
 }
 
 
