@@ -631,9 +631,7 @@ def mfu(cfg, n_params_non_embedding, tokens_per_sec, device, peak=None):
     """Model FLOPs utilisation as a fraction of peak (default: the GPU's spec sheet), or
     None (a CPU without a measured peak, an unknown GPU)."""
     peak = peak or device_peak_flops(device)
-    if peak is None:
-        return None
-    return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak
+    return flops_per_token(cfg, n_params_non_embedding) * tokens_per_sec / peak if peak else None
 
 
 # =============================================================================
@@ -819,7 +817,8 @@ def cli(main, parse):
     except KeyboardInterrupt:
         cmd = shlex.join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
         if LAST_SAVED and hasattr(cfg, "resume"):
-            path, step = LAST_SAVED[-1]
+            path = LAST_SAVED[-1][0]  # the step on disk: a Ctrl-C may fall between save and record
+            step = torch.load(path, map_location="cpu", weights_only=True).get("step")
             eprint(f"\ninterrupted: last checkpoint {path} (step {step}); continue with `{cmd}`")
         else:
             eprint("\ninterrupted: run the same command again (finished checkpoints are reused)")

@@ -175,7 +175,16 @@ def test_the_config_that_differs_is_printed_at_start(capsys):
 def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
     cmd = [sys.executable, "train_lm.py", "--preset", "tiny", "--steps", "100000"]
     cmd += ["--out_dir", str(tmp_path), "--ckpt_interval", "5", "--samples", "0"]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child, even where the test runs in the background (a shell
+    # starts background jobs with SIGINT ignored, and Python then keeps ignoring it)
+    p = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     ckpt = tmp_path / "tiny" / "pretrain.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline:
