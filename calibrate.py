@@ -51,6 +51,7 @@ from data import world
 from data.calibration import auroc, cluster_se, reliability
 from data.corpora import LETTERS, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
+from data.skills import continuation_logprobs
 from data.tokenizer import get_tokenizer
 from model import (
     autocast,
@@ -74,7 +75,6 @@ from model import (
     sample_replies,
     save_figure,
     score_sequences,
-    token_logprobs,
     write_json,
 )
 
@@ -159,26 +159,6 @@ def letter_logits(model, enc, prompts, n_letters, batch_size=64):
 
 def mc_prompts(qs):
     return [mc_prompt(q["question"], q["choices"]) for q in qs]
-
-
-@torch.no_grad()
-def answer_logprobs(model, enc, prompts, answers, batch_size=64):
-    """log p(" " + answer | prompt), summed over the answer's tokens, for each pair."""
-    model.eval()
-    device = model.wte.weight.device
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        batch = zip(prompts[i : i + batch_size], answers[i : i + batch_size], strict=True)
-        pairs = [(enc.encode_ordinary(p + " " + a), enc.encode_ordinary(p)) for p, a in batch]
-        idx, pad = left_pad([full for full, _ in pairs], 0, device)
-        n_ans = torch.tensor([len(full) - len(prompt) for full, prompt in pairs])
-        with autocast(device.type):
-            lp = token_logprobs(model(idx, pad_mask=pad)[0][:, :-1], idx[:, 1:])
-        # the answer's tokens are the last n_ans of each (left-padded) row
-        T = idx.size(1) - 1
-        is_answer = torch.arange(T)[None] >= T - n_ans[:, None]
-        out.append((lp.float().cpu() * is_answer).sum(1))
-    return torch.cat(out).numpy()
 
 
 def softmax(x, temperature=1.0):
@@ -307,12 +287,12 @@ def multiple_choice(model, enc, cfg, rng, counts):
     res["true_false"] = choice_metrics(tf_logits, tf_letters, rng, cfg.n_boot)
     # the same questions scored by the answers themselves ("Answer: Paris"), normalised over
     # the four choices: what the model knows, without finding its answer among the letters
-    by_answer = answer_logprobs(
+    by_answer = continuation_logprobs(
         model,
         enc,
         [qa_prompt(q["question"]) for q in mc for _ in range(4)],
-        [c for q in mc for c in q["choices"]],
-    ).reshape(-1, 4)
+        [" " + c for q in mc for c in q["choices"]],
+    )[0].reshape(-1, 4)
     res["mc_answer_scoring"] = choice_metrics(by_answer, answers, rng, cfg.n_boot)
     # where the knowledge is: accuracy and confidence by frequency band and by digit count
     groups = []

@@ -366,12 +366,9 @@ def feedback(model, enc, pairs, principles, n_principles, cfg, rng, gen, cot=Fal
     texts = []
     for q, x, y in pairs:
         for p in rng.sample(principles, n_principles):
-            texts.append(
-                corpora.compare_prompt(q, x, y, p["choose"])
-            )  # order 0: first reply as (A)
-            texts.append(
-                corpora.compare_prompt(q, y, x, p["choose"])
-            )  # order 1: first reply as (B)
+            # order 0 shows the first reply as (A), order 1 as (B)
+            texts.append(corpora.compare_prompt(q, x, y, p["choose"]))
+            texts.append(corpora.compare_prompt(q, y, x, p["choose"]))
     if cot:
         texts = [t + "\nLet's think it through." for t in texts]
         desc = None if cfg.quiet else "chain of thought"

@@ -272,14 +272,15 @@ def meta_document(rng):
     r1 = reply()
     s1 = aspect_scores(req, r1)
 
-    def second(accept):  # up to 30 draws of a second reply that passes accept(its scores)
+    def second(accept):  # up to 30 draws of a second reply that passes accept(wins, total)
         for _ in range(30):
             r2 = reply()
             s2 = aspect_scores(req, r2)
             wins = [[a for a in ASPECTS if x[a] > y[a]] for x, y in ((s1, s2), (s2, s1))]
-            if accept(wins, sum(s1[a] - s2[a] for a in aspects)):
+            total = sum(s1[a] - s2[a] for a in aspects)  # > 0: the first reply is better
+            if accept(wins, total):
                 break
-        return r2, wins, sum(s1[a] - s2[a] for a in aspects)
+        return r2, wins, total
 
     r2, wins, total = second(lambda wins, total: all(wins))
     if rng.random() < 0.7 and all(wins):

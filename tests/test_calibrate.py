@@ -13,6 +13,7 @@ import calibrate
 from data import corpora, world
 from data.corpora import LETTERS, NOTA, mc_prompt, qa_prompt, qa_set, tf_prompt
 from data.prepare import prepare
+from data.skills import continuation_logprobs
 from data.tokenizer import get_tokenizer
 from helpers import tiny_checkpoint
 
@@ -37,14 +38,15 @@ def test_letter_probabilities_are_the_full_softmax_renormalised_over_the_choices
         assert np.allclose(row, (full / full.sum()).numpy(), atol=1e-5)
 
 
-def test_answer_logprobs_against_one_unpadded_sequence_at_a_time():
+def test_answer_log_probabilities_against_one_unpadded_sequence_at_a_time():
     m, enc = tiny_checkpoint().eval(), get_tokenizer("world")
     qs = qa_set(4, seed=6)
     prompts, answers = (
         [qa_prompt(q["question"]) for q in qs for _ in range(4)],
         [c for q in qs for c in q["choices"]],
     )
-    got = calibrate.answer_logprobs(m, enc, prompts, answers, batch_size=5)
+    # the shared reader of continuations (data/skills.py), as calibrate.py calls it
+    got = continuation_logprobs(m, enc, prompts, [" " + a for a in answers], batch_size=5)[0]
     for p, a, g in zip(prompts, answers, got, strict=True):
         toks, n = enc.encode_ordinary(p + " " + a), len(enc.encode_ordinary(p))
         with torch.no_grad():
