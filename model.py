@@ -253,10 +253,13 @@ class GPT(nn.Module):
         if mask is None and pad_mask is not None:
             mask = padding_mask_to_attn(pad_mask)
         prev_valid = None
-        if self.cfg.smeared_key:  # is the previous position a real token?
-            real = pad_mask if pad_mask is not None else torch.ones_like(idx, dtype=torch.bool)
+        if self.cfg.smeared_key:  # may each position see the previous one (a real token of its
+            # document)? Only then does it mix in that key (pads, document_mask)
             first = torch.full((B, 1), start > 0, dtype=torch.bool, device=idx.device)
-            prev_valid = torch.cat([first, real[:, :-1]], dim=1).to(self.wte.weight.dtype)
+            seen = torch.ones_like(idx[:, 1:], dtype=torch.bool)
+            if mask is not None:
+                seen = mask[:, 0, 1:, start : start + T - 1].diagonal(dim1=1, dim2=2)
+            prev_valid = torch.cat([first, seen], dim=1).to(self.wte.weight.dtype)
         rot = rope(pos, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_base)
         x = F.dropout(self.wte(idx), self.cfg.dropout, self.training)
         atts = []
@@ -273,10 +276,11 @@ class GPT(nn.Module):
         w, n = self.unembedding(), self.cfg.vocab_valid
         return F.linear(h, w[:n] if n and n < w.size(0) else w)
 
-    def forward(self, idx, targets=None, pad_mask=None, explicit=False):
+    def forward(self, idx, targets=None, pad_mask=None, explicit=False, mask=None):
         """Language-model logits (B, T, V) and, with targets, mean cross-entropy over the
-        positions where targets != -1 (SFT masks non-assistant tokens with -1)."""
-        h, _ = self.hidden(idx, pad_mask, explicit)
+        positions where targets != -1 (SFT masks non-assistant tokens with -1). mask: an
+        attention mask (B, 1, T, T) instead of the causal one (data.prepare.document_mask)."""
+        h, _ = self.hidden(idx, pad_mask, explicit, mask=mask)
         logits = self.lm_logits(h)
         loss = None
         if targets is not None:
@@ -605,12 +609,7 @@ def autocast(device_type):
 
 # Dense bf16 tensor-core peak FLOP/s from vendor spec sheets (no sparsity). MFU is
 # reported against these; "n/a" where the device is unknown or a CPU.
-PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L4": 121e12,
-}
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
 
 
 def device_peak_flops(device):

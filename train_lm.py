@@ -75,13 +75,14 @@ from data.prepare import (
     bytes_per_token,
     data_name,
     default_tokenizer,
+    document_mask,
     fill_repeated,
     get_batch,
     load_split,
     prepare,
     repeated_subset,
 )
-from data.tokenizer import get_tokenizer, vocab_size_padded
+from data.tokenizer import eot_id, get_tokenizer, vocab_size_padded
 from model import (
     GPT,
     GPTConfig,
@@ -192,8 +193,16 @@ class Config:
     eval_tokens: int = 64
     # no progress bar or messages
     quiet: bool = False
-    # share of training windows with an earlier span copied later (in-context repeats)
-    copy_frac: float = 0.0
+    # share of each pretraining batch's rows that are random tokens with in-context copies:
+    # nothing but copying pays on them, so induction heads (Olsson et al. 2022) form early and
+    # stay, and the context skills (data/skills.py) can build on them (docs/speedrun.md; 0: none)
+    synthetic_frac: float = 0.0625
+    # that share in the first --synthetic_steps steps, where the heads form (0: none)
+    synthetic_early: float = 0.5
+    # steps at the early share (0: none)
+    synthetic_steps: int = 100
+    # attention within each document of a packed window only (no copying from an unrelated one)
+    doc_mask: bool = True
     # repeated data: share of training sequences taken from a small repeated subset
     repeat_frac: float = 0.0
     # repeated data: how many times each window of that subset is seen (0: none)
@@ -238,6 +247,7 @@ PRESETS = {
         "samples": 1,
         "world_frac": 0.05,
         "skills": 0.1,
+        "synthetic_steps": 10,
     },
     # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
     # data each, no checkpoint but the last
@@ -253,6 +263,10 @@ PRESETS = {
         "ckpt_interval": 10**9,
         "samples": 0,
         "repeat_frac": 0.1,
+        # the sweep's own design, measured before synthetic rows and document masks
+        "synthetic_frac": 0.0,
+        "synthetic_early": 0.0,
+        "doc_mask": False,
     },
     # on top of any preset with --mode sft: short and gentle, the model already knows the format
     "mode=sft": {
@@ -395,11 +409,13 @@ def window_loss(model, windows, device, first=0):
     return float(loss[:, first:].mean())
 
 
-def copying(model, val_ids, T, device):
+def copying(model, val_ids, T, device, sep):
     """Held-out text repeated within the context: 64 spans of T/2 tokens, each followed by
     itself -> the loss on the first copy, and on the second copy from its second token (the
-    copying that induction heads do; Hernandez et al. 2022, Sec. 5)."""
+    copying that induction heads do; Hernandez et al. 2022, Sec. 5). The documents'
+    separators `sep` are left out, so that each span is one text (for --doc_mask)."""
     n = T // 2
+    val_ids = val_ids[val_ids != sep]
     starts = np.random.default_rng(0).integers(0, len(val_ids) - n, 64)
     w = np.stack([np.tile(np.asarray(val_ids[i : i + n], dtype=np.int64), 2) for i in starts])
     return {
@@ -413,7 +429,12 @@ def copying(model, val_ids, T, device):
 
 
 @torch.no_grad()
-def evaluate(model, ids, mask, cfg, device):
+def attention_mask(x, cfg, enc):
+    """--doc_mask: attention within each document of the packed window; else None (causal)."""
+    return document_mask(x, eot_id(enc)) if cfg.doc_mask else None
+
+
+def evaluate(model, ids, mask, cfg, device, enc):
     """Mean loss on the same eval_iters batches every time (a fixed generator), so evals
     are comparable across steps and runs."""
     model.eval()
@@ -422,7 +443,7 @@ def evaluate(model, ids, mask, cfg, device):
     with autocast(device.type):
         for _ in range(cfg.eval_iters):
             x, y = get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device)
-            losses.append(model(x, y)[1].item())
+            losses.append(model(x, y, mask=attention_mask(x, cfg, enc))[1].item())
     model.train()
     return float(np.mean(losses))
 
@@ -600,6 +621,7 @@ def main(cfg):
         )
 
     # ---- the training loop
+    n_plain = enc.n_vocab - len(enc.special_tokens_set)  # synthetic rows: no special tokens
     tokens_per_iter = B * T * cfg.grad_accum * world_size
     end = min(cfg.steps, step + cfg.stop_after) if cfg.stop_after else cfg.steps
     train_time, t_tokens, val_loss = 0.0, 0, None
@@ -607,19 +629,21 @@ def main(cfg):
     model.train()
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
-            val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
+            val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc)
             row = {"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss}
             if windows is not None:
                 row["repeated_train_loss"] = window_loss(raw, windows, device)
             log_metrics(cfg.out_dir, row)
         t0 = time.time()
         for micro in range(cfg.grad_accum):
-            x, y = get_batch(train_ids, train_mask, T, B, gen, device, cfg.copy_frac)
+            early = it < cfg.synthetic_steps
+            n_syn = 0 if sft else round(B * (cfg.synthetic_early if early else cfg.synthetic_frac))
+            x, y = get_batch(train_ids, train_mask, T, B, gen, device, n_syn, n_plain)
             if schedule is not None:  # this step's slots for the repeated subset
                 x, y = fill_repeated(x, y, schedule[it], windows)
             sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
             with sync, autocast(device.type):
-                _, loss = model(x, y)
+                _, loss = model(x, y, mask=attention_mask(x, cfg, enc))
                 (loss / cfg.grad_accum).backward()
         lr = lr_at(it, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr, cfg.warmdown)
         gnorm = optimizer_step(opt, model, loss, cfg.grad_clip, it + 1, lr)
@@ -648,7 +672,7 @@ def main(cfg):
         return None
 
     # ---- the report: final validation loss (also in bits per byte), throughput, samples
-    val_loss = evaluate(raw, val_ids, val_mask, cfg, device)
+    val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc)
     train_tokens = end * tokens_per_iter
     log_metrics(cfg.out_dir, {"step": end, "tokens": train_tokens, "val_loss": val_loss})
     tps = t_tokens / train_time if train_time else 0.0
@@ -676,7 +700,7 @@ def main(cfg):
     }
     results["val_bpb"] = val_loss / math.log(2) / bytes_per_token(enc, val_ids, val_mask)
     if cfg.mode == "pretrain":
-        results.update(copying(raw, val_ids, T, device))
+        results.update(copying(raw, val_ids, T, device, eot_id(enc)))
         results["params_non_embedding"] = raw.num_params()
         # the repeated-data accounting (all zero without repetition)
         n_rep = 0 if schedule is None else int((schedule >= 0).sum())

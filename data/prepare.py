@@ -287,7 +287,8 @@ def copy_spans(windows, frac, gen):
     """In-context repeats for natural text: in a share `frac` of the windows (B, T), an
     earlier span of the window (T/8 to T/4 tokens, from its first half) is copied to a later
     place in the same window, in place, so that late tokens can be predicted from early ones
-    (the copying that induction heads do; Olsson et al. 2022). gen: a torch.Generator."""
+    (the copying that induction heads do; Olsson et al. 2022; induction.py's natural-text
+    data). gen: a torch.Generator."""
     if frac <= 0:  # draws nothing: runs without repeats keep their batches
         return windows
     T = windows.shape[1]
@@ -300,18 +301,34 @@ def copy_spans(windows, frac, gen):
     return windows
 
 
-def get_batch(ids, mask, block_size, batch_size, gen, device, copy_frac=0.0):
-    """Random windows of block_size + 1 tokens (nanoGPT), a share copy_frac of them with an
-    earlier span copied later. With an SFT mask, targets outside assistant replies are -1
-    (ignored by the loss)."""
+def get_batch(ids, mask, block_size, batch_size, gen, device, synthetic=0, vocab=0):
+    """Random windows of block_size + 1 tokens (nanoGPT); the first `synthetic` rows are
+    instead random tokens below `vocab` with in-context copies (synthetic_batch), on which
+    nothing but copying pays, so induction heads form within a short CPU run and stay
+    (train_lm.py's --synthetic_frac). With an SFT mask, targets outside assistant replies
+    are -1 (ignored by the loss)."""
     ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
-    windows = np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix])
-    w = copy_spans(torch.from_numpy(windows), copy_frac, gen)
+    w = torch.from_numpy(np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix]))
     x, y = w[:, :-1], w[:, 1:]
     if mask is not None:
         targets = np.stack([mask[i + 1 : i + 1 + block_size] for i in ix])
         y = y.masked_fill(~torch.from_numpy(targets).bool(), -1)
+    if synthetic:
+        sx, sy = synthetic_batch(synthetic, block_size, vocab, gen)
+        x, y = torch.cat([sx, x[synthetic:]]), torch.cat([sy, y[synthetic:]])
     return x.to(device), y.to(device)
+
+
+def document_mask(x, sep):
+    """Attention mask (B, 1, T, T) for packed windows (B, T) of documents that end in the
+    token `sep`: causal, and within one document, so that a model cannot learn to copy from
+    an unrelated earlier document of the window (a shortcut that cost the world's SFT
+    models open-question helpfulness; docs/log.md). The separator belongs to the document
+    it ends."""
+    end = x == sep
+    doc = torch.cumsum(end, 1) - end.long()
+    causal = torch.ones(x.size(1), x.size(1), dtype=torch.bool, device=x.device).tril()
+    return (doc[:, None, :, None] == doc[:, None, None, :]) & causal
 
 
 def fill_repeated(x, y, slots, windows):

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -291,6 +292,48 @@ def test_repeated_run_token_counts_match_the_flags(tmp_path):
     assert "repeated_train_loss" in [m for m in metrics(tmp_path / "tiny") if "val_loss" in m][0]
     plain = run(tmp_path / "plain")
     assert plain["repeated_tokens"] == 0 and plain["repeated_train_loss"] is None
+
+
+def test_synthetic_rows_replace_the_first_rows_and_copy_within_themselves():
+    ids = np.arange(5000, dtype=np.uint16) % 3000 + 100  # every id >= 100, never a copy
+    plain = prepare.get_batch(ids, None, 64, 8, torch.Generator().manual_seed(0), "cpu")
+    x, y = prepare.get_batch(ids, None, 64, 8, torch.Generator().manual_seed(0), "cpu", 3, 50)
+    assert torch.equal(x[3:], plain[0][3:]) and torch.equal(y[3:], plain[1][3:])
+    assert bool((x[:3] < 50).all()) and torch.equal(x[:3, 1:], y[:3, :-1])
+    for row in x[:3].tolist():  # some 4-token stretch appears twice (random ones almost never)
+        grams = [tuple(row[i : i + 4]) for i in range(61)]
+        assert len(set(grams)) < len(grams)
+
+
+def test_document_mask_against_a_loop():
+    x = torch.randint(0, 4, (3, 20), generator=torch.Generator().manual_seed(1))  # 0: separator
+    m = prepare.document_mask(x, 0)
+    for b in range(3):
+        doc = [0]
+        for t in range(1, 20):  # a new document starts after each separator
+            doc.append(doc[-1] + int(x[b, t - 1] == 0))
+        for i in range(20):
+            for j in range(20):
+                assert bool(m[b, 0, i, j]) == (j <= i and doc[i] == doc[j])
+
+
+@pytest.mark.parametrize("smeared", [False, True])
+def test_a_document_masked_model_reads_each_document_as_if_alone(smeared):
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=32, block_size=32, n_layer=2, n_head=2, n_embd=16)
+    model = GPT(replace(cfg, smeared_key=smeared)).eval()
+    first, second = torch.randint(1, 32, (1, 9)), torch.randint(1, 32, (1, 12))
+    packed = torch.cat([first, torch.zeros(1, 1, dtype=torch.long), second], 1)  # 0 ends a doc
+    with torch.no_grad():
+        masked = model(packed, mask=prepare.document_mask(packed, 0))[0]
+        alone = model(second)[0]
+        unmasked = model(packed)[0]
+    # rotary positions are relative, so the second document's logits do not depend on where
+    # it starts; without the mask it reads the first document too
+    assert torch.allclose(masked[:, 10:], alone, atol=1e-5)
+    assert not torch.allclose(unmasked[:, 10:], alone, atol=1e-3)
 
 
 def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
