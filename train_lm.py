@@ -14,7 +14,13 @@ model that 2 CPU cores train within 4 minutes, pretraining and SFT together. It 
 constant learning rate with a linear warm-down, Muon for the blocks' weight matrices (AdamW
 for the embedding and gains), higher learning rates, smeared keys (Olsson et al. 2022), and
 bf16 autocast on CPUs that compute bf16 natively (--precision), which buys twice the tokens;
-the gpu preset inherits them. The docs page docs/speedrun.md has the ablations and times.
+the gpu preset inherits them. World text is so predictable that copying from the context
+earns little, so induction heads would form only after the budget: a share of each batch is
+random tokens with in-context copies, on which only copying pays (--synthetic_frac), and
+attention stays within each document of a packed window (--doc_mask), so that the heads
+copy from the document itself and not from an unrelated one. What to look at: the skill
+probes' line after pretraining (data/skills.py). The docs page docs/speedrun.md has the
+ablations and times.
 
 The repeated-data experiment (Hernandez et al. 2022, "Scaling Laws and Interpretability of
 Learning from Repeated Data"): at a fixed number of training tokens, 10% of the sequences

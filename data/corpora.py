@@ -583,8 +583,8 @@ def repeat_document(rng):
     lowers the loss. Every skill that reads the context (a comparison's replies, the options
     of a lettered question, a fact stated before it is asked) stands on copying, which the
     version 8 base model did not do at all (its loss on a repeated span was higher than on
-    the span's first copy; the induction heads page: no induction head forms on natural
-    text in 800 steps)."""
+    the span's first copy). These documents alone did not bring induction heads within the
+    speedrun; train_lm.py's synthetic rows do (docs/log.md)."""
     pick = [
         lambda: rng.choice(WORDS),
         lambda: str(rng.randrange(1000)),
