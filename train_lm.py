@@ -419,7 +419,8 @@ def copying(model, val_ids, T, device, sep):
     """Held-out text repeated within the context: 64 spans of T/2 tokens, each followed by
     itself -> the loss on the first copy, and on the second copy from its second token (the
     copying that induction heads do; Hernandez et al. 2022, Sec. 5). The documents'
-    separators `sep` are left out, so that each span is one text (for --doc_mask)."""
+    separators `sep` are left out, so that --doc_mask does not cut a span: each span is
+    then a stretch of consecutive held-out documents without their separators."""
     n = T // 2
     val_ids = val_ids[val_ids != sep]
     starts = np.random.default_rng(0).integers(0, len(val_ids) - n, 64)
@@ -434,12 +435,12 @@ def copying(model, val_ids, T, device, sep):
 # Evaluation: validation loss, bits per byte, samples, gold helpfulness
 
 
-@torch.no_grad()
 def attention_mask(x, cfg, enc):
     """--doc_mask: attention within each document of the packed window; else None (causal)."""
     return document_mask(x, eot_id(enc)) if cfg.doc_mask else None
 
 
+@torch.no_grad()
 def evaluate(model, ids, mask, cfg, device, enc):
     """Mean loss on the same eval_iters batches every time (a fixed generator), so evals
     are comparable across steps and runs."""
@@ -627,7 +628,8 @@ def main(cfg):
         )
 
     # ---- the training loop
-    n_plain = enc.n_vocab - len(enc.special_tokens_set)  # synthetic rows: no special tokens
+    # synthetic rows: any token of the data but the special ones
+    n_plain = min(meta["vocab"], enc.n_vocab - len(enc.special_tokens_set))
     tokens_per_iter = B * T * cfg.grad_accum * world_size
     end = min(cfg.steps, step + cfg.stop_after) if cfg.stop_after else cfg.steps
     train_time, t_tokens, val_loss = 0.0, 0, None
@@ -691,7 +693,6 @@ def main(cfg):
         "val_loss": val_loss,
         "train_tokens": train_tokens,
         "tokens_per_sec": tps,
-        "seconds": time.time() - t_start,
         "mfu": mfu(raw.cfg, raw.num_params(), tps / world_size, device),
         "params": raw.num_params(non_embedding=False),
         "steps": end,
@@ -721,6 +722,7 @@ def main(cfg):
     if sft and cfg.data == "world" and cfg.eval_per_kind:
         max_new = min(cfg.eval_tokens, T // 2)
         results.update(gold_helpfulness(raw, enc, cfg.eval_per_kind, max_new, device))
+    results["seconds"] = time.time() - t_start  # all of it: probes and gold evaluation too
     write_json(os.path.join(cfg.out_dir, "results.json"), results)
     fig = plot(cfg.out_dir, cfg.mode)
 
