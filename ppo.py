@@ -126,8 +126,9 @@ class Config:
     n_eval_redteam: int = 200
     # held-out near-miss twins of those objects in every evaluation
     n_eval_twins: int = 100
-    # held-out evaluations during training, besides before and after
-    n_evals: int = 5
+    # held-out evaluations during training, after steps 1, 2, 4, 8, ... (dense where KL is
+    # small, so that the shape of reward against KL can be told), besides before and after
+    n_evals: int = 6
     # print a few samples every this many steps (0: never)
     sample_every: int = 20
     # steps between resumable checkpoints (policy.pt with value, optimisers, RNG states)
@@ -375,6 +376,8 @@ def reply_stats(r):
         "twin_helpfulness": only(twin, r["helpful"]),
         "gold_harmlessness": only(red, r["harmless"]),
         "gold_helpfulness_strict": only(twin or nontwin, r["helpful_strict"]),
+        "nontwin_helpfulness_strict": only(nontwin, r["helpful_strict"]),
+        "twin_helpfulness_strict": only(twin, r["helpful_strict"]),
         "gold_harmlessness_strict": only(red, r["harmless_strict"]),
         # replies outside the world's language: a rising share is the reward-hacking alarm
         "unparsed_share": only(cat is not None, float(not r["parsed"])),
@@ -482,6 +485,28 @@ def fit_line(x, y):
     ss_res = np.sum((y - (a + b * x)) ** 2)
     ss_tot = np.sum((y - y.mean()) ** 2)
     return float(b), float(a), float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0
+
+
+# The shapes of PM reward against KL to the initial policy: Bai et al. 2022 (Sec. 4.3) find
+# it roughly linear in sqrt(KL); linear in KL and log(1 + KL) are the alternatives
+KL_SHAPES = {"sqrt": np.sqrt, "linear": lambda k: k, "log1p": np.log1p}
+
+
+def kl_fits(points):
+    """Each shape fitted on every evaluation point ({slope, intercept, r2}), and on the
+    even-numbered points only, predicting the odd ones (heldout_r2: 1 - squared error over
+    their variance; it can be negative): a fit that tells the shapes apart out of sample."""
+    kl = np.maximum([p["kl"] for p in points], 0.0)
+    y = np.array([p["pm_reward"] for p in points])
+    out = {}
+    for name, f in KL_SHAPES.items():
+        slope, intercept, r2 = fit_line(f(kl), y)
+        b, a, _ = fit_line(f(kl[0::2]), y[0::2])
+        odd = y[1::2]
+        ss, tot = np.sum((odd - (a + b * f(kl[1::2]))) ** 2), np.sum((odd - odd.mean()) ** 2)
+        held = float(1 - ss / tot) if len(odd) > 1 and tot > 0 else None
+        out[name] = {"r2": r2, "heldout_r2": held, "slope": slope, "intercept": intercept}
+    return out
 
 
 def overoptimisation(points):
@@ -689,7 +714,7 @@ def main(cfg):
         before, first_recs, start = state["before"], state["first_recs"], state["step"]
         log(f"resuming {ckpt_path} at step {start}")
     res["before"] = before
-    eval_at = {round(cfg.steps * (i + 1) / (cfg.n_evals + 1)) for i in range(cfg.n_evals)}
+    eval_at = {2**i for i in range(cfg.n_evals)}
     end = min(cfg.steps, start + cfg.stop_after) if cfg.stop_after else cfg.steps
     bar = progress(range(start + 1, end + 1), "PPO", cfg.quiet, total=cfg.steps, initial=start)
     for step in bar:
@@ -804,6 +829,7 @@ def main(cfg):
     slope, intercept, r2 = fit_line(sqrt_kl, [p["pm_reward"] for p in points])
     fit = {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"}
     res["reward_vs_sqrt_kl"] = fit
+    res["kl_fits"] = kl_fits(points)
     res["overoptimisation"] = overoptimisation(points)
     # the finished policy alone (finished() reads its step)
     save_checkpoint(ckpt_path, policy, tokenizer, step=cfg.steps, train_config=asdict(cfg))
@@ -846,6 +872,13 @@ def main(cfg):
     print(
         f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, "
         f"R^2 {r2:.3f} (Bai et al. 2022: roughly linear)"
+    )
+    shapes = ", ".join(
+        f"{k} {v['r2']:.3f} / " + ("-" if v["heldout_r2"] is None else f"{v['heldout_r2']:.3f}")
+        for k, v in res["kl_fits"].items()
+    )
+    print(
+        f"R^2 of PM reward against each shape of KL (all points / odd ones from the even): {shapes}"
     )
     if o := res["overoptimisation"]:
         print(

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data import corpora, world
+from data import corpora, skills, world
 from data.calibration import reliability
 from data.hh import load_comparisons, write_jsonl
 from data.prepare import data_name
@@ -94,8 +94,9 @@ class Config:
     test_every: int = 10
     # comparisons per step
     batch_size: int = 32
-    # passes over the training comparisons (one fits the 2-minute budget on 2 CPU cores)
-    epochs: int = 1
+    # passes over the training comparisons: the second buys the twin contrasts (held-out
+    # twins 0.61 -> 0.72 on world version 10; docs/hh_rlhf.md), at some calibration
+    epochs: int = 2
     # peak learning rate
     lr: float = 1e-3
     # steps of linear warm-up before the cosine decay (0: none)
@@ -160,17 +161,17 @@ def real_pairs(cfg):
     return train, test
 
 
-def twin_pairs():
-    """Near-miss twin probe, on the held-out objects only (whole scenarios the PM never saw):
-    for every harmful request and its benign twin, compliance vs an explained refusal. Gold
-    prefers the refusal for the harmful request and the compliance for its twin; a PM that
-    keys on words (or looks up known harmful phrases) cannot get both right. Plus the
-    deflection probe: for each harmful request, an explained refusal vs a how-to for another,
-    benign object (gold: the refusal)."""
+def twin_pairs(heldout=True):
+    """Near-miss twin probe, on the held-out objects (whole scenarios the PM never saw; or on
+    the training objects): for every harmful request and its benign twin, compliance vs an
+    explained refusal. Gold prefers the refusal for the harmful request and the compliance
+    for its twin; a PM that keys on words (or looks up known harmful phrases) cannot get both
+    right. Plus the deflection probe: for each harmful request, an explained refusal vs a
+    how-to for another, benign object (gold: the refusal)."""
     rng = random.Random(0)
     out = []
     for harmful in (True, False):
-        for req in corpora.harm_requests(harmful, heldout=True):
+        for req in corpora.harm_requests(harmful, heldout=heldout):
             task = world.parse_request(req)
             comply = world.respond(task, "helpful", rng)
             refuse = world.explained_refusal(task)
@@ -181,6 +182,9 @@ def twin_pairs():
                     "rejected": corpora.dialogue([(req, bad)]),
                     "label": 1.0,
                     "probe": "harmful" if harmful else "benign",
+                    # the keyword rule (data/skills.py) refuses when the object has a word of
+                    # a training harmful object and of no training twin
+                    "keyword_right": skills.keyword_flag(task["object"]) == harmful,
                 }
             )
             if harmful:
@@ -446,6 +450,13 @@ def main(cfg):
             res[f"twin_accuracy_{k}"] = accuracy(tc[probe == k], tr[probe == k])
         deflection = probe == "deflection"
         res["deflection_accuracy"] = accuracy(tc[deflection], tr[deflection])
+        res["keyword_baseline_twin_accuracy"] = float(
+            np.mean([p["keyword_right"] for p in tw if p["probe"] != "deflection"])
+        )
+        tt = [p for p in twin_pairs(heldout=False) if p["probe"] != "deflection"]
+        res["twin_accuracy_train"] = accuracy(
+            *pair_scores(model, tokenize_pairs(enc, tt, model.cfg.block_size))
+        )
     res["seconds"] = time.time() - t0
     write_json(os.path.join(out_dir, "results.json"), res)
     fig = plot_calibration(
@@ -456,7 +467,11 @@ def main(cfg):
     if "twin_accuracy" in res:
         probes = (
             f"gold {res['gold_accuracy']:.3f}, near-miss twins on held-out objects "
-            f"{res['twin_accuracy']:.3f}, refusal over deflection {res['deflection_accuracy']:.3f}"
+            f"{res['twin_accuracy']:.3f} (harmful {res['twin_accuracy_harmful']:.3f}, benign "
+            f"{res['twin_accuracy_benign']:.3f}; keyword rule "
+            f"{res['keyword_baseline_twin_accuracy']:.3f}), on training objects "
+            f"{res['twin_accuracy_train']:.3f}, refusal over deflection "
+            f"{res['deflection_accuracy']:.3f}"
         )
     else:
         probes = ", ".join(

@@ -111,15 +111,55 @@ def _context_turns(rng, heldout):
 # of the helpfulness pairs, the share forced onto near-miss twins (the rest of the mix holds
 # twins too)
 TWIN_SHARE = 0.33
+# the share of draws that give a twin contrast: two pairs, a harmful request's refusal against
+# its compliance (harmlessness) and its near-miss twin's same two replies (helpfulness), with
+# the same verb and phrasing. Half the pairs come so (about 900 of each side in the PM's
+# 3,600): only the object tells the sides apart, so a PM that prefers every refusal of a
+# how-to is wrong on half of them (the HH RLHF page's third pass)
+TWIN_CONTRAST_SHARE = 1 / 3
+
+
+def _labelled(rng, ctx, req, r1, r2, ax, contrast=False):
+    """The simulated labeller's choice between two replies on one axis (Bradley-Terry with
+    temperature TAU: its biases and its noise) -> an HH-RLHF record."""
+    d = labeller_score(req, r1, ax) - labeller_score(req, r2, ax)
+    if rng.random() >= 1.0 / (1.0 + math.exp(-d / TAU)):
+        r1, r2 = r2, r1
+    return {
+        "chosen": dialogue(ctx + [(req, r1)]),
+        "rejected": dialogue(ctx + [(req, r2)]),
+        "axis": ax,
+        "twin": parse_request(req)["kind"] == "harm",
+        "contrast": contrast,
+    }
+
+
+def twin_contrast(rng, heldout):
+    """A harmful request and its twin, each with the same refusal and the same compliance."""
+    cat = rng.choice(sorted(SCENARIOS))
+    pair = rng.choice([p for p in SCENARIOS[cat]["pairs"] if (p[0] in HELDOUT_OBJECTS) == heldout])
+    verb, tpl = rng.choice(SCENARIOS[cat]["verbs"]), rng.choice(HARM_TEMPLATES)
+    refusal, ctx, out = rng.choice(["explained", "evasive"]), _context_turns(rng, heldout), []
+    for obj, ax in zip(pair, ("harmless", "helpful"), strict=True):
+        task = {"kind": "harm", "category": cat, "harmful": ax == "harmless", "verb": verb}
+        task["object"] = obj
+        req = tpl.format(t=f"{verb} {obj}")
+        r1, r2 = respond(task, refusal, rng), respond(task, "helpful", rng)
+        out.append(_labelled(rng, ctx, req, r1, r2, ax, contrast=True))
+    return out
 
 
 def comparison_pairs(n, seed=0, axis="both", heldout=False):
     """Simulated human comparisons as HH-RLHF records {"chosen", "rejected"} plus our own
-    metadata {"axis", "twin"} (HH readers ignore extra keys). Helpfulness pairs are on
-    benign requests (twins included), harmlessness pairs on harmful ones."""
+    metadata {"axis", "twin", "contrast"} (HH readers ignore extra keys). Helpfulness pairs are on
+    benign requests (twins included), harmlessness pairs on harmful ones; with both axes,
+    twin contrasts among them."""
     rng = random.Random(f"pairs-{seed}-{axis}-{heldout}")
     out = []
     while len(out) < n:
+        if axis == "both" and rng.random() < TWIN_CONTRAST_SHARE:
+            out += twin_contrast(rng, heldout)
+            continue
         ax = axis
         if axis == "both":
             ax = rng.choice(["helpful", "harmless"])
@@ -139,21 +179,9 @@ def comparison_pairs(n, seed=0, axis="both", heldout=False):
         ctx = _context_turns(rng, heldout)
         r1 = respond(task, s1, rng)
         r2 = respond(task, s2, rng)
-        if r1 == r2:
-            continue
-        d = labeller_score(req, r1, ax) - labeller_score(req, r2, ax)
-        p1 = 1.0 / (1.0 + math.exp(-d / TAU))
-        if rng.random() >= p1:
-            r1, r2 = r2, r1
-        out.append(
-            {
-                "chosen": dialogue(ctx + [(req, r1)]),
-                "rejected": dialogue(ctx + [(req, r2)]),
-                "axis": ax,
-                "twin": task["kind"] == "harm",
-            }
-        )
-    return out
+        if r1 != r2:
+            out.append(_labelled(rng, ctx, req, r1, r2, ax))
+    return out[:n]
 
 
 # -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import random
 import re
 import types
 
-WORLD_VERSION = 9
+WORLD_VERSION = 10
 
 # The world's words -- facts, phrasings, scenarios, reply phrases -- are text, not code:
 # they live in world.json beside this file. This file holds the rules.

@@ -111,12 +111,14 @@ def test_train_pm_end_to_end_and_eval(tmp_path, capsys):
         "gold_accuracy",
         "twin_accuracy",
         "deflection_accuracy",
+        "twin_accuracy_train",
+        "keyword_baseline_twin_accuracy",
     ):
         assert isinstance(saved[k], float) and saved[k] == res[k], k
     assert saved["n_pairs"] == 64
     assert saved["twin_pairs"] == sum(p["probe"] != "deflection" for p in train_pm.twin_pairs())
-    # one record per step (one epoch)
-    assert len(open(d / "metrics.jsonl").read().splitlines()) == 64 // 16
+    # one record per step (two epochs by default)
+    assert len(open(d / "metrics.jsonl").read().splitlines()) == 2 * 64 // 16
     cfg = train_pm.parse_args(
         [
             "--eval",
@@ -310,6 +312,27 @@ def test_tiny_ppo_run_increases_reward():
     assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.3, rewards
 
 
+def test_kl_fits_tell_the_true_shape_on_held_out_points():
+    kl = [0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0]
+    points = [{"kl": k, "pm_reward": 0.3 + 0.5 * math.sqrt(k)} for k in kl]
+    fits = ppo.kl_fits(points)
+    assert fits["sqrt"]["r2"] == pytest.approx(1.0) and fits["sqrt"]["heldout_r2"] == pytest.approx(
+        1.0
+    )
+    assert fits["sqrt"]["slope"] == pytest.approx(0.5) and fits["sqrt"][
+        "intercept"
+    ] == pytest.approx(0.3)
+    # the true shape predicts the held-out points best; linear is far off, log(1 + KL) close
+    # (over KL 0-8 the two concave shapes are hard to tell apart even without noise)
+    assert fits["sqrt"]["heldout_r2"] > max(
+        fits["linear"]["heldout_r2"], fits["log1p"]["heldout_r2"]
+    )
+    assert fits["linear"]["heldout_r2"] < 0.8
+    # reward linear in KL: the linear fit wins instead
+    fits = ppo.kl_fits([{"kl": k, "pm_reward": 0.1 * k} for k in kl])
+    assert fits["linear"]["heldout_r2"] == pytest.approx(1.0) and fits["sqrt"]["heldout_r2"] < 0.99
+
+
 def test_fit_line():
     slope, intercept, r2 = ppo.fit_line([0, 1, 2, 3], [1, 3, 5, 7])
     assert slope == pytest.approx(2)
@@ -358,13 +381,14 @@ def test_ppo_main_writes_the_results_contract(tmp_path):
         assert sum(rates) == pytest.approx(1.0)
         assert saved[side]["redteam_refusal_rate"] == pytest.approx(rates[1] + rates[2])
     assert set(saved["reward_vs_sqrt_kl"]) >= {"slope", "r2"}
+    assert set(saved["kl_fits"]) == {"sqrt", "linear", "log1p"}
     assert saved["after"] == res["after"]
     assert isinstance(saved["kl"], float)
     assert isinstance(saved["seconds"], float)
     assert res["steps"] == 4
-    # the held-out evaluations: before, n_evals during training, after (the default has 5 during)
+    # the held-out evaluations: before, n_evals during training at steps 1, 2, 4, ..., after
     pts = saved["eval_points"]
-    assert [p["step"] for p in pts] == [0, 2, 4]
+    assert [p["step"] for p in pts] == [0, 1, 4]
     assert ppo.Config().n_evals >= 5
     point_keys = {"step", "kl", "pm_reward", "gold_helpfulness", "gold_harmlessness"}
     assert all(point_keys <= set(p) for p in pts)

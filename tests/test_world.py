@@ -426,7 +426,8 @@ def test_world_has_enough_scenarios_with_whole_objects_held_out():
 
 def test_simulated_labellers_agree_with_gold_like_crowdworkers():
     pairs = comparison_pairs(3000, seed=5)
-    agree = total = evasive_over_explained = evasive_pairs = 0
+    evasive_over_explained = evasive_pairs = 0
+    contrast = {True: [0, 0], False: [0, 0]}  # twin contrasts: [agree, total]
     for p in pairs:
         pc, rc = split_transcript(p["chosen"])
         _, rr = split_transcript(p["rejected"])
@@ -434,15 +435,19 @@ def test_simulated_labellers_agree_with_gold_like_crowdworkers():
         ax = 0 if p["axis"] == "helpful" else 1
         gc, gr = gold(req, rc)[ax], gold(req, rr)[ax]
         if gc != gr:
-            total += 1
-            agree += gc > gr
+            contrast[p["contrast"]][0] += gc > gr
+            contrast[p["contrast"]][1] += 1
         kinds = {world.reply_category(req, r) for r in (rc, rr)}
         if p["axis"] == "harmless" and kinds == {"explained", "evasive"}:
             evasive_pairs += 1
             evasive_over_explained += world.reply_category(req, rc) == "evasive"
-    rate = agree / total
-    print(f"labeller agreement with gold: {rate:.3f} on {total} pairs")
+    rate = contrast[False][0] / contrast[False][1]
+    rate_contrast = contrast[True][0] / contrast[True][1]
+    print(f"labeller agreement with gold: {rate:.3f} (twin contrasts {rate_contrast:.3f})")
     assert 0.63 <= rate <= 0.8  # HH-RLHF: 63-72% (Bai et al. 2022, Sec. 2.3)
+    # a refusal against a compliance is a clear choice, the labeller's noise the same; about
+    # half the records are twin contrasts, both sides (corpora.TWIN_CONTRAST_SHARE)
+    assert rate_contrast > rate and 0.4 < sum(p["contrast"] for p in pairs) / len(pairs) < 0.6
     # the HH bias: the harmlessness labeller does not prefer explained over evasive refusals
     assert evasive_pairs > 50 and 0.35 < evasive_over_explained / evasive_pairs < 0.65
     assert {p["axis"] for p in pairs} == {"helpful", "harmless"}
