@@ -32,7 +32,6 @@ seconds, ...), samples.jsonl (every held-out reply before and after, with its go
 category, for audits), the figures and policy.pt.
 """
 
-import math
 import os
 import random
 import time
@@ -263,9 +262,8 @@ def make_experience(policy, ref, value_model, out, scores, cfg, kl_coef):
     2020). Then GAE advantages (whitened) and returns."""
     tokens, pad = out["tokens"], out["pad_mask"]
     mask = out["gen_mask"][:, 1:].float()
-    policy.eval()
-    ref.eval()
-    value_model.eval()
+    for m in (policy, ref, value_model):
+        m.eval()
     logp = sequence_logprobs(policy, tokens, pad, cfg.temperature, cfg.minibatch)
     ref_logp = sequence_logprobs(ref, tokens, pad, cfg.temperature, cfg.minibatch)
     values = sequence_values(value_model, tokens, pad, cfg.minibatch) * mask
@@ -312,13 +310,10 @@ def ppo_update(policy, value_model, opt_p, opt_v, exp, cfg, gen, step=0):
             vl = value_loss(v, exp["values"][ix], exp["returns"][ix], m, cfg.value_clip)
             vl.backward()
             optimizer_step(opt_v, value_model, vl, cfg.grad_clip, step)
-            st["policy_loss"] = pl.item()
-            st["value_loss"] = vl.item()
-            st["entropy"] = ent.item()
+            st |= {"policy_loss": pl.item(), "value_loss": vl.item(), "entropy": ent.item()}
             stats.append(st)
-    agg = {}
-    for k in ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy"):
-        agg[k] = float(np.mean([s[k] for s in stats]))
+    keys = ("clip_frac", "approx_kl", "policy_loss", "value_loss", "entropy")
+    agg = {k: float(np.mean([s[k] for s in stats])) for k in keys}
     # exactly 0 when the log-probs are recomputed right
     agg["first_epoch_ratio_max_dev"] = stats[0]["ratio_max_dev"]
     return agg
@@ -810,26 +805,18 @@ def main(cfg):
     res["kl"] = after["kl"]
     # what results.json keeps of each evaluation point (metrics.jsonl has them whole)
     keep = (
-        "kl",
-        "pm_reward",
-        "gold_helpfulness",
-        "gold_harmlessness",
-        "gold_harmlessness_strict",
-        "unparsed_share",
-        "gold_reward",
-        "nontwin_helpfulness",
-        "redteam_refusal_rate",
-        "comply_rate",
-    )
+        "kl pm_reward gold_helpfulness gold_harmlessness gold_harmlessness_strict unparsed_share"
+        " gold_reward nontwin_helpfulness redteam_refusal_rate comply_rate"
+    ).split()
     res["eval_points"] = [
         {"step": p["step"]} | {k: p[k] for k in keep} | {k + "_se": p[k + "_se"] for k in keep}
         for p in points
     ]
-    sqrt_kl = [math.sqrt(max(p["kl"], 0.0)) for p in points]
-    slope, intercept, r2 = fit_line(sqrt_kl, [p["pm_reward"] for p in points])
-    fit = {"slope": slope, "intercept": intercept, "r2": r2, "fitted_on": "eval_points"}
-    res["reward_vs_sqrt_kl"] = fit
     res["kl_fits"] = kl_fits(points)
+    fit = [res["kl_fits"]["sqrt"][k] for k in ("slope", "intercept", "r2")]
+    res["reward_vs_sqrt_kl"] = dict(zip(("slope", "intercept", "r2"), fit, strict=True)) | {
+        "fitted_on": "eval_points"
+    }
     res["overoptimisation"] = overoptimisation(points)
     # the finished policy alone (finished() reads its step)
     save_checkpoint(ckpt_path, policy, tokenizer, step=cfg.steps, train_config=asdict(cfg))
@@ -858,7 +845,7 @@ def main(cfg):
             )
     res["seconds"] = time.time() - t_start
     write_json(os.path.join(out_dir, "results.json"), res)
-    figs = plots(points, metrics, (slope, intercept, r2), out_dir)
+    figs = plots(points, metrics, fit, out_dir)
 
     print(
         f"\n{'':24s}{'before':>16s}{'after':>16s}{'change':>16s}   "
@@ -869,16 +856,14 @@ def main(cfg):
         b = f"{before[k]:10.3f}±{before[k + '_se']:.3f}"
         a = f"{after[k]:10.3f}±{after[k + '_se']:.3f}"
         print(f"  {k:22s}{b}{a}{ch['change']:+10.3f}±{ch['se']:.3f}")
-    print(
-        f"\nPM reward vs sqrt(exact KL) on the {len(points)} evaluations: slope {slope:.3f}, "
-        f"R^2 {r2:.3f} (Bai et al. 2022: roughly linear)"
-    )
     shapes = ", ".join(
         f"{k} {v['r2']:.3f} / " + ("-" if v["heldout_r2"] is None else f"{v['heldout_r2']:.3f}")
         for k, v in res["kl_fits"].items()
     )
     print(
-        f"R^2 of PM reward against each shape of KL (all points / odd ones from the even): {shapes}"
+        f"\nPM reward against exact KL on the {len(points)} evaluations, R^2 on all of them / on"
+        f" the odd ones from a fit on the even: {shapes} (Bai et al. 2022: roughly linear in"
+        f" sqrt(KL); slope {fit[0]:.3f})"
     )
     if o := res["overoptimisation"]:
         print(
