@@ -504,28 +504,23 @@ def kl_fits(points):
     return out
 
 
-def overoptimisation(points):
-    """Where the gold reward turns down while the PM reward still rises (Gao et al. 2022):
-    the evaluation point of gold's peak, if a later point is lower by more than two standard
-    errors while the PM is higher -> {step, kl, gold_peak, gold_final, ...} or None."""
+def overoptimisation(points, clusters):
+    """Where the gold reward peaks, and how far it has fallen at the last evaluation, with
+    the standard error of the paired per-prompt change (the same prompts every time; clusters
+    as in summarise). Over-optimisation (Gao et al. 2022) is gold lower by more than two such
+    errors while the PM reward is higher -> {step, kl, gold_peak, gold_final, fall, fall_se,
+    pm_at_peak, pm_final, turned_down}, or None without gold."""
     if not points or points[0].get("gold_reward") is None:
         return None
-    peak = max(range(len(points)), key=lambda i: points[i]["gold_reward"])
-    last, p = points[-1], points[peak]
-    if (
-        peak < len(points) - 1
-        and last["gold_reward"] < p["gold_reward"] - 2 * p["gold_reward_se"]
-        and last["pm_reward"] > p["pm_reward"]
-    ):
-        return {
-            "step": p["step"],
-            "kl": p["kl"],
-            "gold_peak": p["gold_reward"],
-            "gold_final": last["gold_reward"],
-            "pm_at_peak": p["pm_reward"],
-            "pm_final": last["pm_reward"],
-        }
-    return None
+    p, last = max(points, key=lambda q: q["gold_reward"]), points[-1]
+    sel = [i for i, g in enumerate(p["gold_by_prompt"]) if g is not None]
+    fall = [last["gold_by_prompt"][i] - p["gold_by_prompt"][i] for i in sel]
+    d, se = float(np.mean(fall)), cluster_se(fall, [clusters[i] for i in sel])
+    out = {"step": p["step"], "kl": p["kl"], "gold_peak": p["gold_reward"], "fall": d}
+    out |= {"gold_final": last["gold_reward"], "fall_se": se, "pm_at_peak": p["pm_reward"]}
+    out["pm_final"] = last["pm_reward"]
+    out["turned_down"] = d < -2 * se and last["pm_reward"] > p["pm_reward"]
+    return out
 
 
 def plots(points, metrics, fit, out_dir):
@@ -686,7 +681,8 @@ def main(cfg):
 
     def eval_point(step):
         summary, recs = evaluate(policy, ref, pm, enc, eval_sets, cfg, seed=cfg.seed + 1)
-        points.append({"step": step, **summary})
+        gold = [reply_stats(r)["gold_reward"] for r in recs]  # for paired changes
+        points.append({"step": step, **summary, "gold_by_prompt": gold})
         log_metrics(out_dir, {"eval": True, **points[-1]})
         return summary, recs
 
@@ -817,7 +813,7 @@ def main(cfg):
     res["reward_vs_sqrt_kl"] = dict(zip(("slope", "intercept", "r2"), fit, strict=True)) | {
         "fitted_on": "eval_points"
     }
-    res["overoptimisation"] = overoptimisation(points)
+    res["overoptimisation"] = overoptimisation(points, [r["cluster"] for r in recs])
     # the finished policy alone (finished() reads its step)
     save_checkpoint(ckpt_path, policy, tokenizer, step=cfg.steps, train_config=asdict(cfg))
     # every held-out reply, before and after, for audits
@@ -867,9 +863,10 @@ def main(cfg):
     )
     if o := res["overoptimisation"]:
         print(
-            f"over-optimisation: gold peaked at step {o['step']} (KL {o['kl']:.2f}) and fell to "
-            f"{o['gold_final']:.3f} while the PM rose from {o['pm_at_peak']:.3f} to "
-            f"{o['pm_final']:.3f}"
+            f"gold reward peaked at step {o['step']} (KL {o['kl']:.2f}) at {o['gold_peak']:.3f}; at"
+            f" the end {o['gold_final']:.3f} ({o['fall']:+.3f}±{o['fall_se']:.3f}, paired), the PM"
+            f" {o['pm_at_peak']:.3f} -> {o['pm_final']:.3f}: "
+            + ("over-optimisation" if o["turned_down"] else "no over-optimisation")
         )
     log("sample replies after PPO:")
     for s in res["samples_after"]:

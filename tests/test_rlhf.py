@@ -501,24 +501,33 @@ def test_training_batches_have_a_fixed_red_team_share():
 
 
 def test_overoptimisation_is_gold_falling_while_the_pm_rises():
-    def pt(step, kl, pm, gold):
-        return {
-            "step": step,
-            "kl": kl,
-            "pm_reward": pm,
-            "gold_reward": gold,
-            "gold_reward_se": 0.02,
+    rng = np.random.default_rng(0)
+    base = rng.random(100)  # the same 100 prompts at every evaluation, 20 clusters of 5
+
+    def pt(step, kl, pm, shift):
+        gold = np.clip(base + shift, 0, 1)
+        return {"step": step, "kl": kl, "pm_reward": pm, "gold_reward": float(gold.mean())} | {
+            "gold_by_prompt": list(gold)
         }
 
-    rising = [pt(0, 0, 0.1, 0.5), pt(10, 1, 0.3, 0.6), pt(20, 2, 0.5, 0.7)]
-    assert ppo.overoptimisation(rising) is None
-    turned = ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.62)])
-    assert turned["step"] == 20
-    assert turned["kl"] == 2
-    # within two standard errors
-    assert ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.68)]) is None
+    clusters = np.repeat(np.arange(20), 5)
+    rising = [pt(0, 0, 0.1, 0.0), pt(10, 1, 0.3, 0.1), pt(20, 2, 0.5, 0.2)]
+    o = ppo.overoptimisation(rising, clusters)
+    assert (o["step"], o["fall"], o["turned_down"]) == (20, 0.0, False)
+    turned = ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.05)], clusters)
+    assert (turned["step"], turned["kl"], turned["turned_down"]) == (20, 2, True)
+    diffs = np.array(turned["fall"])
+    assert diffs < 0 and turned["fall_se"] > 0
+    # a paired fall is exact: the per-prompt differences, not two means' errors
+    g20, g30 = np.clip(base + 0.2, 0, 1), np.clip(base + 0.05, 0, 1)
+    assert turned["fall"] == pytest.approx(float(np.mean(g30 - g20)))
+    assert turned["fall_se"] == pytest.approx(cluster_se(g30 - g20, clusters))
     # the PM fell too: not over-optimisation
-    assert ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.5)]) is None
+    assert not ppo.overoptimisation(rising + [pt(30, 3, 0.4, 0.05)], clusters)["turned_down"]
+    # noise around the peak, no fall: within two standard errors
+    noisy = pt(30, 3, 0.6, 0.2 + rng.normal(0, 0.05, 100) - 0.001)
+    assert not ppo.overoptimisation(rising + [noisy], clusters)["turned_down"]
+    assert ppo.overoptimisation([{"gold_reward": None}], clusters) is None
 
 
 def test_paired_change_on_the_same_prompts():
