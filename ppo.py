@@ -16,6 +16,8 @@ Run (fresh clone, CPU, 2 cores; the docs page docs/hh_rlhf.md has the measured t
 fresh clone first builds pretrain.pt, sft_hh/sft.pt (train_lm.py) and pm.pt (train_pm.py):
     python ppo.py
     python ppo.py --seed 1338 --out_dir out/ppo_s1338     # another seed of the PPO stage
+    python ppo.py --steps 500 --kl_coef 0.01 --n_evals 9 --out_dir out/ppo_long
+        # over-optimisation: gold peaks, then falls while the PM still rises (about 9 min)
 One GPU (uses or builds the gpu-preset SFT policy and PM):
     python ppo.py --preset gpu      # -> out/ppo/gpu/
 Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
@@ -24,12 +26,15 @@ Real HH-RLHF prompts (the transcript up to the last "Assistant:"):
 What to look at: the before/after table printed at the end (every mean with its standard
 error clustered by held-out object, and the paired change): PM reward, exact KL, gold
 harmlessness and the red-team outcome rates, gold helpfulness on benign prompts and on
-near-miss twins, over-refusal, replies that end. reward_vs_sqrt_kl.png (the paper's Fig. 4,
-fitted on the held-out evaluation points) and gold_vs_pm.png (proxy against truth at the
-same points). Writes out/ppo/metrics.jsonl (every step and every evaluation),
-results.json (before, after, change, eval_points, reward_vs_sqrt_kl, overoptimisation,
-seconds, ...), samples.jsonl (every held-out reply before and after, with its gold
-category, for audits), the figures and policy.pt.
+near-miss twins, over-refusal, replies that end, the unparsed share (replies outside the
+world's language: the reward-hacking alarm), each gold mean also under the strict reading;
+then PM reward against sqrt(KL), KL and log(1 + KL), with R^2 on points held out of the fit,
+and where gold peaked. reward_vs_sqrt_kl.png (the paper's Fig. 4, fitted on the held-out
+evaluation points) and gold_vs_pm.png (proxy against truth at the same points). Writes
+out/ppo/metrics.jsonl (every step and every evaluation), results.json (before, after,
+change, eval_points, reward_vs_sqrt_kl, kl_fits, overoptimisation, seconds, ...),
+samples.jsonl (every held-out reply before and after, with its gold category, for audits),
+the figures and policy.pt.
 """
 
 import os

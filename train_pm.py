@@ -24,10 +24,12 @@ One GPU:
         # from out/train_lm/gpu/pretrain.pt (built if missing)
 
 What to look at: held-out accuracy against the simulated (noisy) labels, which bounds it,
-against the gold labels, and on near-miss twins of held-out objects (no keyword rule or
-lookup of known harmful phrases gets both sides right); calibration.png, the reliability
+against the gold labels, and on near-miss twins of held-out objects per side (beside the
+keyword rule of data/skills.py on the same requests, and the twins of training objects:
+what the PM learned beyond words and beyond memory); calibration.png, the reliability
 diagram (the paper's Fig. 10). Each run writes results.json (accuracy,
-longer_reply_accuracy, ece, gold_accuracy, twin_accuracy, deflection_accuracy, ...),
+longer_reply_accuracy, ece, gold_accuracy, twin_accuracy(_harmful, _benign, _train),
+keyword_baseline_twin_accuracy, deflection_accuracy, ...),
 metrics.jsonl, the figure and pm.pt into its folder; the measured numbers are on the docs
 page docs/hh_rlhf.md.
 """
