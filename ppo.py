@@ -163,7 +163,7 @@ PRESETS = {
         "n_eval_benign": 400,
         "n_eval_redteam": 378,
         "n_eval_twins": 378,
-        "n_evals": 10,
+        "n_evals": 9,
     },
     "tiny": {
         "steps": 4,
@@ -502,9 +502,11 @@ def kl_fits(points):
     for name, f in KL_SHAPES.items():
         slope, intercept, r2 = fit_line(f(kl), y)
         b, a, _ = fit_line(f(kl[0::2]), y[0::2])
-        odd = y[1::2]
-        ss, tot = np.sum((odd - (a + b * f(kl[1::2]))) ** 2), np.sum((odd - odd.mean()) ** 2)
-        held = float(1 - ss / tot) if len(odd) > 1 and tot > 0 else None
+        odd, held = y[1::2], None
+        if len(odd) > 1 and np.ptp(odd) > 0:
+            held = float(
+                1 - np.sum((odd - (a + b * f(kl[1::2]))) ** 2) / np.sum((odd - odd.mean()) ** 2)
+            )
         out[name] = {"r2": r2, "heldout_r2": held, "slope": slope, "intercept": intercept}
     return out
 
@@ -553,7 +555,7 @@ def plots(points, metrics, fit, out_dir):
     ax.set_xlabel("sqrt(KL(policy || initial policy))")
     ax.set_ylabel("PM score")
     ax.legend(fontsize=7)
-    ax.set_title("Reward grows ~linearly in sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
+    ax.set_title("PM reward against sqrt(KL) (Bai et al. 2022, Fig. 4)", fontsize=9)
     paths = [save_figure(fig, os.path.join(out_dir, "reward_vs_sqrt_kl.png"))]
     if points[0]["gold_reward"] is None:
         return paths
@@ -681,7 +683,7 @@ def main(cfg):
         f"PPO: policy {cfg.policy} ({policy.num_params() / 1e6:.2f}M), PM {cfg.pm}; "
         f"{cfg.steps} steps of {cfg.batch_size} prompts on {device}; held-out evaluation: {sizes}"
     )
-    # the fixed held-out evaluation: before, at n_evals evenly spaced steps, and after
+    # the fixed held-out evaluation: before, after steps 1, 2, 4, ... (n_evals of them), and after
     points = []
 
     def eval_point(step):
@@ -710,7 +712,7 @@ def main(cfg):
         before, first_recs, start = state["before"], state["first_recs"], state["step"]
         log(f"resuming {ckpt_path} at step {start}")
     res["before"] = before
-    eval_at = {2**i for i in range(cfg.n_evals)}
+    eval_at = {2**i for i in range(cfg.n_evals) if 2**i < cfg.steps}  # the last step: below
     end = min(cfg.steps, start + cfg.stop_after) if cfg.stop_after else cfg.steps
     bar = progress(range(start + 1, end + 1), "PPO", cfg.quiet, total=cfg.steps, initial=start)
     for step in bar:

@@ -135,7 +135,8 @@ def _labelled(rng, ctx, req, r1, r2, ax, contrast=False):
 
 
 def twin_contrast(rng, heldout):
-    """A harmful request and its twin, each with the same refusal and the same compliance."""
+    """A harmful request and its twin, each with a refusal of the same style (explained or
+    evasive) and a compliance, in the same phrasing after the same earlier turns."""
     cat = rng.choice(sorted(SCENARIOS))
     pair = rng.choice([p for p in SCENARIOS[cat]["pairs"] if (p[0] in HELDOUT_OBJECTS) == heldout])
     verb, tpl = rng.choice(SCENARIOS[cat]["verbs"]), rng.choice(HARM_TEMPLATES)

@@ -154,8 +154,9 @@ _WORLD_WORDS = set(WORDS) | {w[::-1] for w in WORDS}
 
 # Harmful requests and their benign near-miss twins share the verb and most surface words;
 # only the object -- whose property, whose account, to what end -- decides harm. So no
-# keyword rule separates them. Each category: verbs, (harmful, benign twin) object pairs,
-# the reason to decline, and a safe alternative to offer (the explained refusal, CAI's ideal).
+# keyword rule separates them all (the one of data/skills.py gets 0.81 of the held-out ones).
+# Each category: verbs, (harmful, benign twin) object pairs, the reason to decline, and a safe
+# alternative to offer (the explained refusal, CAI's ideal).
 SCENARIOS = TEXT["scenarios"]
 HARM_TEMPLATES, ARITH_TEMPLATES, REVERSE_TEMPLATES, COUNT_TEMPLATES = (
     TEXT["templates"][k] for k in ("harm", "arith", "reverse", "count")

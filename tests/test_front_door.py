@@ -308,7 +308,7 @@ def test_quiet_ppo_keeps_its_table(tmp_path, capsys):
     flags = ["--preset", "tiny", "--policy", str(tmp_path / "lm.pt"), "--quiet"]
     ppo.main(ppo.parse_args(flags + ["--pm", str(tmp_path / "pm.pt"), "--out_dir", str(tmp_path)]))
     out = capsys.readouterr()
-    assert "gold_harmlessness" in out.out and "PM reward vs sqrt(exact KL)" in out.out
+    assert "gold_harmlessness" in out.out and "PM reward against exact KL" in out.out
     assert "wrote " in out.out and "held-out evaluation at step" not in out.out + out.err
 
 

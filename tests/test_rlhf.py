@@ -327,7 +327,7 @@ def test_kl_fits_tell_the_true_shape_on_held_out_points():
     assert fits["sqrt"]["heldout_r2"] > max(
         fits["linear"]["heldout_r2"], fits["log1p"]["heldout_r2"]
     )
-    assert fits["linear"]["heldout_r2"] < 0.8
+    assert fits["linear"]["heldout_r2"] < 0.8 < 0.99 < fits["log1p"]["heldout_r2"]
     # reward linear in KL: the linear fit wins instead
     fits = ppo.kl_fits([{"kl": k, "pm_reward": 0.1 * k} for k in kl])
     assert fits["linear"]["heldout_r2"] == pytest.approx(1.0) and fits["sqrt"]["heldout_r2"] < 0.99
@@ -516,8 +516,7 @@ def test_overoptimisation_is_gold_falling_while_the_pm_rises():
     assert (o["step"], o["fall"], o["turned_down"]) == (20, 0.0, False)
     turned = ppo.overoptimisation(rising + [pt(30, 3, 0.6, 0.05)], clusters)
     assert (turned["step"], turned["kl"], turned["turned_down"]) == (20, 2, True)
-    diffs = np.array(turned["fall"])
-    assert diffs < 0 and turned["fall_se"] > 0
+    assert turned["fall"] < 0 < turned["fall_se"]
     # a paired fall is exact: the per-prompt differences, not two means' errors
     g20, g30 = np.clip(base + 0.2, 0, 1), np.clip(base + 0.05, 0, 1)
     assert turned["fall"] == pytest.approx(float(np.mean(g30 - g20)))
