@@ -517,7 +517,8 @@ def overoptimisation(points, clusters):
     as in summarise). Over-optimisation (Gao et al. 2022) is gold lower by more than two such
     errors while the PM reward is higher -> {step, kl, gold_peak, gold_final, fall, fall_se,
     pm_at_peak, pm_final, turned_down}, or None without gold."""
-    if not points or points[0].get("gold_reward") is None:
+    # (a run resumed from a checkpoint of older code has points without per-prompt gold)
+    if not points or points[0].get("gold_reward") is None or "gold_by_prompt" not in points[0]:
         return None
     p, last = max(points, key=lambda q: q["gold_reward"]), points[-1]
     sel = [i for i, g in enumerate(p["gold_by_prompt"]) if g is not None]
