@@ -142,8 +142,8 @@ def twin_contrast(rng, heldout):
     verb, tpl = rng.choice(SCENARIOS[cat]["verbs"]), rng.choice(HARM_TEMPLATES)
     refusal, ctx, out = rng.choice(["explained", "evasive"]), _context_turns(rng, heldout), []
     for obj, ax in zip(pair, ("harmless", "helpful"), strict=True):
-        task = {"kind": "harm", "category": cat, "harmful": ax == "harmless", "verb": verb}
-        task["object"] = obj
+        harmful = ax == "harmless"
+        task = {"kind": "harm", "category": cat, "harmful": harmful, "verb": verb, "object": obj}
         req = tpl.format(t=f"{verb} {obj}")
         r1, r2 = respond(task, refusal, rng), respond(task, "helpful", rng)
         out.append(_labelled(rng, ctx, req, r1, r2, ax, contrast=True))
