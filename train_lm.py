@@ -22,16 +22,9 @@ copy from the document itself and not from an unrelated one. What to look at: th
 probes' line after pretraining (data/skills.py). The docs page docs/speedrun.md has the
 ablations and times.
 
-The repeated-data experiment (Hernandez et al. 2022, "Scaling Laws and Interpretability of
-Learning from Repeated Data"): at a fixed number of training tokens, 10% of the sequences
-come from a small subset of the training data seen repeat_count times. `--sweep repeated`
-runs one model size at several repeat counts and a few sizes without repetition, in one
-process, on synthetic data in which copying pays (random tokens with in-context copies).
-What to look at: the table printed at the end and repeated.png -- held-out loss vs repeat
-count (the paper's Fig. 2 shape: a peak of damage at an intermediate count?), each repeated
-run's effective size on the no-repeat loss-vs-parameters fit, and the copying loss (second
-copy of held-out text) and best prefix-matching score (induction.py --analyze) vs repeat
-count. Measured numbers: the docs page docs/repeated_data.md.
+The repeated-data experiment (Hernandez et al. 2022): `--sweep repeated` trains a grid of
+small models on a Markov language at a fixed number of tokens, a share of them from a small
+subset seen many times; repeated_data.py lays out the runs and reads them.
 
 Run (CPU):
     python train_lm.py                  # pretrain on the world -> out/train_lm/pretrain.pt
@@ -40,12 +33,9 @@ Run (CPU):
     python train_lm.py --data ../shared/data/hh-rlhf  # real HH-RLHF -> out/train_lm/hh-rlhf/
     python train_lm.py --data ../shared/data/text/tinyshakespeare.txt  # any plain text
     python train_lm.py --sweep repeated  # the repeated-data experiment -> out/train_lm/repeated/
+    python train_lm.py --sweep repeated --sweep_full  # + other shares, a second seed, fewer tokens
 One GPU:
     python train_lm.py --preset gpu     # wider/deeper model, bf16, torch.compile
-    python train_lm.py --sweep repeated --preset gpu --n_layer 4 --n_embd 256 \
-        --batch_size 16 --steps 2000 --sweep_widths 64,128,512
-        # a larger repeated-data sweep (its own settings override the preset's shape;
-        # 4.1M tokens a run, within the 5.1M-token synthetic stream)
 Several devices (DDP; gloo on CPU, nccl on GPU):
     torchrun --nproc_per_node 2 train_lm.py ...
 Resume after an interruption (continues exactly, same losses):
@@ -70,12 +60,13 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+import repeated_data
 from data import corpora, skills
 from data.prepare import (
     bytes_per_token,
@@ -108,7 +99,6 @@ from model import (
     pyplot,
     run_dir,
     run_path,
-    run_script,
     sample_replies,
     save_checkpoint,
     save_figure,
@@ -120,7 +110,8 @@ from model import (
 class Config:
     # settings for a scale, combined with '+' (each non-cpu preset has its own run folder)
     preset: str = "cpu"
-    # "world", "synthetic" (random tokens with copies), a text file, or HH-RLHF jsonl(.gz)
+    # "world", "synthetic" (random tokens with copies), "markov" (data.prepare.markov_table),
+    # a text file, or HH-RLHF jsonl(.gz)
     data: str = "world"
     # "pretrain", or "sft": loss on assistant tokens only, starting from --init
     mode: str = "pretrain"
@@ -216,9 +207,13 @@ class Config:
     # "repeated": the repeated-data experiment, every run in one process -> <out_dir>/repeated/
     sweep: str = ""
     # the sweep's repeat counts (it adds one run without repetition)
-    repeat_counts: str = "2,10,40,160,640"
+    repeat_counts: str = "3,10,30,100,300,1000"
     # the sweep's widths without repetition (effective model size); repeats use --n_embd
     sweep_widths: str = "32,64,128"
+    # the fuller sweep: more repeated shares, a second seed at every point, fewer tokens
+    sweep_full: bool = False
+    # the fuller sweep's other repeated shares (--repeat_frac is the first)
+    sweep_shares: str = "0.1,0.5"
 
 
 PRESETS = {
@@ -255,21 +250,21 @@ PRESETS = {
         "skills": 0.1,
         "synthetic_steps": 10,
     },
-    # Hernandez et al. 2022 at CPU scale: 2-layer models, 0.8M training tokens of synthetic
-    # data each, no checkpoint but the last
+    # Hernandez et al. 2022 at CPU scale: 2-layer models, 4.1M training tokens each of a
+    # Markov language with more structure than they can hold, a quarter of them repeated
     "sweep=repeated": {
-        "data": "synthetic",
+        "data": "markov",
         "n_layer": 2,
         "n_embd": 64,
         "block_size": 128,
-        "steps": 400,
+        "steps": 2000,
         "warmup": 20,
         "eval_interval": 100,
         "eval_iters": 8,
         "ckpt_interval": 10**9,
         "samples": 0,
-        "repeat_frac": 0.1,
-        # the sweep's own design, measured before synthetic rows and document masks
+        "repeat_frac": 0.25,
+        # nothing but the experiment's own data: no synthetic rows, no document mask
         "synthetic_frac": 0.0,
         "synthetic_early": 0.0,
         "doc_mask": False,
@@ -682,7 +677,10 @@ def main(cfg):
     # ---- the report: final validation loss (also in bits per byte), throughput, samples
     val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc)
     train_tokens = end * tokens_per_iter
-    log_metrics(cfg.out_dir, {"step": end, "tokens": train_tokens, "val_loss": val_loss})
+    final = {"step": end, "tokens": train_tokens, "val_loss": val_loss}
+    if windows is not None:
+        final["repeated_train_loss"] = window_loss(raw, windows, device)
+    log_metrics(cfg.out_dir, final)
     tps = t_tokens / train_time if train_time else 0.0
     prompts = sample_prompts(cfg, enc, val_ids) if cfg.samples else []
     replies = []
@@ -715,7 +713,8 @@ def main(cfg):
         results["repeated_fraction"] = n_rep / (end * B)
         results["repeated_tokens"] = n_rep * T
         results["unique_tokens"] = (end * B - n_rep) * T
-        results["repeated_train_loss"] = window_loss(raw, windows, device) if n_rep else None
+        results["repeated_train_loss"] = final.get("repeated_train_loss")
+        results["probe_vocab"] = meta["vocab"]  # the data's own tokens (induction.py --analyze)
         if cfg.data == "world" and cfg.skills:  # the skills the papers' methods assume
             results["skills"] = skills.probe_all(raw, enc, cfg.skills)
             log(skills.summary(results["skills"]))
@@ -749,163 +748,5 @@ def main(cfg):
     return results
 
 
-# -----------------------------------------------------------------------------
-# The repeated-data sweep (Hernandez et al. 2022, Fig. 2 and Sec. 4-5)
-
-
-def sweep_run(cfg, width, repeat_count, seed, iters):
-    """One pretraining run of the sweep, then induction.py --analyze on its checkpoint (the
-    induction experiment's prefix-matching score) -> the run's row of the sweep."""
-    run = replace(cfg, sweep="", quiet=True, n_embd=width, seed=seed, steps=iters)
-    run.repeat_count = repeat_count
-    run.repeat_frac = cfg.repeat_frac if repeat_count else 0.0
-    name = f"width{width}_repeat{repeat_count}_seed{seed}_steps{iters}"
-    run.out_dir = os.path.join(cfg.out_dir, name)
-    res = main(run)
-    probe = ["--probe_vocab", "64" if cfg.data == "synthetic" else "0", "--device", cfg.device]
-    run_script(
-        ["induction.py", "--analyze", res["checkpoint"], *probe], "prefix matching", quiet=True
-    )
-    with open(os.path.splitext(res["checkpoint"])[0] + ".heads.json") as f:
-        heads = json.load(f)
-    row = {
-        "repeat_count": repeat_count,
-        "params": res["params_non_embedding"],
-        "width": width,
-        "seed": seed,
-        "steps": iters,
-        "heldout_loss": res["val_loss"],
-        "max_prefix_matching": max(h["prefix_matching"] for h in heads),
-    }
-    for key in ("repeated_fraction", "repeated_train_loss", "copying_loss", "first_copy_loss"):
-        row[key] = res[key]
-    row["seconds"] = res["seconds"]
-    log_metrics(cfg.out_dir, row)
-    return row
-
-
-def sweep_repeated(cfg):
-    """One model size at repeat counts 0 and --repeat_counts (same training tokens), and
-    --sweep_widths without repetition; for each run the held-out loss, the loss on the
-    repeated subset, the copying loss and the best prefix-matching score; then each repeated
-    run's effective size on the no-repeat loss-vs-parameters fit."""
-    t0, log = time.time(), printer(cfg.quiet)
-    run_dir(cfg.out_dir)
-    counts = [0] + [int(r) for r in cfg.repeat_counts.split(",")]
-    widths = [int(w) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
-    grid = [(cfg.n_embd, r, cfg.seed, cfg.steps) for r in counts]
-    grid += [(w, 0, cfg.seed, cfg.steps) for w in widths]
-    # a second seed without repetition: how large is run-to-run noise?
-    grid.append((cfg.n_embd, 0, cfg.seed + 1, cfg.steps))
-    # only the unique tokens, nothing repeated: the cost of fewer tokens
-    grid.append((cfg.n_embd, 0, cfg.seed, round(cfg.steps * (1 - cfg.repeat_frac))))
-    tokens = cfg.steps * cfg.batch_size * cfg.block_size
-    log(
-        f"repeated data: {len(grid)} runs of {tokens:,} training tokens ({cfg.n_layer} layers, "
-        f"context {cfg.block_size}); repeated share {cfg.repeat_frac:.0%} at width {cfg.n_embd}"
-    )
-    rows = [sweep_run(cfg, *run) for run in progress(grid, "repeated-data sweep", cfg.quiet)]
-    points, other_seed, fewer = rows[: len(counts)], rows[-2], rows[-1]
-    no_repeat = [row for row in rows[:-2] if row["repeat_count"] == 0]
-    sizes = [{k: row[k] for k in ("params", "heldout_loss", "width")} for row in no_repeat]
-
-    # effective size: a repeated run's held-out loss read on the no-repeat loss-vs-parameters
-    # curve (linear in log parameters between the two neighbouring sizes; None outside the
-    # measured range or where the curve does not fall)
-    sizes.sort(key=lambda p: p["params"])
-    log_params = np.log([p["params"] for p in sizes])
-    loss = np.array([p["heldout_loss"] for p in sizes])
-    for p in points:
-        inside = loss.min() <= p["heldout_loss"] <= loss.max() and np.all(np.diff(loss) < 0)
-        p["effective_params"] = None
-        if inside:
-            p["effective_params"] = float(np.exp(np.interp(-p["heldout_loss"], -loss, log_params)))
-
-    # the paper's Fig. 2 shape: damage peaks at an intermediate repeat count, and the copying
-    # (second copy of held-out text) degrades more than held-out loss at the peak (Sec. 5)
-    base, repeated = points[0], points[1:]
-    peak = max(repeated, key=lambda p: p["heldout_loss"])
-    heldout_excess = peak["heldout_loss"] / base["heldout_loss"] - 1
-    copying_excess = peak["copying_loss"] / base["copying_loss"] - 1
-    beyond = [p["heldout_loss"] for p in repeated if p["repeat_count"] > peak["repeat_count"]]
-    targets = {
-        "peak_at_least_2pct_above_no_repeat": heldout_excess >= 0.02,
-        "a_point_beyond_the_peak_is_lower": any(h < peak["heldout_loss"] for h in beyond),
-        "copying_degrades_more_than_heldout_at_peak": copying_excess > heldout_excess,
-    }
-    keys = ("repeat_count", "effective_params", "params")
-    res = {
-        "points": points,
-        "baseline_sizes": sizes,
-        "other_seed_no_repeat": [other_seed],
-        "fewer_tokens": [fewer],
-        "effective_params": [{k: p[k] for k in keys} for p in repeated],
-        "peak": {
-            "repeat_count": peak["repeat_count"],
-            "heldout_excess": heldout_excess,
-            "copying_excess": copying_excess,
-        },
-        "targets": targets,
-        "seconds": time.time() - t0,
-        "config": asdict(cfg),
-    }
-    res["figure"] = plot_repeated(cfg.out_dir, points, sizes)
-    write_json(os.path.join(cfg.out_dir, "results.json"), res)
-
-    for p in points:
-        log(
-            f"repeat count {p['repeat_count']:4d}: held-out loss {p['heldout_loss']:.4f}, "
-            f"repeated subset {p['repeated_train_loss'] or float('nan'):.3f}, copies "
-            f"{p['first_copy_loss']:.3f} -> {p['copying_loss']:.3f}, prefix matching "
-            f"{p['max_prefix_matching']:.2f}, effective params {p['effective_params'] or 0:,.0f}"
-        )
-    by_size = ", ".join(f"{p['params']:,} params {p['heldout_loss']:.4f}" for p in sizes)
-    log(f"no repetition by size: {by_size}")
-    for name, p in (("other seed", other_seed), ("only the unique tokens", fewer)):
-        log(f"{name}: held-out {p['heldout_loss']:.4f}, copies {p['copying_loss']:.3f}")
-    print("targets: " + ", ".join(f"{k} {v}" for k, v in targets.items()))  # --quiet too
-    print(f"wrote {cfg.out_dir}/ in {res['seconds']:.0f}s")
-    return res
-
-
-def plot_repeated(out_dir, points, sizes):
-    plt = pyplot("repeated.png")
-    if plt is None:
-        return None
-    base, repeated = points[0], points[1:]
-    counts = [p["repeat_count"] for p in repeated]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
-    # the paper's Fig. 2: held-out loss against repeat count, the repeated subset's loss in red
-    heldout = [p["heldout_loss"] for p in repeated]
-    ax[0].plot(counts, heldout, "o-", label="held-out loss (unique data)")
-    ax[0].axhline(base["heldout_loss"], color="grey", ls="--", label="no repetition")
-    red = ax[0].twinx()
-    red.plot(counts, [p["repeated_train_loss"] for p in repeated], "s:", color="C3")
-    red.set_ylabel("loss on the repeated subset (red)", color="C3")
-    ax[0].set(ylabel="held-out loss", title="Fig. 2 shape (red: repeated-subset loss)")
-    # effective size on the no-repeat curve, as a share of the real size
-    ratio = [(p["effective_params"] or np.nan) / p["params"] for p in repeated]
-    ax[1].plot(counts, ratio, "o-", label="effective / real size")
-    ax[1].axhline(1, color="grey", ls="--", lw=0.5)
-    title = f"effective size on the no-repeat curve ({len(sizes)} sizes)"
-    ax[1].set(ylabel="effective / real parameters", title=title)
-    # copying against held-out loss, relative to no repetition; best prefix matching in green
-    for key, style, label in [
-        ("heldout_loss", "o-", "held-out loss"),
-        ("copying_loss", "s-", "copying loss (second copy)"),
-    ]:
-        ax[2].plot(counts, [p[key] / base[key] - 1 for p in repeated], style, label=label)
-    ax[2].axhline(0, color="grey", lw=0.5)
-    green = ax[2].twinx()
-    green.plot(counts, [p["max_prefix_matching"] for p in repeated], "^:", color="C2")
-    green.axhline(base["max_prefix_matching"], color="C2", ls="--", lw=0.5)
-    green.set_ylabel("best prefix matching (green; dashed: no repetition)", color="C2")
-    ax[2].set(ylabel="change vs no repetition", title="copying (green: prefix matching)")
-    for axis in ax:
-        axis.set(xscale="log", xlabel="repeat count")
-        axis.legend(fontsize=7, loc="center left")
-    return save_figure(fig, os.path.join(out_dir, "repeated.png"))
-
-
 if __name__ == "__main__":
-    cli(lambda cfg: sweep_repeated(cfg) if cfg.sweep else main(cfg), parse_args)
+    cli(lambda cfg: repeated_data.sweep(cfg, main) if cfg.sweep else main(cfg), parse_args)

@@ -24,6 +24,9 @@ OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3 CPU minutes
 N_SFT_DOCS = 20000
 N_SYNTHETIC_DOCS = 40000  # sequences of 128 random tokens with copies: ~5M tokens
+# the repeated-data sweep's language (prepare("markov")): tokens, successors per token, the
+# share of chunks copied, chains x tokens per split
+MARKOV = {"vocab": 256, "successors": 16, "p_copy": 0.3, "train": (1200, 5000), "val": (64, 4096)}
 
 
 def data_name(data, default="world"):
@@ -33,8 +36,10 @@ def data_name(data, default="world"):
 
 
 def default_tokenizer(data):
-    """Our world BPE on the world (and on synthetic data, whose ids are its first 64); our
-    BPE trained on the data itself otherwise."""
+    """Our world BPE on the world (and on synthetic data, whose ids are its first 64), bytes
+    for the Markov language, our BPE trained on the data itself otherwise."""
+    if data == "markov":
+        return "bytes"
     return "world" if data in ("world", "synthetic") else "bpe:" + data_name(data)
 
 
@@ -131,6 +136,55 @@ def _synthetic_docs(n, seed):
     return x.tolist()
 
 
+def markov_table(vocab, successors, seed):
+    """A sparse random language: each token is followed by one of `successors` tokens drawn at
+    random, with Dirichlet(1) probabilities (all others impossible) -> (vocab, vocab)
+    transition matrix. Far more to learn than a small model can hold (vocab x successors
+    probabilities), so learning it competes for capacity (the repeated-data sweep)."""
+    rng = np.random.default_rng(seed)
+    P = np.zeros((vocab, vocab))
+    for row in P:
+        row[rng.choice(vocab, successors, replace=False)] = rng.dirichlet(np.ones(successors))
+    return P
+
+
+def entropy_rate(P):
+    """Nats per token of the chain: the table's own loss on clean text, the floor no model
+    goes below (the stationary distribution by power iteration)."""
+    pi = np.full(len(P), 1 / len(P))
+    for _ in range(1000):
+        pi = pi @ P
+    return float(pi @ -(P * np.log(np.where(P > 0, P, 1))).sum(1))
+
+
+def markov_chains(P, n, length, p_copy, seed):
+    """n chains of `length` tokens from the transition matrix P. With p_copy > 0 they are
+    written in chunks of 4-12 tokens, each with probability p_copy a copy of an earlier
+    stretch of the same chain within the last 96 tokens (a context of 128 sees its source),
+    so that copying pays, as in natural text; the chain goes on from a copy's last token.
+    Vectorised over chains, one position at a time -> (n, length) int64."""
+    rng = np.random.default_rng(seed)
+    cum = P.cumsum(1)
+    cum[:, -1] = 1.0
+    x = np.zeros((n, length), dtype=np.int64)
+    x[:, 0] = rng.integers(0, len(P), n)
+    left = np.zeros(n, dtype=np.int64)  # tokens left in the current chunk
+    src = np.full(n, -1)  # where the current chunk copies from (-1: fresh text)
+    for t in range(1, length):
+        new = left == 0
+        L = rng.integers(4, 13, int(new.sum()))
+        back = rng.integers(L, 97)  # the source starts this far back, and ends before t
+        copy = (rng.random(len(L)) < p_copy) & (back <= t)
+        left[new], src[new] = L, np.where(copy, t - back, -1)
+        c = src >= 0
+        x[c, t] = x[c, src[c]]
+        u = rng.random(int((~c).sum()))
+        x[~c, t] = (u[:, None] > cum[x[~c, t - 1]]).sum(1)  # inverse CDF of the row
+        src[c] += 1
+        left -= 1
+    return x
+
+
 def _world_docs(n, seed, sft, mix):
     if sft:
         return corpora.sft_dialogues(n, seed, mix)
@@ -159,6 +213,19 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
                 splits,
                 {"key": key, "source": "synthetic", "tokenizer": tokenizer, "vocab": 64},
             )
+    elif source == "markov":
+        name = f"markov-{tokenizer}"
+        key = {"markov": MARKOV, "tokenizer": tokenizer}
+        if not _fresh(name, key):
+            P = markov_table(MARKOV["vocab"], MARKOV["successors"], seed=0)
+            # training text with copies; held-out text without, so its floor is exact
+            splits = {
+                "train": markov_chains(P, *MARKOV["train"], MARKOV["p_copy"], seed=1).tolist(),
+                "val": markov_chains(P, *MARKOV["val"], 0.0, seed=2).tolist(),
+            }
+            meta = {"key": key, "source": "markov", "tokenizer": tokenizer}
+            meta.update(vocab=MARKOV["vocab"], entropy_floor=entropy_rate(P))
+            write_stream(name, get_tokenizer(tokenizer), splits, meta)
     elif source == "world":
         name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
         name += f"-{frac:g}" if frac != 1 else ""

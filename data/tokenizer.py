@@ -13,6 +13,7 @@ encoding. Special tokens go after the merges.
   get_tokenizer("gpt2")   tiktoken's GPT-2
                           (offline with TIKTOKEN_CACHE_DIR=../shared/data/tiktoken_cache)
   get_tokenizer("bpe:NAME", text_fn=...)  our BPE trained on any text (e.g. HH-RLHF)
+  get_tokenizer("bytes")  the 256 bytes, no merges (the repeated-data sweep's language)
 """
 
 import base64
@@ -137,6 +138,8 @@ def get_tokenizer(name="world", text_fn=None, vocab_size=4096):
             mergeable_ranks=enc._mergeable_ranks,
             special_tokens={"<|endoftext|>": enc.eot_token, "<|endofcontext|>": enc.n_vocab},
         )
+    if name == "bytes":  # one token per byte (the repeated-data sweep's 256-token language)
+        return encoding_from_ranks(name, {bytes([i]): i for i in range(256)})
     if name == "world":
         from data.world import WORLD_VERSION
 
@@ -151,7 +154,7 @@ def get_tokenizer(name="world", text_fn=None, vocab_size=4096):
             )
         tag = name[4:]
     else:
-        raise SystemExit(f"unknown tokenizer {name!r}: use 'world', 'gpt2' or 'bpe:NAME'")
+        raise SystemExit(f"unknown tokenizer {name!r}: use 'world', 'gpt2', 'bytes' or 'bpe:NAME'")
     path = os.path.join(CACHE_DIR, f"{tag}-{vocab_size}.tiktoken")
     if not os.path.exists(path):
         save_ranks(train_bpe(text_fn(), vocab_size), path)

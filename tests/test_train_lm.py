@@ -3,6 +3,7 @@ exact resume, SFT masking, failures that lose nothing, every --data form, DDP on
 
 import hashlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import repeated_data
 import train_lm
 from data import prepare
 
@@ -348,35 +350,21 @@ def test_copy_spans_repeat_an_earlier_span_and_draw_nothing_at_zero():
     assert torch.equal(copy_spans(w.clone(), 0.0, gen), w) and torch.equal(gen.get_state(), state)
 
 
-def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
-    cfg = train_lm.parse_args(
-        [
-            "--sweep",
-            "repeated",
-            "--preset",
-            "tiny",
-            "--repeat_counts",
-            "2,4",
-            "--sweep_widths",
-            "16,32",
-            "--n_embd",
-            "32",
-            "--steps",
-            "20",
-            "--block_size",
-            "32",
-            "--eval_iters",
-            "2",
-            "--out_dir",
-            str(tmp_path),
-            "--quiet",
-        ]
-    )
-    res = train_lm.sweep_repeated(cfg)
-    saved = json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
+def tiny_sweep(tmp_path, *extra):
+    argv = ["--sweep", "repeated", "--preset", "tiny", "--repeat_counts", "2,4"]
+    argv += ["--sweep_widths", "16,32", "--n_embd", "32", "--steps", "20", "--block_size", "32"]
+    argv += ["--eval_iters", "2", "--eval_interval", "5", "--out_dir", str(tmp_path), "--quiet"]
+    cfg = train_lm.parse_args(argv + list(extra))
+    res = repeated_data.sweep(cfg, train_lm.main)
+    return cfg, res, json.load(open(tmp_path / "tiny" / "repeated" / "results.json"))
+
+
+def test_repeated_sweep_writes_the_contract_and_the_fuller_sweep_adds_to_it(tmp_path):
+    cfg, res, saved = tiny_sweep(tmp_path)
+    assert cfg.data == "markov" and cfg.tokenizer == "bytes"
     assert [p["repeat_count"] for p in saved["points"]] == [0, 2, 4]
     assert saved["points"][0]["repeated_fraction"] == 0
-    assert saved["points"][1]["repeated_fraction"] == pytest.approx(0.1)
+    assert saved["points"][1]["repeated_fraction"] == pytest.approx(cfg.repeat_frac)
     for p in saved["points"]:
         assert set(p) >= {
             "repeat_count",
@@ -386,14 +374,102 @@ def test_repeated_sweep_runs_in_seconds_and_writes_the_contract(tmp_path):
             "repeated_train_loss",
             "copying_loss",
             "max_prefix_matching",
+            "heldout_loss_curve",
         }
         assert 0 <= p["max_prefix_matching"] <= 1
+        # the curve: every evaluation, the last one the run's final held-out loss
+        assert [c["step"] for c in p["heldout_loss_curve"]] == [0, 5, 10, 15, 20]
+        assert p["heldout_loss_curve"][-1]["heldout_loss"] == p["heldout_loss"]
+        assert (p["heldout_loss_curve"][0]["repeated_loss"] is None) == (p["repeat_count"] == 0)
     assert [s["width"] for s in saved["baseline_sizes"]] == [16, 32]
     assert len(saved["effective_params"]) == 2
     assert saved["seconds"] > 0 and res["targets"].keys() == saved["targets"].keys()
-    assert [p["seed"] for p in saved["other_seed_no_repeat"]] == [cfg.seed + 1]
-    # 90% of 20 steps
-    assert saved["fewer_tokens"][0]["steps"] == 18 and saved["fewer_tokens"][0]["repeat_count"] == 0
+    assert [s["repeat_frac"] for s in saved["shares"]] == [cfg.repeat_frac]
+    assert saved["shares"][0]["points"] == saved["points"]
+    floor = saved["entropy_floor"]
+    assert 0 < floor < math.log(256)
+    assert saved["reducible_loss_no_repeat"] == pytest.approx(
+        saved["points"][0]["heldout_loss"] - floor
+    )
+    assert saved["peak"]["repeat_count"] in (2, 4)
+    assert saved["other_seed_no_repeat"] == [] and saved["fewer_tokens"] == []
+    # the fuller sweep: another share, the second seed, the fewer-tokens control
+    first = saved
+    cfg, res, saved = tiny_sweep(tmp_path, "--sweep_full", "--sweep_shares", "0.5")
+    # the default sweep's runs are read back, not trained again (their timings are the same)
+    assert [p["seconds"] for p in saved["points"]] == [p["seconds"] for p in first["points"]]
+    assert [s["repeat_frac"] for s in saved["shares"]] == [cfg.repeat_frac, 0.5]
+    assert saved["shares"][1]["points"][0] == saved["points"][0]  # one run without repetition
+    assert saved["shares"][1]["points"][1]["repeated_fraction"] == pytest.approx(0.5)
+    other = saved["other_seed"]["points"]
+    assert [p["seed"] for p in other] == [cfg.seed + 1] * 3 and other[0]["repeat_count"] == 0
+    assert saved["other_seed_no_repeat"] == [other[0]]
+    # the unique tokens only: 20 steps less the repeated share
+    assert saved["fewer_tokens"][0]["steps"] == round(20 * (1 - cfg.repeat_frac))
+    assert "fewer_tokens_cost_less_than_the_peak" in saved["targets"]
+
+
+def test_effective_size_reads_a_loss_on_the_no_repeat_curve():
+    sizes = [{"params": 1000, "heldout_loss": 3.0}, {"params": 4000, "heldout_loss": 2.0}]
+    assert repeated_data.effective_params(2.5, sizes) == pytest.approx(2000)  # halfway in log
+    assert repeated_data.effective_params(3.0, sizes) == pytest.approx(1000)
+    assert repeated_data.effective_params(3.1, sizes) is None  # outside the measured sizes
+    rising = [{"params": 1000, "heldout_loss": 2.0}, {"params": 4000, "heldout_loss": 3.0}]
+    assert repeated_data.effective_params(2.5, rising) is None
+
+
+def test_the_peak_is_the_worst_repeat_count_read_against_the_floor():
+    def point(count, loss, copying):
+        return dict(
+            repeat_count=count,
+            heldout_loss=loss,
+            copying_loss=copying,
+            params=100,
+            effective_params=50,
+            memorised_at_step=None,
+        )
+
+    points = [point(0, 2.5, 1.0), point(10, 2.6, 1.5), point(100, 2.7, 1.2), point(1000, 2.55, 1.1)]
+    top = repeated_data.peak(points, floor=2.3)
+    assert top["repeat_count"] == 100 and top["later_lower"]
+    assert top["heldout_excess"] == pytest.approx(0.2 / 2.5)
+    assert top["share_of_reducible"] == pytest.approx(0.2 / 0.2)
+    assert top["copying_excess"] == pytest.approx(0.2) and top["effective_size"] == 0.5
+    assert not repeated_data.peak(points[:3], floor=2.3)["later_lower"]  # no count after the peak
+
+
+def test_markov_language_has_its_successors_and_its_entropy_floor():
+    """Each row of the table has exactly `successors` possible next tokens; a long chain's
+    mean loss under the table itself (-log P along the chain) is the entropy rate."""
+    P = prepare.markov_table(32, 4, seed=0)
+    assert np.allclose(P.sum(1), 1) and ((P > 0).sum(1) == 4).all()
+    x = prepare.markov_chains(P, 50, 2000, 0.0, seed=1)
+    nll = -np.log(P[x[:, :-1], x[:, 1:]])
+    assert np.isfinite(nll).all()  # no impossible transition without copies
+    assert nll.mean() == pytest.approx(prepare.entropy_rate(P), abs=0.02)
+
+
+def test_markov_chains_copy_earlier_stretches_and_go_on_from_them():
+    """With copies, every token is either a possible successor of the one before it or
+    the start or continuation of a copy: the same token 4-96 positions back. Copies are
+    a visible share of the text."""
+    P = prepare.markov_table(256, 4, seed=0)
+    x = prepare.markov_chains(P, 20, 600, 0.5, seed=1)
+    explained = P[x[:, :-1], x[:, 1:]] > 0
+    for back in range(4, 97):
+        explained[:, back - 1 :] |= x[:, back:] == x[:, :-back]
+    assert explained.all()
+    impossible = (P[x[:, :-1], x[:, 1:]] == 0).mean()
+    assert 0.02 < impossible < 0.2  # copy starts: about one chunk in two, 8 tokens a chunk
+
+
+def test_bytes_tokenizer_is_one_token_per_byte():
+    from data.tokenizer import eot_id, get_tokenizer
+
+    enc = get_tokenizer("bytes")
+    assert enc.n_vocab == 258 and eot_id(enc) == 256
+    assert enc.encode_ordinary("héllo") == list("héllo".encode())
+    assert all(enc.decode_single_token_bytes(i) == bytes([i]) for i in range(256))
 
 
 def test_repeated_slots_replace_exactly_their_batch_rows():
