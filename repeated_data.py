@@ -31,7 +31,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from data.prepare import prepare
+from data.prepare import markov_heldout_floor, prepare
 from model import (
     log_metrics,
     printer,
@@ -131,7 +131,10 @@ def sweep(cfg, train):
     before the fuller one) is read back, not trained again."""
     t0, log = time.time(), printer(cfg.quiet)
     run_dir(cfg.out_dir)
-    floor = prepare(cfg.data, cfg.tokenizer, verbose=not cfg.quiet)[1].get("entropy_floor")
+    prepare(cfg.data, cfg.tokenizer, verbose=not cfg.quiet)
+    floor = None  # known for the Markov language only
+    if cfg.data == "markov":
+        floor = markov_heldout_floor(cfg.eval_iters * cfg.batch_size, cfg.block_size)
     counts = [0] + [int(r) for r in cfg.repeat_counts.split(",")]
     widths = [int(w) for w in cfg.sweep_widths.split(",") if int(w) != cfg.n_embd]
     others = [float(f) for f in cfg.sweep_shares.split(",")] if cfg.sweep_full else []

@@ -260,7 +260,7 @@ PRESETS = {
         "steps": 2000,
         "warmup": 20,
         "eval_interval": 100,
-        "eval_iters": 8,
+        "eval_iters": 32,  # 512 held-out documents, the entropy floor's too
         "ckpt_interval": 10**9,
         "samples": 0,
         "repeat_frac": 0.25,
@@ -436,15 +436,17 @@ def attention_mask(x, cfg, enc):
 
 
 @torch.no_grad()
-def evaluate(model, ids, mask, cfg, device, enc):
-    """Mean loss on the same eval_iters batches every time (a fixed generator), so evals
-    are comparable across steps and runs."""
+def evaluate(model, ids, mask, cfg, device, enc, period=None):
+    """Mean loss on the same eval_iters batches every time (a fixed generator; documents of
+    a fixed length, `period` tokens with their separator: the first ones, in order), so
+    evals are comparable across steps and runs."""
     model.eval()
     gen = torch.Generator().manual_seed(12345)
-    losses = []
+    B, losses = cfg.batch_size, []
     with autocast(device.type):
-        for _ in range(cfg.eval_iters):
-            x, y = get_batch(ids, mask, cfg.block_size, cfg.batch_size, gen, device)
+        for i in range(cfg.eval_iters):
+            starts = period * np.arange(i * B, (i + 1) * B) if period else None
+            x, y = get_batch(ids, mask, cfg.block_size, B, gen, device, starts=starts)
             losses.append(model(x, y, mask=attention_mask(x, cfg, enc))[1].item())
     model.train()
     return float(np.mean(losses))
@@ -590,6 +592,11 @@ def main(cfg):
             f"--data {cfg.data}: {len(train_ids)} train / {len(val_ids)} val tokens, but a context "
             f"of {T} needs at least {T + 2} in each; give more text or a smaller --block_size"
         )
+    if meta.get("period", math.inf) < T + 1:
+        raise SystemExit(
+            f"--data {cfg.data}: its documents have {meta['period'] - 1} tokens; give --block_size "
+            f"{meta['period'] - 1} or less"
+        )
     if master:  # only now: a run stopped by bad data or flags leaves no folder behind
         run_dir(cfg.out_dir, resume=ck.get("metrics_bytes", math.inf) if ck else None)
     log(
@@ -622,6 +629,12 @@ def main(cfg):
             train_ids, T, cfg.steps, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed
         )
 
+    # documents of a fixed length (the Markov language): each window is <|endoftext|> and one
+    # whole document, read at most once, in a random order (no repeat by chance)
+    period, order = meta.get("period"), None
+    if period:
+        order = np.random.default_rng(cfg.seed).permutation(len(train_ids) // period) * period
+
     # ---- the training loop
     # synthetic rows: any token of the data but the special ones
     n_plain = min(meta["vocab"], enc.n_vocab - len(enc.special_tokens_set))
@@ -632,7 +645,7 @@ def main(cfg):
     model.train()
     for it in bar:
         if it % cfg.eval_interval == 0 and master:
-            val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc)
+            val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc, period)
             row = {"step": it, "tokens": it * tokens_per_iter, "val_loss": val_loss}
             if windows is not None:
                 row["repeated_train_loss"] = window_loss(raw, windows, device)
@@ -641,7 +654,9 @@ def main(cfg):
         for micro in range(cfg.grad_accum):
             early = it < cfg.synthetic_steps
             n_syn = 0 if sft else round(B * (cfg.synthetic_early if early else cfg.synthetic_frac))
-            x, y = get_batch(train_ids, train_mask, T, B, gen, device, n_syn, n_plain)
+            k = ((it * cfg.grad_accum + micro) * world_size + rank) * B  # this micro-batch's rows
+            starts = None if order is None else order[np.arange(k, k + B) % len(order)]
+            x, y = get_batch(train_ids, train_mask, T, B, gen, device, n_syn, n_plain, starts)
             if schedule is not None:  # this step's slots for the repeated subset
                 x, y = fill_repeated(x, y, schedule[it], windows)
             sync = model.no_sync() if ddp and micro < cfg.grad_accum - 1 else nullcontext()
@@ -675,7 +690,7 @@ def main(cfg):
         return None
 
     # ---- the report: final validation loss (also in bits per byte), throughput, samples
-    val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc)
+    val_loss = evaluate(raw, val_ids, val_mask, cfg, device, enc, period)
     train_tokens = end * tokens_per_iter
     final = {"step": end, "tokens": train_tokens, "val_loss": val_loss}
     if windows is not None:

@@ -24,9 +24,9 @@ OUT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N_PRETRAIN_DOCS = 60000  # ~2.5M tokens: a tiny model sees each a few times in 3 CPU minutes
 N_SFT_DOCS = 20000
 N_SYNTHETIC_DOCS = 40000  # sequences of 128 random tokens with copies: ~5M tokens
-# the repeated-data sweep's language (prepare("markov")): tokens, successors per token, the
-# share of chunks copied, chains x tokens per split
-MARKOV = {"vocab": 256, "successors": 16, "p_copy": 0.3, "train": (1200, 5000), "val": (64, 4096)}
+# the repeated-data sweep's language (prepare("markov")): tokens, successors per token, tokens
+# per document, the share of documents that repeat themselves, documents per split
+MARKOV = {"vocab": 256, "successors": 16, "length": 128, "p_copy": 0.5, "train": 40000, "val": 2048}
 
 
 def data_name(data, default="world"):
@@ -148,41 +148,58 @@ def markov_table(vocab, successors, seed):
     return P
 
 
-def entropy_rate(P):
-    """Nats per token of the chain: the table's own loss on clean text, the floor no model
-    goes below (the stationary distribution by power iteration)."""
-    pi = np.full(len(P), 1 / len(P))
-    for _ in range(1000):
-        pi = pi @ P
-    return float(pi @ -(P * np.log(np.where(P > 0, P, 1))).sum(1))
-
-
-def markov_chains(P, n, length, p_copy, seed):
-    """n chains of `length` tokens from the transition matrix P. With p_copy > 0 they are
-    written in chunks of 4-12 tokens, each with probability p_copy a copy of an earlier
-    stretch of the same chain within the last 96 tokens (a context of 128 sees its source),
-    so that copying pays, as in natural text; the chain goes on from a copy's last token.
-    Vectorised over chains, one position at a time -> (n, length) int64."""
+def markov_documents(P, n, length, p_copy, seed):
+    """n documents of `length` tokens from the chain P, the first token uniform; in a share
+    p_copy of them the second half repeats the first half from a random point, wrapping
+    around (text that repeats a passage of itself: only looking back for the current
+    token's earlier occurrence predicts it -- what induction heads do -- as the repeat's
+    offset is random); in the others the chain goes on. Vectorised over documents ->
+    (n, length) int64."""
     rng = np.random.default_rng(seed)
-    cum = P.cumsum(1)
-    cum[:, -1] = 1.0
+    successors = np.nonzero(P)[1].reshape(len(P), -1)  # each row's possible next tokens
+    cum = np.take_along_axis(P, successors, 1).cumsum(1)
     x = np.zeros((n, length), dtype=np.int64)
     x[:, 0] = rng.integers(0, len(P), n)
-    left = np.zeros(n, dtype=np.int64)  # tokens left in the current chunk
-    src = np.full(n, -1)  # where the current chunk copies from (-1: fresh text)
     for t in range(1, length):
-        new = left == 0
-        L = rng.integers(4, 13, int(new.sum()))
-        back = rng.integers(L, 97)  # the source starts this far back, and ends before t
-        copy = (rng.random(len(L)) < p_copy) & (back <= t)
-        left[new], src[new] = L, np.where(copy, t - back, -1)
-        c = src >= 0
-        x[c, t] = x[c, src[c]]
-        u = rng.random(int((~c).sum()))
-        x[~c, t] = (u[:, None] > cum[x[~c, t - 1]]).sum(1)  # inverse CDF of the row
-        src[c] += 1
-        left -= 1
+        k = (rng.random(n)[:, None] > cum[x[:, t - 1]]).sum(1)  # inverse CDF of the row
+        x[:, t] = successors[x[:, t - 1], np.minimum(k, successors.shape[1] - 1)]
+    half = length // 2
+    copy = np.nonzero(rng.random(n) < p_copy)[0]
+    start = rng.integers(0, half, len(copy))
+    source = (start[:, None] + np.arange(length - half)) % half
+    x[copy, half:] = np.take_along_axis(x[copy, :half], source, 1)
     return x
+
+
+def markov_floor(P, docs, p_copy, targets=None):
+    """The entropy floor: the loss per token of the Bayes-optimal predictor on documents
+    (n, length), or on their first `targets` tokens; it knows the table, the document's
+    start and p_copy. The first token costs log(vocab); the first half, the table's own
+    loss; in the second half it mixes "chain" and "copy from each starting point" by their
+    posterior given the tokens seen so far."""
+    n, length = docs.shape
+    half = length // 2
+    prob = np.ones((n, length)) / len(P)
+    prob[:, 1:half] = P[docs[:, : half - 1], docs[:, 1:half]]
+    chain = np.full(n, 1 - p_copy)  # posterior weights: the chain goes on,
+    copy = np.full((n, half), p_copy / half)  # or the second half copies from each point
+    for j in range(length - half):
+        source = docs[:, (np.arange(half) + j) % half]  # the token each starting point predicts
+        copied = copy * (source == docs[:, half + j, None])
+        chained = chain * P[docs[:, half + j - 1], docs[:, half + j]]
+        prob[:, half + j] = copied.sum(1) + chained
+        copy, chain = copied / prob[:, half + j, None], chained / prob[:, half + j]
+    return float(-np.log(prob[:, :targets]).mean())
+
+
+def markov_heldout_floor(n_docs, targets):
+    """The entropy floor of prepare("markov")'s first n_docs held-out documents (those that
+    train_lm.py evaluates), on their first `targets` tokens."""
+    d, meta = prepare("markov", "bytes", verbose=False)
+    windows = np.asarray(load_split(d, "val", meta)[0][: n_docs * meta["period"]])
+    docs = windows.reshape(n_docs, meta["period"])[:, 1:].astype(np.int64)
+    P = markov_table(MARKOV["vocab"], MARKOV["successors"], seed=0)
+    return markov_floor(P, docs, MARKOV["p_copy"], targets)
 
 
 def _world_docs(n, seed, sft, mix):
@@ -218,13 +235,15 @@ def prepare(source="world", tokenizer="world", sft=False, verbose=True, mix="hh"
         key = {"markov": MARKOV, "tokenizer": tokenizer}
         if not _fresh(name, key):
             P = markov_table(MARKOV["vocab"], MARKOV["successors"], seed=0)
-            # training text with copies; held-out text without, so its floor is exact
+            length, p_copy = MARKOV["length"], MARKOV["p_copy"]
+            # an empty first document: each split starts with <|endoftext|>, so that window k
+            # (period tokens from k x period) is <|endoftext|> and document k
             splits = {
-                "train": markov_chains(P, *MARKOV["train"], MARKOV["p_copy"], seed=1).tolist(),
-                "val": markov_chains(P, *MARKOV["val"], 0.0, seed=2).tolist(),
+                split: [[]] + markov_documents(P, n, length, p_copy, seed).tolist()
+                for split, n, seed in (("train", MARKOV["train"], 1), ("val", MARKOV["val"], 2))
             }
             meta = {"key": key, "source": "markov", "tokenizer": tokenizer}
-            meta.update(vocab=MARKOV["vocab"], entropy_floor=entropy_rate(P))
+            meta.update(vocab=MARKOV["vocab"], period=length + 1)
             write_stream(name, get_tokenizer(tokenizer), splits, meta)
     elif source == "world":
         name = f"world-{'sft-' + mix if sft else 'pretrain'}-{tokenizer}"
@@ -368,13 +387,15 @@ def copy_spans(windows, frac, gen):
     return windows
 
 
-def get_batch(ids, mask, block_size, batch_size, gen, device, synthetic=0, vocab=0):
-    """Random windows of block_size + 1 tokens (nanoGPT); the first `synthetic` rows are
-    instead random tokens below `vocab` with in-context copies (synthetic_batch), on which
-    nothing but copying pays, so induction heads form within a short CPU run and stay
-    (train_lm.py's --synthetic_frac). With an SFT mask, targets outside assistant replies
-    are -1 (ignored by the loss)."""
-    ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
+def get_batch(ids, mask, block_size, batch_size, gen, device, synthetic=0, vocab=0, starts=None):
+    """Random windows of block_size + 1 tokens (nanoGPT), or those starting at `starts`; the
+    first `synthetic` rows are instead random tokens below `vocab` with in-context copies
+    (synthetic_batch), on which nothing but copying pays, so induction heads form within a
+    short CPU run and stay (train_lm.py's --synthetic_frac). With an SFT mask, targets
+    outside assistant replies are -1 (ignored by the loss)."""
+    ix = starts
+    if ix is None:
+        ix = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=gen).tolist()
     w = torch.from_numpy(np.stack([ids[i : i + block_size + 1].astype(np.int64) for i in ix]))
     x, y = w[:, :-1], w[:, 1:]
     if mask is not None:

@@ -439,28 +439,79 @@ def test_the_peak_is_the_worst_repeat_count_read_against_the_floor():
 
 
 def test_markov_language_has_its_successors_and_its_entropy_floor():
-    """Each row of the table has exactly `successors` possible next tokens; a long chain's
-    mean loss under the table itself (-log P along the chain) is the entropy rate."""
+    """Each row of the table has exactly `successors` possible next tokens; without copies
+    the floor is the table's own loss along the documents (the first token: log vocab)."""
     P = prepare.markov_table(32, 4, seed=0)
     assert np.allclose(P.sum(1), 1) and ((P > 0).sum(1) == 4).all()
-    x = prepare.markov_chains(P, 50, 2000, 0.0, seed=1)
+    x = prepare.markov_documents(P, 200, 64, 0.0, seed=1)
     nll = -np.log(P[x[:, :-1], x[:, 1:]])
-    assert np.isfinite(nll).all()  # no impossible transition without copies
-    assert nll.mean() == pytest.approx(prepare.entropy_rate(P), abs=0.02)
+    assert np.isfinite(nll).all()  # every transition possible
+    assert prepare.markov_floor(P, x, 0.0) == pytest.approx((nll.sum() + 200 * np.log(32)) / x.size)
 
 
-def test_markov_chains_copy_earlier_stretches_and_go_on_from_them():
-    """With copies, every token is either a possible successor of the one before it or
-    the start or continuation of a copy: the same token 4-96 positions back. Copies are
-    a visible share of the text."""
-    P = prepare.markov_table(256, 4, seed=0)
-    x = prepare.markov_chains(P, 20, 600, 0.5, seed=1)
-    explained = P[x[:, :-1], x[:, 1:]] > 0
-    for back in range(4, 97):
-        explained[:, back - 1 :] |= x[:, back:] == x[:, :-back]
-    assert explained.all()
-    impossible = (P[x[:, :-1], x[:, 1:]] == 0).mean()
-    assert 0.02 < impossible < 0.2  # copy starts: about one chunk in two, 8 tokens a chunk
+def test_markov_documents_repeat_their_first_half_from_a_random_point():
+    P = prepare.markov_table(256, 16, seed=0)
+    x = prepare.markov_documents(P, 4000, 128, 0.5, seed=1)
+    rotations = [[(np.roll(d[:64], -r) == d[64:]).all() for r in range(64)] for d in x]
+    copies = np.array([any(r) for r in rotations])
+    assert 0.47 < copies.mean() < 0.53
+    starts = [r.index(True) for r, c in zip(rotations, copies, strict=True) if c]
+    assert len(set(starts)) == 64  # every starting point: the repeat's offset varies
+    # the other documents go on with the chain: every transition possible
+    assert (P[x[~copies, :-1], x[~copies, 1:]] > 0).all()
+
+
+def test_markov_floor_is_the_bayes_predictor_written_out_by_enumeration():
+    """The floor against an obvious reference: the predictive probability of each token
+    of the second half as a ratio of joint probabilities, summed over the hypotheses
+    "chain" and "copy from starting point r" by brute force."""
+    P = prepare.markov_table(8, 3, seed=0)
+    x = prepare.markov_documents(P, 200, 12, 0.4, seed=1)
+
+    def joint(doc, end):  # p(second half up to end | first half), over the hypotheses
+        copies = [all(doc[i] == doc[(i - 6 + r) % 6] for i in range(6, end)) for r in range(6)]
+        chain = 0.6 * np.prod([P[doc[i - 1], doc[i]] for i in range(6, end)])
+        return 0.4 / 6 * sum(copies) + chain
+
+    total = 0.0
+    for doc in x:
+        logp = np.log(1 / 8) + np.log(P[doc[:5], doc[1:6]]).sum()  # first token, first half
+        for t in range(6, 12):
+            logp += np.log(joint(doc, t + 1) / joint(doc, t))
+        total -= logp
+    assert prepare.markov_floor(P, x, 0.4) == pytest.approx(total / x.size)
+    # a predictor that ignores the repeats does worse; the floor on the first tokens only
+    assert prepare.markov_floor(P, x, 0.0001) > prepare.markov_floor(P, x, 0.4)
+    first = -(np.log(1 / 8) + np.log(P[x[:, :3], x[:, 1:4]]).sum(1)).sum() / (200 * 4)
+    assert prepare.markov_floor(P, x, 0.4, targets=4) == pytest.approx(first)
+
+
+def test_markov_windows_are_whole_documents_read_once(tmp_path):
+    """Each window of a prepared Markov split is <|endoftext|> and one document; training
+    reads them in a permutation (train_lm.main), evaluation the first ones in order."""
+    d, meta = prepare.prepare("markov", "bytes", verbose=False)
+    ids = np.asarray(prepare.load_split(d, "val", meta)[0])
+    period = meta["period"]
+    assert len(ids) == 1 + period * prepare.MARKOV["val"]
+    windows = ids[: period * 4].reshape(4, period).astype(np.int64)
+    assert (windows[:, 0] == 256).all() and (windows[:, 1:] < 256).all()
+    x, y = prepare.get_batch(ids, None, period - 1, 4, None, "cpu", starts=period * np.arange(4))
+    assert x.tolist() == windows[:, :-1].tolist() and y.tolist() == windows[:, 1:].tolist()
+    with pytest.raises(SystemExit, match="block_size 128 or less"):
+        train_lm.main(
+            train_lm.parse_args(
+                [
+                    "--data",
+                    "markov",
+                    "--block_size",
+                    "256",
+                    "--preset",
+                    "tiny",
+                    "--out_dir",
+                    str(tmp_path),
+                ]
+            )
+        )
 
 
 def test_bytes_tokenizer_is_one_token_per_byte():
