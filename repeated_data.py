@@ -117,7 +117,8 @@ def peak(points, floor):
         "heldout_excess": excess / base["heldout_loss"],
         "share_of_reducible": excess / (base["heldout_loss"] - floor) if floor else None,
         "copying_excess": top["copying_loss"] / base["copying_loss"] - 1,
-        "effective_size": (top["effective_params"] or np.nan) / top["params"],
+        # None: off the size curve (the 50% share's peak is worse than the smallest model)
+        "effective_size": top["effective_params"] and top["effective_params"] / top["params"],
         "later_lower": bool(later) and min(later) < top["heldout_loss"],
         "memorised_at_step": top["memorised_at_step"],
     }
@@ -187,7 +188,7 @@ def sweep(cfg, train):
         "peak_at_least_3pct_above_no_repeat": top["heldout_excess"] >= 0.03,
         "peak_at_least_10pct_of_reducible_loss": (top["share_of_reducible"] or 0) >= 0.10,
         "a_later_repeat_count_is_lower": top["later_lower"],
-        "effective_size_at_peak_at_most_80pct": top["effective_size"] <= 0.8,
+        "effective_size_at_peak_at_most_80pct": (top["effective_size"] or 1) <= 0.8,
         "copying_damaged_more_than_heldout_at_peak": top["copying_excess"] > top["heldout_excess"],
     }
     if cfg.sweep_full:
@@ -235,7 +236,8 @@ def report(res, log):
         log(
             f"  peak at {top['repeat_count']} repeats: held-out +{top['heldout_excess']:.1%} "
             f"({(top['share_of_reducible'] or 0):.0%} of the reducible loss), copying "
-            f"{top['copying_excess']:+.0%}, effective size {top['effective_size']:.0%}"
+            f"{top['copying_excess']:+.0%}, effective size "
+            f"{top['effective_size'] or float('nan'):.0%}"
         )
     log(
         "no repetition by size: "
