@@ -620,18 +620,18 @@ def main(cfg):
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
+    # documents of a fixed length (the Markov language): each window is <|endoftext|> and one
+    # whole document, read at most once, in a random order (no repeat by chance)
+    period, order = meta.get("period"), None
+
     # ---- repeated data: a share of each batch's rows from a small subset (Hernandez et al.)
     windows = schedule = None
     if cfg.repeat_count > 0 and cfg.repeat_frac > 0:
         if ddp or cfg.grad_accum > 1 or sft:
             raise SystemExit("repeated data: pretraining on one device with --grad_accum 1")
         train_ids, windows, schedule = repeated_subset(
-            train_ids, T, cfg.steps, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed
+            train_ids, T, cfg.steps, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed, period
         )
-
-    # documents of a fixed length (the Markov language): each window is <|endoftext|> and one
-    # whole document, read at most once, in a random order (no repeat by chance)
-    period, order = meta.get("period"), None
     if period:
         order = np.random.default_rng(cfg.seed).permutation(len(train_ids) // period) * period
 

@@ -427,16 +427,19 @@ def fill_repeated(x, y, slots, windows):
     return x, y
 
 
-def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
+def repeated_subset(ids, block_size, iters, batch, frac, count, seed, period=None):
     """The repeated-data experiment's split of a training stream (Hernandez et al. 2022):
     a share `frac` of the iters x batch training windows comes from a subset at the start
     of the stream, each of its windows seen exactly `count` times at random slots; the rest
     from the rest of the stream -> (the unique ids, the subset's windows (n, block_size + 1),
-    schedule (iters, batch): the subset window each slot takes, -1 for a unique window)."""
+    schedule (iters, batch): the subset window each slot takes, -1 for a unique window).
+    period: documents of a fixed length (the Markov language): each subset window starts at a
+    document and the rest of the stream starts at the next one, whatever the block size."""
     T1 = block_size + 1
+    stride = period or T1
     slots = iters * batch
     n_win = round(frac * slots / count)
-    if n_win < 1 or n_win * T1 > len(ids) // 2:
+    if n_win < 1 or n_win * stride > len(ids) // 2:
         raise SystemExit(
             f"--repeat_frac {frac} with --repeat_count {count} gives a subset of {n_win} windows: "
             f"need at least 1 and at most half the training split"
@@ -445,8 +448,9 @@ def repeated_subset(ids, block_size, iters, batch, frac, count, seed):
     order = rng.permutation(np.repeat(np.arange(n_win), count))
     schedule = np.full(slots, -1)
     schedule[rng.choice(slots, len(order), replace=False)] = order
-    windows = np.asarray(ids[: n_win * T1], dtype=np.int64).reshape(n_win, T1)
-    return ids[n_win * T1 :], windows, schedule.reshape(iters, batch)
+    starts = stride * np.arange(n_win)[:, None] + np.arange(T1)
+    windows = np.asarray(ids[: n_win * stride], dtype=np.int64)[starts]
+    return ids[n_win * stride :], windows, schedule.reshape(iters, batch)
 
 
 def bytes_per_token(enc, ids, mask):

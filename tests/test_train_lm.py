@@ -281,6 +281,20 @@ def test_repeated_subset_comes_from_training_data_and_is_seen_exactly_repeat_cou
         repeated_subset(ids, cfg.block_size, cfg.steps, cfg.batch_size, 0.01, 1000, 0)
 
 
+def test_repeated_subset_of_documents_starts_every_window_at_a_document():
+    """With documents of a fixed length (the Markov language) and a context shorter than
+    one, each subset window is a document's start and the rest of the stream starts at the
+    next document, so the training order (whole documents) stays aligned."""
+    from data.prepare import repeated_subset
+
+    period, n_docs = 129, 400
+    ids = np.arange(period * n_docs)  # document k: ids k * period ... (k + 1) * period - 1
+    unique, windows, _ = repeated_subset(ids, 32, 20, 8, 0.25, 2, 0, period=period)
+    assert windows.shape == (20, 33) and (windows[:, 0] % period == 0).all()
+    assert (np.diff(windows, axis=1) == 1).all()  # contiguous within the document
+    assert unique[0] % period == 0 and len(unique) % period == 0
+
+
 def test_repeated_run_token_counts_match_the_flags(tmp_path):
     res = run(tmp_path, "--repeat_frac", "0.25", "--repeat_count", "4")
     total = res["train_tokens"]
@@ -497,6 +511,10 @@ def test_markov_windows_are_whole_documents_read_once(tmp_path):
     assert (windows[:, 0] == 256).all() and (windows[:, 1:] < 256).all()
     x, y = prepare.get_batch(ids, None, period - 1, 4, None, "cpu", starts=period * np.arange(4))
     assert x.tolist() == windows[:, :-1].tolist() and y.tolist() == windows[:, 1:].tolist()
+    # the floor is computed on these very documents and targets
+    P = prepare.markov_table(prepare.MARKOV["vocab"], prepare.MARKOV["successors"], seed=0)
+    floor = prepare.markov_floor(P, windows[:, 1:], prepare.MARKOV["p_copy"], period - 1)
+    assert prepare.markov_heldout_floor(4, period - 1) == pytest.approx(floor)
     with pytest.raises(SystemExit, match="block_size 128 or less"):
         train_lm.main(
             train_lm.parse_args(
