@@ -620,9 +620,7 @@ def main(cfg):
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    # documents of a fixed length (the Markov language): each window is <|endoftext|> and one
-    # whole document, read at most once, in a random order (no repeat by chance)
-    period, order = meta.get("period"), None
+    period, order = meta.get("period"), None  # documents of a fixed length (Markov language)
 
     # ---- repeated data: a share of each batch's rows from a small subset (Hernandez et al.)
     windows = schedule = None
@@ -632,6 +630,8 @@ def main(cfg):
         train_ids, windows, schedule = repeated_subset(
             train_ids, T, cfg.steps, B, cfg.repeat_frac, cfg.repeat_count, cfg.seed, period
         )
+    # each window is <|endoftext|> and one whole document, read at most once, in a random
+    # order (no repeat by chance)
     if period:
         order = np.random.default_rng(cfg.seed).permutation(len(train_ids) // period) * period
 
